@@ -1,0 +1,120 @@
+//! Every size limit of the core, as named constants.
+//!
+//! Nothing in `keepsync-core` sizes a buffer from input: parsers compare a length field against
+//! one of these limits *before* they read or buffer the bytes it announces. The RAM each state
+//! object needs follows from these numbers; the table in the crate docs and in `docs/FORMAT.md`
+//! lists it and a test keeps the table honest.
+
+/// Length of the fixed container header, in bytes (see `docs/FORMAT.md`).
+pub const HEADER_LEN: usize = 112;
+
+/// Length of the clear-text header in front of each sealed chunk.
+pub const RECORD_HEADER_LEN: usize = 12;
+
+/// Length of an AES-256-GCM authentication tag.
+pub const TAG_LEN: usize = 16;
+
+/// Length of an AES-256-GCM nonce.
+pub const NONCE_LEN: usize = 12;
+
+/// Length of a master key, a per-file key and a PSK.
+pub const KEY_LEN: usize = 32;
+
+/// Length of the per-file random salt stored in the header.
+pub const FILE_SALT_LEN: usize = 32;
+
+/// Length of the passphrase KDF (Argon2id) salt stored in the header.
+pub const KDF_SALT_LEN: usize = 16;
+
+/// Smallest chunk: 4 KiB (2^12). Small devices use this one.
+pub const MIN_CHUNK_LOG2: u8 = 12;
+
+/// Largest chunk: 4 MiB (2^22). Bounds every buffer a reader must lend.
+pub const MAX_CHUNK_LOG2: u8 = 22;
+
+/// Default chunk: 64 KiB (2^16), a good trade between seek granularity and per-chunk overhead.
+pub const DEFAULT_CHUNK_LOG2: u8 = 16;
+
+/// Smallest chunk size in bytes.
+pub const MIN_CHUNK_SIZE: usize = 1 << MIN_CHUNK_LOG2;
+
+/// Largest chunk size in bytes.
+pub const MAX_CHUNK_SIZE: usize = 1 << MAX_CHUNK_LOG2;
+
+/// Default chunk size in bytes.
+pub const DEFAULT_CHUNK_SIZE: usize = 1 << DEFAULT_CHUNK_LOG2;
+
+/// Largest Argon2id memory cost a reader accepts from a header, in KiB (1 GiB).
+///
+/// The header is read before it is authenticated, so its KDF parameters are attacker-chosen:
+/// this bound keeps a hostile file from making the reader allocate without limit.
+pub const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
+
+/// Largest Argon2id pass count a reader accepts from a header.
+pub const MAX_KDF_PASSES: u32 = 64;
+
+/// Largest Argon2id lane count a reader accepts from a header.
+pub const MAX_KDF_LANES: u32 = 16;
+
+/// Largest encoded checkpoint record, CRC included (postcard `MaxSize` + 4).
+pub const CHECKPOINT_MAX_LEN: usize = crate::checkpoint::Checkpoint::MAX_ENCODED_LEN;
+
+/// Largest record (header, body, tag) a chunk of `chunk_size` bytes can produce.
+///
+/// Bodies are never larger than their plaintext: a chunk that does not compress is stored.
+pub const fn max_record_len(chunk_size: usize) -> usize {
+    RECORD_HEADER_LEN + chunk_size + TAG_LEN
+}
+
+/// Room a codec may need to compress `chunk_size` bytes (lz4's worst case: +10% + 20 bytes).
+///
+/// Only the packer needs it: a result that is not smaller than its input is thrown away and
+/// the chunk is stored, so nothing this large ever reaches the wire.
+pub const fn compress_bound(chunk_size: usize) -> usize {
+    chunk_size + chunk_size / 10 + 20
+}
+
+/// Bytes of workspace a [`Packer`](crate::stream::Packer) needs for `chunk_size`: one
+/// plaintext chunk and one record with room for the codec's worst case.
+pub const fn packer_workspace_len(chunk_size: usize) -> usize {
+    chunk_size + RECORD_HEADER_LEN + compress_bound(chunk_size) + TAG_LEN
+}
+
+/// Bytes of workspace an [`Unpacker`](crate::stream::Unpacker) needs for `chunk_size`: one
+/// plaintext chunk and one record.
+pub const fn unpacker_workspace_len(chunk_size: usize) -> usize {
+    chunk_size + max_record_len(chunk_size)
+}
+
+/// Chunk size in bytes for a `log2` value, or `None` when outside
+/// [`MIN_CHUNK_LOG2`]..=[`MAX_CHUNK_LOG2`].
+pub const fn chunk_size_from_log2(log2: u8) -> Option<usize> {
+    if log2 < MIN_CHUNK_LOG2 || log2 > MAX_CHUNK_LOG2 { None } else { Some(1usize << log2) }
+}
+
+/// `log2` of a chunk size, or `None` when it is not a power of two within the allowed range.
+pub const fn chunk_log2_from_size(size: usize) -> Option<u8> {
+    if !size.is_power_of_two() {
+        return None;
+    }
+    let log2 = size.trailing_zeros();
+    if log2 < MIN_CHUNK_LOG2 as u32 || log2 > MAX_CHUNK_LOG2 as u32 { None } else { Some(log2 as u8) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_round_trip_and_reject_outsiders() {
+        for log2 in MIN_CHUNK_LOG2..=MAX_CHUNK_LOG2 {
+            let size = chunk_size_from_log2(log2).unwrap();
+            assert_eq!(chunk_log2_from_size(size), Some(log2));
+        }
+        assert_eq!(chunk_size_from_log2(MIN_CHUNK_LOG2 - 1), None);
+        assert_eq!(chunk_size_from_log2(MAX_CHUNK_LOG2 + 1), None);
+        assert_eq!(chunk_log2_from_size(3 * 4096), None);
+        assert_eq!(chunk_log2_from_size(2048), None);
+        assert_eq!(chunk_log2_from_size(8 << 20), None);
+    }
+}
