@@ -1,1 +1,5 @@
-fn main() {}
+//! The `keepsync` binary.
+
+fn main() -> std::process::ExitCode {
+    keepsync::cli::main()
+}

@@ -6,7 +6,8 @@ use crate::crypto::{ChunkCipher, chunk_nonce};
 use crate::error::FormatError;
 use crate::wire::RecordRepr;
 
-/// Compresses and seals chunk `index` of `plain` into `record`, returning the record length.
+/// Compresses and seals chunk `index` of `plain` into `record`, returning the record's header
+/// (its [`record_len`](RecordRepr::record_len) is the number of bytes written).
 ///
 /// `record` must hold at least `RECORD_HEADER_LEN + compress_bound(plain.len()) + TAG_LEN`
 /// bytes. A chunk that does not get smaller is stored raw.
@@ -17,7 +18,7 @@ pub fn seal_chunk<C: ChunkCipher, E: Encoder>(
     is_final: bool,
     plain: &[u8],
     record: &mut [u8],
-) -> usize {
+) -> RecordRepr {
     let body_room = compress_bound(plain.len());
     let (head, rest) = record.split_at_mut(RECORD_HEADER_LEN);
     let (codec, body_len) = match encoder.encode(plain, &mut rest[..body_room]) {
@@ -33,7 +34,7 @@ pub fn seal_chunk<C: ChunkCipher, E: Encoder>(
     let (body, tail) = rest.split_at_mut(body_len);
     let tag = cipher.seal_in_place(&chunk_nonce(index, is_final), head, body);
     tail[..TAG_LEN].copy_from_slice(&tag);
-    repr.record_len()
+    repr
 }
 
 /// Where an opened chunk's plaintext lies.

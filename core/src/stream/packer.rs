@@ -78,6 +78,7 @@ pub struct Packer<'w, C: ChunkCipher, E: Encoder> {
     sealed_offset: u64,
     state: State,
     source: Option<SourceHasher>,
+    codec_chunks: [u64; 4],
 }
 
 impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
@@ -152,6 +153,7 @@ impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
             sealed_offset: 0,
             state: State::Filling,
             source: None,
+            codec_chunks: [0; 4],
         })
     }
 
@@ -232,6 +234,11 @@ impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
         self.next_index
     }
 
+    /// Chunks sealed by this packer per codec, indexed by [`Codec::id`](crate::compress::Codec::id).
+    pub fn codec_chunks(&self) -> [u64; 4] {
+        self.codec_chunks
+    }
+
     /// Container bytes produced so far (header included).
     pub fn sealed_offset(&self) -> u64 {
         self.sealed_offset
@@ -260,10 +267,13 @@ impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
 
     fn seal(&mut self, is_final: bool) {
         let plain = &self.plain[..self.filled];
-        let len = seal_chunk(&self.cipher, &mut self.encoder, self.next_index, is_final, plain, self.record);
+        let sealed =
+            seal_chunk(&self.cipher, &mut self.encoder, self.next_index, is_final, plain, self.record);
+        let len = sealed.record_len();
         if let Some(source) = self.source.as_mut() {
             source.update(plain);
         }
+        self.codec_chunks[usize::from(sealed.codec.id())] += 1;
         self.next_index += 1;
         self.plain_offset += self.filled as u64;
         self.sealed_offset += len as u64;

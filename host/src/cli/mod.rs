@@ -1,0 +1,159 @@
+//! The `keepsync` command line: clap definitions and dispatch. One file per subcommand.
+
+mod inspect;
+mod keygen;
+mod pack;
+mod unpack;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::{Error, Result, exit};
+use crate::keys::KeySpec;
+
+const AFTER_HELP: &str = "\
+Examples:
+  keepsync keygen -o ~/.keepsync.key
+  keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
+  keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
+  tar c dir | keepsync pack - -o - --passphrase-env PW > dir.tar.ks
+  keepsync inspect photos.tar.ks --json
+
+Exit codes:
+  0   success
+  1   failure not listed below
+  2   the command line is wrong
+  65  input rejected: not a container, damaged, tampered with, truncated, or the wrong key
+  66  an input or key file cannot be opened
+  73  the output cannot be created (it exists: use --force)
+  74  reading or writing failed midway
+
+An interrupted `pack` to a file leaves a hidden .NAME.keepsync-partial beside the output; running
+the same command again resumes it once the source's already-packed bytes are re-verified.";
+
+/// KeepSync moves and keeps files safely: compress, encrypt, checkpoint, resume.
+#[derive(Debug, Parser)]
+#[command(name = "keepsync", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new random key file (mode 0600). Never overwrites a file.
+    Keygen(keygen::KeygenArgs),
+    /// Compress and encrypt a file (or stdin) into a KeepSync container.
+    Pack(pack::PackArgs),
+    /// Authenticate, decrypt and decompress a container back into the original bytes.
+    Unpack(unpack::UnpackArgs),
+    /// Show what a container's headers say (sizes, codecs, ratio) without needing the key.
+    Inspect(inspect::InspectArgs),
+}
+
+/// The key options shared by pack and unpack: exactly one is required.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct KeyArgs {
+    /// Key file made by `keepsync keygen`.
+    #[arg(long, short = 'k', value_name = "KEYFILE")]
+    key_file: Option<PathBuf>,
+    /// Read the passphrase from this environment variable (stretched with Argon2id).
+    #[arg(long, value_name = "VAR")]
+    passphrase_env: Option<String>,
+}
+
+impl KeyArgs {
+    fn spec(&self) -> KeySpec {
+        match (&self.key_file, &self.passphrase_env) {
+            (Some(path), _) => KeySpec::KeyFile(path.clone()),
+            (None, Some(var)) => KeySpec::PassphraseEnv(var.clone()),
+            (None, None) => unreachable!("clap requires one of the group"),
+        }
+    }
+}
+
+/// Output options shared by pack and unpack.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print no progress bar and no notices.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print a JSON summary on stdout when done (needs -o FILE, not -o -).
+    #[arg(long)]
+    json: bool,
+    /// Replace the output file if it exists.
+    #[arg(long, short = 'f')]
+    force: bool,
+}
+
+impl OutputArgs {
+    fn check(&self, output: &std::path::Path) -> Result<()> {
+        if self.json && output == std::path::Path::new("-") {
+            return Err(Error::Usage("--json prints on stdout, so it needs -o FILE rather than -o -".into()));
+        }
+        Ok(())
+    }
+
+    fn progress(&self, label: &'static str) -> ProgressBar {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(label);
+        bar
+    }
+
+    fn notice(&self) -> impl Fn(&str) + use<> {
+        let quiet = self.quiet;
+        move |msg: &str| {
+            if !quiet {
+                eprintln!("keepsync: {msg}");
+            }
+        }
+    }
+
+    fn print_json<T: serde::Serialize>(&self, value: &T) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).expect("summaries serialize"));
+        }
+    }
+}
+
+/// Parses the command line, runs the command, prints errors, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let result = match cli.command {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Pack(a) => pack::run(a),
+        Command::Unpack(a) => unpack::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("keepsync: error: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("keepsync: hint: {hint}");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Host errors: each says what went wrong and what to do, and maps to an exit code.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use keepsync_core::FormatError;
+
+/// Exit codes (sysexits-style), documented in `keepsync --help`.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any failure not listed below.
+    pub const FAILURE: u8 = 1;
+    /// The command line is wrong.
+    pub const USAGE: u8 = 2;
+    /// Input data was rejected: not a container, damaged, tampered with, or the wrong key.
+    pub const DATA: u8 = 65;
+    /// An input file or key file cannot be opened.
+    pub const NO_INPUT: u8 = 66;
+    /// The output cannot be created (it exists, or its directory is missing).
+    pub const CANT_CREATE: u8 = 73;
+    /// Reading or writing failed midway.
+    pub const IO: u8 = 74;
+}
+
+/// Everything the host can fail with.
+#[derive(Debug)]
+pub enum Error {
+    /// Container bytes were rejected by the format.
+    Rejected {
+        /// Where the bytes came from (a path, or "standard input").
+        input: String,
+        /// The fault.
+        fault: FormatError,
+    },
+    /// An I/O operation failed.
+    Io {
+        /// What we were doing, as a verb phrase ("read", "create", ...).
+        action: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The output exists and `--force` was not given.
+    OutputExists(PathBuf),
+    /// Another keepsync is writing the same output.
+    OutputBusy(PathBuf),
+    /// The key file is not a KeepSync key file.
+    BadKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The passphrase variable is unset or empty.
+    NoPassphrase(String),
+    /// The container needs the other kind of key (passphrase vs key file).
+    KeyKindMismatch {
+        /// What the container needs.
+        needs_passphrase: bool,
+    },
+    /// The command line is inconsistent.
+    Usage(String),
+}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(action: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+        Self::Io { action, path: path.as_ref().to_path_buf(), source }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Rejected { .. } | Self::KeyKindMismatch { .. } => exit::DATA,
+            Self::Io { source, action, .. } => match (source.kind(), *action) {
+                (io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied, "open" | "read key file") => {
+                    exit::NO_INPUT
+                }
+                (_, "create") => exit::CANT_CREATE,
+                _ => exit::IO,
+            },
+            Self::BadKeyFile { .. } => exit::NO_INPUT,
+            Self::OutputExists(_) | Self::OutputBusy(_) => exit::CANT_CREATE,
+            Self::NoPassphrase(_) | Self::Usage(_) => exit::USAGE,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::Rejected { fault, .. } => match fault {
+                FormatError::NotAContainer => {
+                    "pass a file made by `keepsync pack` (check the path and the argument order)".into()
+                }
+                FormatError::UnsupportedVersion(_) | FormatError::UnsupportedCodec { .. } => {
+                    "this file was written by a newer KeepSync: upgrade keepsync to read it".into()
+                }
+                FormatError::WrongKey => "check --key-file or --passphrase-env; if the key is right, \
+                    the header was damaged: restore the file from another copy"
+                    .into(),
+                FormatError::TruncatedHeader | FormatError::Truncated => {
+                    "the file is incomplete (an interrupted copy or transfer?): copy it again".into()
+                }
+                FormatError::TrailingData => {
+                    "bytes were appended to the file after it was packed: restore it from another copy".into()
+                }
+                FormatError::MalformedHeader
+                | FormatError::MalformedRecord { .. }
+                | FormatError::ChunkAuthFailed { .. } => {
+                    "the file was damaged or modified after packing: restore it from another copy".into()
+                }
+                FormatError::CorruptChunk { .. } => {
+                    "the chunk authenticated but does not decode: please report this as a bug".into()
+                }
+            },
+            Self::Io { source, .. } => match source.kind() {
+                io::ErrorKind::NotFound => "check that the path exists".into(),
+                io::ErrorKind::PermissionDenied => "check the file's permissions".into(),
+                io::ErrorKind::StorageFull => "free some disk space and run the command again".into(),
+                _ => return None,
+            },
+            Self::OutputExists(_) => "choose another output name, or pass --force to replace it".into(),
+            Self::OutputBusy(_) => "wait for the other keepsync to finish, or write elsewhere".into(),
+            Self::BadKeyFile { .. } => "create a key file with `keepsync keygen -o KEYFILE`".into(),
+            Self::NoPassphrase(var) => format!("set it first, e.g. `read -rs {var}; export {var}`"),
+            Self::KeyKindMismatch { needs_passphrase: true } => {
+                "this file was packed with a passphrase: use --passphrase-env VAR".into()
+            }
+            Self::KeyKindMismatch { needs_passphrase: false } => {
+                "this file was packed with a key file: use --key-file FILE".into()
+            }
+            Self::Usage(_) => "see `keepsync help`".into(),
+        })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected { input, fault } => write!(f, "{input}: {fault}"),
+            Self::Io { action, path, source } => {
+                write!(f, "cannot {action} {}: {source}", path.display())
+            }
+            Self::OutputExists(p) => write!(f, "{} already exists", p.display()),
+            Self::OutputBusy(p) => write!(f, "{} is being written by another keepsync", p.display()),
+            Self::BadKeyFile { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Self::NoPassphrase(var) => write!(f, "environment variable {var} is not set or is empty"),
+            Self::KeyKindMismatch { needs_passphrase: true } => {
+                f.write_str("this container needs a passphrase, not a key file")
+            }
+            Self::KeyKindMismatch { needs_passphrase: false } => {
+                f.write_str("this container needs a key file, not a passphrase")
+            }
+            Self::Usage(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            Self::Rejected { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Where bytes come from and go to, as named on the command line (`-` is stdin/stdout).
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// An input: a file or standard input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Standard input.
+    Stdin,
+    /// A file.
+    File(PathBuf),
+}
+
+/// An output: a file (written atomically) or standard output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// Standard output.
+    Stdout,
+    /// A file, replaced only with `force`.
+    File {
+        /// The destination.
+        path: PathBuf,
+        /// Replace an existing file.
+        force: bool,
+    },
+}
+
+impl Source {
+    /// `-` is standard input, anything else a path.
+    pub fn from_arg(arg: &Path) -> Self {
+        if arg == Path::new("-") { Self::Stdin } else { Self::File(arg.to_path_buf()) }
+    }
+
+    /// How the source is named in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Stdin => "standard input".into(),
+            Self::File(p) => p.display().to_string(),
+        }
+    }
+
+    /// Opens the source for reading, with its length when known.
+    pub fn open(&self) -> Result<(Box<dyn Read>, Option<u64>)> {
+        match self {
+            Self::Stdin => Ok((Box::new(io::stdin().lock()), None)),
+            Self::File(path) => {
+                let file = open_file(path)?;
+                let len = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+                Ok((Box::new(file), len))
+            }
+        }
+    }
+}
+
+impl Sink {
+    /// `-` is standard output, anything else a path.
+    pub fn from_arg(arg: &Path, force: bool) -> Self {
+        if arg == Path::new("-") { Self::Stdout } else { Self::File { path: arg.to_path_buf(), force } }
+    }
+
+    /// How the sink is named in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Stdout => "standard output".into(),
+            Self::File { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// Opens a regular file for reading, refusing directories with a clear message.
+pub fn open_file(path: &Path) -> Result<File> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::Usage(format!("{} is a directory; pass a file", path.display())));
+    }
+    Ok(file)
+}
+
+/// Refuses to write a binary container to a terminal (as age does).
+pub fn refuse_binary_to_terminal() -> Result<()> {
+    if io::stdout().is_terminal() {
+        return Err(Error::Usage(
+            "refusing to write a binary container to the terminal: use -o FILE or redirect stdout".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+pub fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,20 @@
+//! # keepsync
+//!
+//! The host side of KeepSync: the `keepsync` command line and the drivers that run
+//! [`keepsync_core`]'s sans-IO state machines over files, pipes (and, later, sockets).
+//!
+//! - [`pack`] / [`unpack`] / [`inspect`]: the commands' work, usable as a library.
+//! - [`keys`]: key files and passphrases; [`output`]: crash-safe output files.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod codec;
+pub mod error;
+pub mod inspect;
+pub mod io;
+pub mod keys;
+pub mod output;
+pub mod pack;
+pub mod units;
+pub mod unpack;

@@ -1,0 +1,180 @@
+//! Crash-safe output files.
+//!
+//! Output is written to a hidden partial file beside the destination
+//! (`.NAME.keepsync-partial`), locked against a second writer, fsynced, and renamed into place
+//! only when the caller commits, after the last chunk authenticated. On any error the partial
+//! file is removed, so no half-written output is ever left under the real name. A process that
+//! is killed leaves the partial file behind; `pack` resumes from it (see [`crate::pack`]).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The hidden partial file for `dest`.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    sibling(dest, "keepsync-partial")
+}
+
+/// The hidden checkpoint file for `dest`.
+pub fn checkpoint_path(dest: &Path) -> PathBuf {
+    sibling(dest, "keepsync-ckpt")
+}
+
+fn sibling(dest: &Path, suffix: &str) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.{suffix}"))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename (or removal) in `path`'s directory durable.
+pub fn sync_parent(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let dir = parent_dir(path);
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("sync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// A destination file being written through its partial file.
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: File,
+    partial: PathBuf,
+    dest: PathBuf,
+    force: bool,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Opens (creating if needed) the partial file for `dest` without truncating it, locked
+    /// for this process. Fails if `dest` exists and `force` is off.
+    pub fn open(dest: &Path, force: bool) -> Result<Self> {
+        if dest.as_os_str().is_empty() || dest.file_name().is_none() {
+            return Err(Error::Usage(format!("{} is not a file name", dest.display())));
+        }
+        if !force && dest.symlink_metadata().is_ok() {
+            return Err(Error::OutputExists(dest.to_path_buf()));
+        }
+        let partial = partial_path(dest);
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&partial).map_err(|e| Error::io("create", &partial, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::OutputBusy(dest.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &partial, e)),
+        }
+        Ok(Self { file, partial, dest: dest.to_path_buf(), force, committed: false })
+    }
+
+    /// The partial file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The partial file's path.
+    pub fn partial(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Empties the partial file (a fresh start).
+    pub fn truncate(&self) -> Result<()> {
+        self.file.set_len(0).map_err(|e| Error::io("truncate", &self.partial, e))
+    }
+
+    /// Makes the written data durable (without renaming).
+    pub fn sync_data(&self) -> Result<()> {
+        self.file.sync_data().map_err(|e| Error::io("sync", &self.partial, e))
+    }
+
+    /// Trims the file to `len`, fsyncs it and renames it to the destination.
+    pub fn commit(mut self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| Error::io("truncate", &self.partial, e))?;
+        self.file.sync_all().map_err(|e| Error::io("sync", &self.partial, e))?;
+        if !self.force && self.dest.symlink_metadata().is_ok() {
+            return Err(Error::OutputExists(self.dest.clone()));
+        }
+        std::fs::rename(&self.partial, &self.dest)
+            .map_err(|e| Error::io("rename into place", &self.dest, e))?;
+        self.committed = true;
+        sync_parent(&self.dest)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: an error path already reports the original failure.
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, directory fsync).
+pub fn write_small_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = sibling(path, "tmp");
+    let write = || -> io::Result<()> {
+        use std::io::Write;
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("write", path, e)
+    })?;
+    sync_parent(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn dropped_without_commit_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.ks");
+        let f = AtomicFile::open(&dest, false).unwrap();
+        f.file().write_all_at(b"partial", 0).unwrap();
+        assert!(partial_path(&dest).exists());
+        drop(f);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn commit_renames_and_refuses_to_clobber() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.ks");
+        let f = AtomicFile::open(&dest, false).unwrap();
+        f.file().write_all_at(b"hello world", 0).unwrap();
+        f.commit(5).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"hello");
+        assert!(!partial_path(&dest).exists());
+        assert!(matches!(AtomicFile::open(&dest, false), Err(Error::OutputExists(_))));
+        let f = AtomicFile::open(&dest, true).unwrap();
+        f.file().write_all_at(b"new", 0).unwrap();
+        f.commit(3).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.ks");
+        let _first = AtomicFile::open(&dest, false).unwrap();
+        assert!(matches!(AtomicFile::open(&dest, false), Err(Error::OutputBusy(_))));
+    }
+}

@@ -1,0 +1,177 @@
+//! The command line as a user meets it: round trips, pipes, passphrases, JSON, exit codes and
+//! error messages that say what to do.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn round_trips_every_codec_and_edge_size() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    for codec in ["auto", "none", "lz4", "deflate"] {
+        for (chunk, len) in
+            [("4KiB", 0), ("4KiB", 1), ("4KiB", 4095), ("4KiB", 4096), ("4KiB", 4097), ("64KiB", 300_000)]
+        {
+            let data = mixed(len, len as u64);
+            std::fs::write(d.join("in"), &data).unwrap();
+            ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "--codec", codec, "--chunk-size", chunk, "-f"])
+                .ok();
+            ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key", "-f"]).ok();
+            assert_eq!(std::fs::read(d.join("out")).unwrap(), data, "codec {codec} chunk {chunk} len {len}");
+        }
+    }
+}
+
+#[test]
+fn pipes_work_both_ways() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    let data = mixed(200_000, 7);
+    let packed = keepsync(d, &["pack", "-", "-o", "-", "-k", "key"], Some(&data), &[]);
+    packed.ok();
+    assert_eq!(&packed.stdout[..8], b"\x89KSYNC\r\n");
+    let unpacked = keepsync(d, &["unpack", "-", "-o", "-", "-k", "key"], Some(&packed.stdout), &[]);
+    unpacked.ok();
+    assert_eq!(unpacked.stdout, data);
+}
+
+#[test]
+fn passphrase_round_trip_and_wrong_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("in"), mixed(10_000, 3)).unwrap();
+    let env = [("PW", "correct horse battery staple")];
+    keepsync(d, &["pack", "in", "-o", "c.ks", "--passphrase-env", "PW"], None, &env).ok();
+    let report = ks(d, &["inspect", "c.ks", "--json"]).ok().json();
+    assert_eq!(report["key"]["kind"], "passphrase");
+    assert_eq!(report["key"]["argon2id_memory_kib"], 65536);
+    keepsync(d, &["unpack", "c.ks", "-o", "out", "--passphrase-env", "PW"], None, &env).ok();
+    assert_eq!(std::fs::read(d.join("out")).unwrap(), mixed(10_000, 3));
+    let wrong = keepsync(
+        d,
+        &["unpack", "c.ks", "-o", "out2", "--passphrase-env", "PW"],
+        None,
+        &[("PW", "Correct horse")],
+    );
+    assert_eq!(wrong.code, 65);
+    assert!(wrong.stderr.contains("wrong key or passphrase"), "{}", wrong.stderr);
+    let unset = ks(d, &["unpack", "c.ks", "-o", "out3", "--passphrase-env", "KEEPSYNC_TEST_UNSET_VAR"]);
+    assert_eq!(unset.code, 2);
+    assert!(unset.stderr.contains("KEEPSYNC_TEST_UNSET_VAR is not set"), "{}", unset.stderr);
+    assert!(!d.join("out2").exists() && !d.join("out3").exists());
+}
+
+#[test]
+fn json_summaries_and_inspect_agree_with_the_data() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    let data = mixed(150_000, 11);
+    std::fs::write(d.join("in"), &data).unwrap();
+    let pack =
+        ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "--chunk-size", "16KiB", "--json"]).ok().json();
+    assert_eq!(pack["bytes_in"], 150_000);
+    assert_eq!(pack["chunks"], 10);
+    let container_len = std::fs::metadata(d.join("c.ks")).unwrap().len();
+    assert_eq!(pack["bytes_out"], container_len);
+    let report = ks(d, &["inspect", "c.ks", "--json"]).ok().json();
+    assert_eq!(report["chunks"], 10);
+    assert_eq!(report["plaintext_bytes"], 150_000);
+    assert_eq!(report["container_bytes"], container_len);
+    assert_eq!(report["chunk_size"], 16384);
+    assert_eq!(report["authenticated"], false);
+    let codec_chunks: u64 =
+        report["codecs"].as_array().unwrap().iter().map(|c| c["chunks"].as_u64().unwrap()).sum();
+    assert_eq!(codec_chunks, 10);
+    let unpack = ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key", "--json"]).ok().json();
+    assert_eq!(unpack["bytes_out"], 150_000);
+    assert_eq!(unpack["chunks"], 10);
+    let inspect = ks(d, &["inspect", "c.ks"]);
+    let text = String::from_utf8_lossy(&inspect.ok().stdout);
+    assert!(text.contains("chunks:        10"), "{text}");
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_and_writes_a_private_key() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    let before = std::fs::read(d.join("key")).unwrap();
+    let again = ks(d, &["keygen", "-o", "key"]);
+    assert_eq!(again.code, 73);
+    assert!(again.stderr.contains("already exists") && again.stderr.contains("hint:"), "{}", again.stderr);
+    assert_eq!(std::fs::read(d.join("key")).unwrap(), before);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(d.join("key")).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn usage_errors_say_what_to_do() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    std::fs::write(d.join("in"), b"data").unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["pack", "in", "-o", "c.ks", "-k", "key", "--chunk-size", "5000"], 2, "power of two"),
+        (&["pack", "in", "-o", "c.ks", "-k", "key", "--chunk-size", "8MiB"], 2, "power of two"),
+        (&["pack", "missing", "-o", "c.ks", "-k", "key"], 66, "cannot open missing"),
+        (&["pack", "in", "-o", "c.ks", "-k", "nokey"], 66, "nokey"),
+        (&["pack", "in", "-o", "c.ks", "-k", "in"], 66, "not a KeepSync key file"),
+        (&["pack", "in", "-o", "-", "-k", "key", "--json"], 2, "--json prints on stdout"),
+        (&["pack", "in", "-o", "c.ks"], 2, "--key-file"),
+        (&["unpack", "in", "-o", "out", "-k", "key"], 65, "not a KeepSync container"),
+        (&["inspect", "in"], 65, "not a KeepSync container"),
+        (&["pack", ".", "-o", "c.ks", "-k", "key"], 2, "is a directory"),
+    ];
+    for (args, code, needle) in cases {
+        let r = ks(d, args);
+        assert_eq!(r.code, *code, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(listing(d), ["in", "key"]);
+}
+
+#[test]
+fn existing_output_is_kept_without_force() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    std::fs::write(d.join("in"), b"new data").unwrap();
+    std::fs::write(d.join("c.ks"), b"precious").unwrap();
+    let r = ks(d, &["pack", "in", "-o", "c.ks", "-k", "key"]);
+    assert_eq!(r.code, 73);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(std::fs::read(d.join("c.ks")).unwrap(), b"precious");
+    ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "--force"]).ok();
+    ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key"]).ok();
+    assert_eq!(std::fs::read(d.join("out")).unwrap(), b"new data");
+}
+
+#[test]
+fn help_teaches_and_version_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = ks(dir.path(), &["--help"]);
+    help.ok();
+    let text = String::from_utf8(help.stdout).unwrap();
+    for needle in ["keygen", "pack", "unpack", "inspect", "Exit codes", "Examples"] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+    let v = ks(dir.path(), &["--version"]);
+    assert!(String::from_utf8(v.stdout).unwrap().starts_with("keepsync "));
+}
+
+#[test]
+fn incompressible_data_is_not_expanded_beyond_framing() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    let mut x = 1u64;
+    let random: Vec<u8> = (0..262_144)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    std::fs::write(d.join("in"), &random).unwrap();
+    let s = ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "--json"]).ok().json();
+    // 112-byte header + 4 chunks x (12-byte record header + 16-byte tag).
+    assert_eq!(s["bytes_out"], 262_144 + 112 + 4 * 28);
+    assert_eq!(s["codec_chunks"]["store"], 4);
+}
