@@ -60,7 +60,7 @@ impl fmt::Display for FormatError {
             Self::WrongKey => f.write_str(
                 "header authentication failed: wrong key or passphrase, or the header was altered",
             ),
-            Self::TruncatedHeader => f.write_str("input ends inside the container header"),
+            Self::TruncatedHeader => f.write_str("container is truncated inside its header"),
             Self::MalformedRecord { index } => write!(f, "chunk {index} has a malformed header"),
             Self::UnsupportedCodec { index, codec } => {
                 write!(f, "chunk {index} uses unknown codec id {codec}")
