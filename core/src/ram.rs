@@ -39,7 +39,7 @@ macro_rules! table {
 }
 
 table! {
-    "Packer<RustCryptoAesGcm, Lz4Encoder>" => size_of::<Packer<'static, RustCryptoAesGcm, Lz4Encoder>>(), 19264, 18880;
+    "Packer<RustCryptoAesGcm, Lz4Encoder>" => size_of::<Packer<'static, RustCryptoAesGcm, Lz4Encoder>>(), 19328, 18944;
     "Unpacker<RustCryptoAesGcm, CoreDecoder>" => size_of::<Unpacker<'static, RustCryptoAesGcm, CoreDecoder>>(), 11264, 10864;
     "Lz4Encoder (inside Packer)" => size_of::<Lz4Encoder>(), 16448, 16448;
     "CoreDecoder (inside Unpacker)" => size_of::<CoreDecoder>(), 10504, 10500;

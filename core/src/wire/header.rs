@@ -158,8 +158,10 @@ impl<T: AsRef<[u8]>> Header<T> {
             2 => {
                 // Argon2 itself requires memory >= 8 * lanes KiB; beyond that the limits bound
                 // what a hostile header can make the reader spend before the MAC is checked.
+                // u64 arithmetic: `lanes` is attacker-chosen and 8 * lanes overflows u32.
                 let lanes_ok = (1..=budget::MAX_KDF_LANES).contains(&lanes);
-                let memory_ok = memory_kib >= 8 * lanes && memory_kib <= budget::MAX_KDF_MEMORY_KIB;
+                let memory_ok =
+                    u64::from(memory_kib) >= 8 * u64::from(lanes) && memory_kib <= budget::MAX_KDF_MEMORY_KIB;
                 let passes_ok = (1..=budget::MAX_KDF_PASSES).contains(&passes);
                 if !(lanes_ok && memory_ok && passes_ok) {
                     return Err(FormatError::MalformedHeader);
@@ -275,6 +277,19 @@ mod tests {
         assert_eq!(bad(&|b| b[64] = 1), Err(FormatError::MalformedHeader));
         // A passphrase header asking for 2 GiB of Argon2 memory is refused before any work.
         let argon = KeySource::Argon2id { salt: [1; 16], memory_kib: 1 << 21, passes: 1, lanes: 1 };
+        sample(argon).emit_unsealed(&mut buf);
+        assert_eq!(Header::new_unchecked(&buf).parse(), Err(FormatError::MalformedHeader));
+    }
+
+    /// Found by the `header` fuzz target: a lane count above u32::MAX / 8 overflowed the
+    /// memory check and panicked in debug builds.
+    #[test]
+    fn huge_lane_count_is_refused_without_overflow() {
+        let argon = KeySource::Argon2id { salt: [0; 16], memory_kib: 0, passes: 0, lanes: 0x2000_0000 };
+        let mut buf = [0u8; HEADER_LEN];
+        sample(argon).emit_unsealed(&mut buf);
+        assert_eq!(Header::new_unchecked(&buf).parse(), Err(FormatError::MalformedHeader));
+        let argon = KeySource::Argon2id { salt: [0; 16], memory_kib: u32::MAX, passes: 1, lanes: u32::MAX };
         sample(argon).emit_unsealed(&mut buf);
         assert_eq!(Header::new_unchecked(&buf).parse(), Err(FormatError::MalformedHeader));
     }
