@@ -26,7 +26,7 @@ fn format_md_worked_example_is_test_vector_two() {
     let mut shown = String::new();
     for line in example.lines().skip(1) {
         // Byte runs: even-length hex words at the start of a line (labels like `aad` are not).
-        let is_bytes = |w: &&str| w.len() % 2 == 0 && w.chars().all(|c| c.is_ascii_hexdigit());
+        let is_bytes = |w: &&str| w.len().is_multiple_of(2) && w.chars().all(|c| c.is_ascii_hexdigit());
         for word in line.split_whitespace().take_while(is_bytes) {
             shown.push_str(word);
         }

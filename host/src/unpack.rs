@@ -10,7 +10,9 @@ use keepsync_core::budget::{HEADER_LEN, unpacker_workspace_len};
 use keepsync_core::compress::CoreDecoder;
 use keepsync_core::crypto::{FileKeys, RustCrypto};
 use keepsync_core::stream::Unpacker;
-use keepsync_core::wire::{Header, HeaderRepr, MAGIC};
+use keepsync_core::wire::{Header, HeaderRepr, MAGIC, VERSION};
+
+const VERSION_OFFSET: usize = MAGIC.len();
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -43,9 +45,13 @@ pub fn read_header(reader: &mut dyn Read, input: &str) -> Result<([u8; HEADER_LE
     let mut header = [0u8; HEADER_LEN];
     let n = read_full(reader, &mut header).map_err(|e| Error::io("read", input, e))?;
     let reject = |fault| Error::Rejected { input: input.to_string(), fault };
+    // Magic first, then version, then length (docs/FORMAT.md, section 1).
     let m = n.min(MAGIC.len());
     if header[..m] != MAGIC[..m] || n == 0 {
         return Err(reject(FormatError::NotAContainer));
+    }
+    if n > VERSION_OFFSET && header[VERSION_OFFSET] != VERSION {
+        return Err(reject(FormatError::UnsupportedVersion(header[VERSION_OFFSET])));
     }
     let repr = Header::new_checked(&header[..n]).and_then(|h| h.parse()).map_err(reject)?;
     Ok((header, repr))
