@@ -24,6 +24,21 @@ fn round_trips_every_codec_and_edge_size() {
 }
 
 #[test]
+fn thread_count_does_not_change_the_result() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    let data = mixed(700_000, 5);
+    std::fs::write(d.join("in"), &data).unwrap();
+    for (p, u) in [("1", "8"), ("8", "1"), ("3", "2")] {
+        ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "--chunk-size", "4KiB", "-f", "-j", p]).ok();
+        ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key", "-f", "--threads", u]).ok();
+        assert_eq!(std::fs::read(d.join("out")).unwrap(), data, "pack -j{p}, unpack -j{u}");
+    }
+    let zero = ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "-f", "-j", "0"]);
+    assert_eq!(zero.code, 2, "{}", zero.stderr);
+}
+
+#[test]
 fn pipes_work_both_ways() {
     let dir = dir_with_key();
     let d = dir.path();

@@ -32,15 +32,18 @@ fn sample() -> Sample {
     Sample { dir, container, chunks }
 }
 
-/// Unpacks `bytes` and checks the error, the exit code and that nothing was left behind.
+/// Unpacks `bytes` with one and with four workers, and checks the error, the exit code and
+/// that nothing was left behind: a parallel run reports the same first fault.
 fn rejects(d: &Path, bytes: &[u8], needle: &str, what: &str) {
     std::fs::write(d.join("bad.ks"), bytes).unwrap();
     let before = listing(d);
-    let r = ks(d, &["unpack", "bad.ks", "-o", "out", "-k", "key"]);
-    assert_eq!(r.code, 65, "{what}: {}", r.stderr);
-    assert!(r.stderr.contains(needle), "{what}: expected `{needle}` in:\n{}", r.stderr);
-    assert!(r.stderr.contains("hint:"), "{what}: no hint in:\n{}", r.stderr);
-    assert_eq!(listing(d), before, "{what}: output left behind");
+    for threads in ["1", "4"] {
+        let r = ks(d, &["unpack", "bad.ks", "-o", "out", "-k", "key", "--threads", threads]);
+        assert_eq!(r.code, 65, "{what} (-j{threads}): {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{what} (-j{threads}): expected `{needle}` in:\n{}", r.stderr);
+        assert!(r.stderr.contains("hint:"), "{what} (-j{threads}): no hint in:\n{}", r.stderr);
+        assert_eq!(listing(d), before, "{what} (-j{threads}): output left behind");
+    }
 }
 
 impl Sample {

@@ -43,10 +43,11 @@ impl Source {
         }
     }
 
-    /// Opens the source for reading, with its length when known.
-    pub fn open(&self) -> Result<(Box<dyn Read>, Option<u64>)> {
+    /// Opens the source for reading, with its length when known. The reader is `Send` so a
+    /// pipeline can read on its own thread.
+    pub fn open(&self) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
         match self {
-            Self::Stdin => Ok((Box::new(io::stdin().lock()), None)),
+            Self::Stdin => Ok((Box::new(io::stdin()), None)),
             Self::File(path) => {
                 let file = open_file(path)?;
                 let len = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());

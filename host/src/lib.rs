@@ -16,5 +16,6 @@ pub mod io;
 pub mod keys;
 pub mod output;
 pub mod pack;
+pub mod pipeline;
 pub mod units;
 pub mod unpack;

@@ -18,12 +18,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
-use keepsync_core::budget::{FILE_SALT_LEN, HEADER_LEN, packer_workspace_len};
+use keepsync_core::budget::{FILE_SALT_LEN, HEADER_LEN, RECORD_HEADER_LEN, TAG_LEN, compress_bound};
 use keepsync_core::checkpoint::{Checkpoint, SourceHasher};
 use keepsync_core::compress::{Codec, Encoder};
 use keepsync_core::crypto::{FileKeys, RustCrypto, RustCryptoAesGcm};
-use keepsync_core::stream::{Packer, ResumePoint};
-use keepsync_core::wire::{Header, HeaderRepr};
+use keepsync_core::stream::seal_chunk;
+use keepsync_core::wire::{Header, HeaderRepr, RecordRepr};
 use serde::Serialize;
 
 use crate::codec::{CodecChoice, HostEncoder};
@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::io::{Sink, Source, open_file, read_full};
 use crate::keys::{KeySpec, random_bytes};
 use crate::output::{AtomicFile, checkpoint_path, write_small_file_atomically};
+use crate::pipeline::{Pool, ordered_map};
 
 /// Settings of one pack.
 #[derive(Debug, Clone)]
@@ -43,6 +44,20 @@ pub struct PackOptions {
     pub resume: bool,
     /// Write a checkpoint after this many container bytes.
     pub checkpoint_every: u64,
+    /// Worker threads sealing chunks.
+    pub threads: usize,
+}
+
+impl PackOptions {
+    /// Chunks in flight: enough to keep every worker busy while the writer drains.
+    fn window(&self) -> usize {
+        2 * self.threads.max(1) + 2
+    }
+}
+
+/// Worker threads by default: the cores this process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for PackOptions {
@@ -52,6 +67,7 @@ impl Default for PackOptions {
             chunk_log2: keepsync_core::budget::DEFAULT_CHUNK_LOG2,
             resume: true,
             checkpoint_every: 64 << 20,
+            threads: default_threads(),
         }
     }
 }
@@ -136,77 +152,167 @@ impl ContainerSink for PartialSink<'_> {
     }
 }
 
-type HostPacker<'w> = Packer<'w, RustCryptoAesGcm, HostEncoder>;
+/// One chunk's buffers, reused through the pipeline's pool.
+struct ChunkBuf {
+    plain: Vec<u8>,
+    record: Vec<u8>,
+}
+
+struct SealJob {
+    index: u64,
+    is_final: bool,
+    buf: ChunkBuf,
+}
+
+struct Sealed {
+    repr: RecordRepr,
+    buf: ChunkBuf,
+}
+
+/// Where a run starts and what it has done so far, in container order.
+#[derive(Debug, Clone)]
+struct Progress {
+    next_index: u64,
+    plain_offset: u64,
+    sealed_offset: u64,
+    source: SourceHasher,
+    codec_chunks: [u64; 4],
+}
+
+impl Progress {
+    fn fresh() -> Self {
+        Self {
+            next_index: 0,
+            plain_offset: 0,
+            sealed_offset: HEADER_LEN as u64,
+            source: SourceHasher::new(),
+            codec_chunks: [0; 4],
+        }
+    }
+
+    fn checkpoint(&self, header_mac: [u8; 32]) -> Checkpoint {
+        Checkpoint {
+            header_mac,
+            chunks_done: self.next_index,
+            plain_offset: self.plain_offset,
+            sealed_offset: self.sealed_offset,
+            source_hash: self.source.digest(),
+        }
+    }
+}
 
 /// Durable checkpoints for a file output.
 struct Checkpointer<'a> {
     out: &'a AtomicFile,
     path: std::path::PathBuf,
+    header_mac: [u8; 32],
     every: u64,
     last: u64,
 }
 
 impl Checkpointer<'_> {
-    fn maybe(&mut self, packer: &HostPacker<'_>) -> Result<()> {
-        if packer.sealed_offset() < self.last + self.every {
+    fn maybe(&mut self, progress: &Progress) -> Result<()> {
+        if progress.sealed_offset < self.last + self.every {
             return Ok(());
         }
-        let Some(ckpt) = packer.checkpoint() else { return Ok(()) };
         // The data must be durable before the record that points past it.
         self.out.sync_data()?;
         let mut buf = [0u8; Checkpoint::MAX_ENCODED_LEN];
-        let bytes = ckpt.encode(&mut buf).expect("buffer is MAX_ENCODED_LEN");
+        let bytes = progress.checkpoint(self.header_mac).encode(&mut buf).expect("buffer is MAX_ENCODED_LEN");
         write_small_file_atomically(&self.path, bytes)?;
-        self.last = packer.sealed_offset();
+        self.last = progress.sealed_offset;
         Ok(())
     }
 }
 
-/// Pumps `reader` through `packer` into `sink`.
-fn run(
-    packer: &mut HostPacker<'_>,
-    reader: &mut dyn Read,
+/// Seals `reader` in parallel and hands the records, in order, to `sink`.
+///
+/// Chunks are sealed by `opts.threads` workers with [`seal_chunk`], the same primitive the
+/// core's `Packer` uses, so the bytes equal a single-threaded run's. At most `window` chunks
+/// are in flight, each with one reused plaintext and one record buffer.
+#[allow(clippy::too_many_arguments)]
+fn seal_stream(
+    reader: &mut (dyn Read + Send),
     input_name: &str,
+    cipher: &RustCryptoAesGcm,
+    chunk_size: usize,
+    opts: &PackOptions,
+    progress: &mut Progress,
     sink: &mut dyn ContainerSink,
     mut checkpointer: Option<&mut Checkpointer<'_>>,
-    progress: &ProgressBar,
-) -> Result<u64, Stop> {
-    let mut buf = vec![0u8; 1 << 18];
-    let mut bytes_in = 0u64;
-    loop {
-        let n = read_full(reader, &mut buf).map_err(|e| Error::io("read", input_name, e))?;
-        if n == 0 {
-            break;
-        }
-        bytes_in += n as u64;
-        progress.inc(n as u64);
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            let taken = packer.write(rest).expect("packer is not finished");
-            rest = &rest[taken..];
-            drain(packer, sink)?;
-        }
-        if let Some(c) = checkpointer.as_deref_mut() {
-            c.maybe(packer)?;
-        }
-    }
-    packer.finish();
-    while !packer.is_done() {
-        drain(packer, sink)?;
-    }
-    Ok(bytes_in)
-}
-
-fn drain(packer: &mut HostPacker<'_>, sink: &mut dyn ContainerSink) -> Result<(), Stop> {
-    loop {
-        let out = packer.output();
-        if out.is_empty() {
+    bar: &ProgressBar,
+) -> Result<(), Stop> {
+    let window = opts.window();
+    let record_room = RECORD_HEADER_LEN + compress_bound(chunk_size) + TAG_LEN;
+    let pool = Pool::new(
+        (0..window).map(|_| ChunkBuf { plain: Vec::with_capacity(chunk_size), record: vec![0; record_room] }),
+    );
+    let first_index = progress.next_index;
+    let produce = |emit: &mut dyn FnMut(SealJob) -> bool| -> Result<(), Stop> {
+        let mut index = first_index;
+        let mut send = |buf, is_final| {
+            let job = SealJob { index, is_final, buf };
+            index += 1;
+            emit(job)
+        };
+        // The last full chunk read waits here until the next read tells whether it is final.
+        let mut pending: Option<ChunkBuf> = None;
+        loop {
+            let Some(mut buf) = pool.take() else { return Ok(()) };
+            buf.plain.resize(chunk_size, 0);
+            let n = read_full(reader, &mut buf.plain).map_err(|e| Error::io("read", input_name, e))?;
+            buf.plain.truncate(n);
+            bar.inc(n as u64);
+            if n == chunk_size {
+                if let Some(prev) = pending.replace(buf)
+                    && !send(prev, false)
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            // read_full is short only at the end of the input.
+            match pending.take() {
+                Some(prev) if n == 0 => {
+                    pool.give(buf);
+                    send(prev, true);
+                }
+                Some(prev) => {
+                    if send(prev, false) {
+                        send(buf, true);
+                    }
+                }
+                // Only chunk 0 may be empty. A resumed run whose source now ends exactly at
+                // the checkpoint would need to re-mark an already sealed chunk as final.
+                None if n == 0 && first_index > 0 => return Err(Stop::SourceChanged),
+                None => {
+                    send(buf, true);
+                }
+            }
             return Ok(());
         }
-        let len = out.len();
-        sink.put(out)?;
-        packer.consume(len);
-    }
+    };
+    let work = |encoder: &mut HostEncoder, mut job: SealJob| {
+        let repr = seal_chunk(cipher, encoder, job.index, job.is_final, &job.buf.plain, &mut job.buf.record);
+        Sealed { repr, buf: job.buf }
+    };
+    let consume = |sealed: Sealed| -> Result<(), Stop> {
+        let len = sealed.repr.record_len();
+        sink.put(&sealed.buf.record[..len])?;
+        progress.source.update(&sealed.buf.plain);
+        progress.codec_chunks[usize::from(sealed.repr.codec.id())] += 1;
+        progress.next_index += 1;
+        progress.plain_offset += sealed.buf.plain.len() as u64;
+        progress.sealed_offset += len as u64;
+        pool.give(sealed.buf);
+        // After the final chunk the run commits; a checkpoint there could only describe a
+        // finished container, which a resume must not extend.
+        match checkpointer.as_deref_mut() {
+            Some(c) if !sealed.repr.is_final => c.maybe(progress).map_err(Stop::from),
+            _ => Ok(()),
+        }
+    };
+    ordered_map(opts.threads, &pool, produce, || opts.codec.encoder(), work, consume)
 }
 
 fn fresh_header(key: &KeySpec, opts: &PackOptions) -> Result<(HeaderRepr, FileKeys)> {
@@ -226,17 +332,17 @@ fn fresh_header(key: &KeySpec, opts: &PackOptions) -> Result<(HeaderRepr, FileKe
 fn summary(
     source: &Source,
     sink: &Sink,
-    packer: &HostPacker<'_>,
-    bytes_in: u64,
+    progress: &Progress,
     resumed_at: u64,
     started: Instant,
 ) -> PackSummary {
     let seconds = started.elapsed().as_secs_f64();
-    let total_in = resumed_at + bytes_in;
-    let bytes_out = packer.sealed_offset();
+    let total_in = progress.plain_offset;
+    let bytes_in = total_in - resumed_at;
+    let bytes_out = progress.sealed_offset;
     let codec_chunks = Codec::ALL
         .iter()
-        .zip(packer.codec_chunks())
+        .zip(progress.codec_chunks)
         .filter(|(_, n)| *n > 0)
         .map(|(c, n)| (c.name(), n))
         .collect();
@@ -246,7 +352,7 @@ fn summary(
         bytes_in: total_in,
         bytes_out,
         ratio: if total_in == 0 { 1.0 } else { bytes_out as f64 / total_in as f64 },
-        chunks: packer.chunks_sealed(),
+        chunks: progress.next_index,
         codec_chunks,
         resumed_at,
         seconds,
@@ -254,33 +360,38 @@ fn summary(
     }
 }
 
-/// Packs `source` into `sink`. `notice` receives one-line status messages (resume decisions).
+/// Packs `source` into `target`. `notice` receives one-line status messages (resume decisions).
 pub fn pack(
     source: &Source,
     target: &Sink,
     key: &KeySpec,
     opts: &PackOptions,
-    progress: &ProgressBar,
+    bar: &ProgressBar,
     notice: &dyn Fn(&str),
 ) -> Result<PackSummary> {
     let started = Instant::now();
     let Sink::File { path: dest, force } = target else {
         let (repr, keys) = fresh_header(key, opts)?;
         let (mut reader, len) = source.open()?;
-        if let Some(len) = len {
-            progress.set_length(len);
-        }
-        let mut ws = vec![0u8; packer_workspace_len(repr.chunk_size())];
-        let mut packer = Packer::new(&RustCrypto, &keys, &repr, opts.codec.encoder(), &mut ws)
-            .expect("workspace sized by packer_workspace_len");
+        bar.set_length(len.unwrap_or(0));
         let mut out = StdoutSink(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()));
-        let bytes_in = match run(&mut packer, &mut reader, &source.name(), &mut out, None, progress) {
-            Ok(n) => n,
-            Err(Stop::Failed(e)) => return Err(e),
-            Err(Stop::SourceChanged) => unreachable!("stdout has no stale bytes"),
-        };
+        out.put(&keys.seal_header(&repr)).map_err(expect_failed)?;
+        let mut progress = Progress::fresh();
+        let cipher = keys.payload_cipher(&RustCrypto);
+        seal_stream(
+            &mut reader,
+            &source.name(),
+            &cipher,
+            repr.chunk_size(),
+            opts,
+            &mut progress,
+            &mut out,
+            None,
+            bar,
+        )
+        .map_err(expect_failed)?;
         out.0.flush().map_err(|e| Error::io("write", "standard output", e))?;
-        return Ok(summary(source, target, &packer, bytes_in, 0, started));
+        return Ok(summary(source, target, &progress, 0, started));
     };
 
     let out = AtomicFile::open(dest, *force)?;
@@ -288,36 +399,51 @@ pub fn pack(
     let mut try_resume = opts.resume && matches!(source, Source::File(_));
     loop {
         let plan = if try_resume { resume_plan(source, &out, &ckpt_path, key, opts, notice)? } else { None };
-        let (repr, keys, mut reader, len, at, stale_until) = match plan {
-            Some(p) => (p.repr, p.keys, p.reader, p.len, Some(p.point), p.stale_until),
+        let (repr, keys, mut reader, len, mut progress, stale_until) = match plan {
+            Some(p) => (p.repr, p.keys, p.reader, p.len, p.progress, p.stale_until),
             None => {
                 out.truncate()?;
                 let _ = std::fs::remove_file(&ckpt_path);
                 let (repr, keys) = fresh_header(key, opts)?;
                 let (reader, len) = source.open()?;
-                (repr, keys, reader, len, None, 0)
+                (repr, keys, reader, len, Progress::fresh(), 0)
             }
         };
-        let resumed_at = at.as_ref().map_or(0, |p| p.plain_offset);
-        let pos = at.as_ref().map_or(0, |p| p.sealed_offset);
-        let mut ws = vec![0u8; packer_workspace_len(repr.chunk_size())];
-        let encoder = opts.codec.encoder();
-        let packer = match at {
-            Some(point) => Packer::resume(&RustCrypto, &keys, &repr, encoder, &mut ws, point),
-            None => Packer::new(&RustCrypto, &keys, &repr, encoder, &mut ws).map(Packer::track_source),
+        let header = keys.seal_header(&repr);
+        let resumed_at = progress.plain_offset;
+        bar.set_length(len.unwrap_or(0));
+        bar.set_position(resumed_at);
+        let mut sink = PartialSink { out: &out, pos: 0, stale_until, scratch: Vec::new() };
+        let written = if resumed_at == 0 { sink.put(&header) } else { Ok(()) };
+        sink.pos = progress.sealed_offset;
+        let mut header_mac = [0u8; 32];
+        header_mac.copy_from_slice(&header[HEADER_LEN - 32..]);
+        let mut ckpt = Checkpointer {
+            out: &out,
+            path: ckpt_path.clone(),
+            header_mac,
+            every: opts.checkpoint_every,
+            last: progress.sealed_offset,
         };
-        let mut packer = packer.expect("workspace sized by packer_workspace_len");
-        progress.set_length(len.unwrap_or(0));
-        progress.set_position(resumed_at);
-        let mut sink = PartialSink { out: &out, pos, stale_until, scratch: Vec::new() };
-        let mut ckpt =
-            Checkpointer { out: &out, path: ckpt_path.clone(), every: opts.checkpoint_every, last: pos };
-        match run(&mut packer, &mut reader, &source.name(), &mut sink, Some(&mut ckpt), progress) {
-            Ok(bytes_in) => {
-                let result = summary(source, target, &packer, bytes_in, resumed_at, started);
-                out.commit(packer.sealed_offset())?;
+        let cipher = keys.payload_cipher(&RustCrypto);
+        let run = written.and_then(|()| {
+            seal_stream(
+                &mut reader,
+                &source.name(),
+                &cipher,
+                repr.chunk_size(),
+                opts,
+                &mut progress,
+                &mut sink,
+                Some(&mut ckpt),
+                bar,
+            )
+        });
+        match run {
+            Ok(()) => {
+                out.commit(progress.sealed_offset)?;
                 let _ = std::fs::remove_file(&ckpt_path);
-                return Ok(result);
+                return Ok(summary(source, target, &progress, resumed_at, started));
             }
             Err(Stop::SourceChanged) => {
                 notice("the source changed after the interrupted run: starting over with a fresh salt");
@@ -331,12 +457,20 @@ pub fn pack(
     }
 }
 
+/// Streams have no stale bytes, so only real failures stop them.
+fn expect_failed(stop: Stop) -> Error {
+    match stop {
+        Stop::Failed(e) => e,
+        Stop::SourceChanged => unreachable!("only resumed file outputs compare stale bytes"),
+    }
+}
+
 /// A resume that passed every check.
 struct ResumePlan {
     repr: HeaderRepr,
     keys: FileKeys,
-    point: ResumePoint,
-    reader: Box<dyn Read>,
+    progress: Progress,
+    reader: Box<dyn Read + Send>,
     len: Option<u64>,
     stale_until: u64,
 }
@@ -399,12 +533,120 @@ fn resume_plan(
         crate::units::human_bytes(ckpt.plain_offset),
         ckpt.chunks_done
     ));
-    let point = ResumePoint {
+    let progress = Progress {
         next_index: ckpt.chunks_done,
         plain_offset: ckpt.plain_offset,
         sealed_offset: ckpt.sealed_offset,
         source: hasher,
+        codec_chunks: [0; 4],
     };
-    let reader: Box<dyn Read> = Box::new(file);
-    Ok(Some(ResumePlan { repr, keys, point, reader, len, stale_until: partial_len }))
+    let reader: Box<dyn Read + Send> = Box::new(file);
+    Ok(Some(ResumePlan { repr, keys, progress, reader, len, stale_until: partial_len }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keepsync_core::budget::packer_workspace_len;
+    use keepsync_core::crypto::SecretKey;
+    use keepsync_core::stream::Packer;
+    use keepsync_core::wire::KeySource;
+    use proptest::prelude::*;
+
+    impl ContainerSink for Vec<u8> {
+        fn put(&mut self, bytes: &[u8]) -> Result<(), Stop> {
+            self.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    fn data(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Runs of text-like bytes with random stretches: some chunks compress, some not.
+                if (i / 3000) % 3 == 0 { (x >> 56) as u8 } else { b"keepsync "[i % 9] }
+            })
+            .collect()
+    }
+
+    /// The core's single-threaded Packer, the reference for the bytes.
+    fn reference(repr: &HeaderRepr, keys: &FileKeys, codec: CodecChoice, input: &[u8]) -> Vec<u8> {
+        let mut ws = vec![0u8; packer_workspace_len(repr.chunk_size())];
+        let mut p = Packer::new(&RustCrypto, keys, repr, codec.encoder(), &mut ws).unwrap();
+        let mut out = Vec::new();
+        let mut rest = input;
+        loop {
+            let n = p.write(rest).unwrap();
+            rest = &rest[n..];
+            let o = p.output();
+            let len = o.len();
+            out.extend_from_slice(o);
+            p.consume(len);
+            if rest.is_empty() && len == 0 {
+                break;
+            }
+        }
+        p.finish();
+        while !p.is_done() {
+            let o = p.output();
+            let len = o.len();
+            out.extend_from_slice(o);
+            p.consume(len);
+        }
+        out
+    }
+
+    fn parallel(
+        repr: &HeaderRepr,
+        keys: &FileKeys,
+        codec: CodecChoice,
+        threads: usize,
+        input: &[u8],
+    ) -> Vec<u8> {
+        let opts = PackOptions { codec, chunk_log2: repr.chunk_log2, threads, ..PackOptions::default() };
+        let mut out = keys.seal_header(repr).to_vec();
+        let mut progress = Progress::fresh();
+        let cipher = keys.payload_cipher(&RustCrypto);
+        let mut reader: &[u8] = input;
+        seal_stream(
+            &mut reader,
+            "test",
+            &cipher,
+            repr.chunk_size(),
+            &opts,
+            &mut progress,
+            &mut out,
+            None,
+            &ProgressBar::hidden(),
+        )
+        .map_err(|_| "sealing failed")
+        .unwrap();
+        assert_eq!(progress.sealed_offset, out.len() as u64);
+        assert_eq!(progress.plain_offset, input.len() as u64);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Parallel output is byte-identical to the core's single-threaded Packer for the
+        /// same salt, whatever the thread count, chunk size, codec and length.
+        #[test]
+        fn parallel_output_equals_the_single_threaded_packer(
+            len in prop_oneof![0usize..3, 4090usize..4100, 0usize..200_000],
+            seed in any::<u64>(),
+            threads in 1usize..9,
+            chunk_log2 in 12u8..15,
+            codec in prop_oneof![Just(CodecChoice::Auto), Just(CodecChoice::None), Just(CodecChoice::Deflate)],
+        ) {
+            let repr = HeaderRepr { key_source: KeySource::RawKey, chunk_log2, codec_hint: codec.encoder().hint(), file_salt: [seed as u8; 32] };
+            let keys = FileKeys::derive(&SecretKey::from_bytes([3; 32]), &repr.file_salt);
+            let input = data(len, seed);
+            prop_assert_eq!(parallel(&repr, &keys, codec, threads, &input), reference(&repr, &keys, codec, &input));
+        }
+    }
 }

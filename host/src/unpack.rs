@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use keepsync_core::FormatError;
-use keepsync_core::budget::{HEADER_LEN, unpacker_workspace_len};
+use keepsync_core::budget::{HEADER_LEN, RECORD_HEADER_LEN, max_record_len};
 use keepsync_core::compress::CoreDecoder;
 use keepsync_core::crypto::{FileKeys, RustCrypto};
-use keepsync_core::stream::Unpacker;
-use keepsync_core::wire::{Header, HeaderRepr, MAGIC, VERSION};
+use keepsync_core::stream::{OpenedChunk, open_chunk};
+use keepsync_core::wire::{Header, HeaderRepr, MAGIC, Record, RecordRepr, VERSION};
 
 const VERSION_OFFSET: usize = MAGIC.len();
 use serde::Serialize;
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::io::{Sink, Source, read_full};
 use crate::keys::KeySpec;
 use crate::output::AtomicFile;
+use crate::pipeline::{Pool, ordered_map};
 
 /// What an unpack did (also the `--json` output).
 #[derive(Debug, Clone, Serialize)]
@@ -67,21 +68,42 @@ pub fn open(reader: &mut dyn Read, input: &str, key: &KeySpec) -> Result<(Header
     Ok((repr, keys))
 }
 
-/// Unpacks `source` into `sink`.
-pub fn unpack(source: &Source, sink: &Sink, key: &KeySpec, progress: &ProgressBar) -> Result<UnpackSummary> {
+struct OpenJob {
+    index: u64,
+    repr: RecordRepr,
+    buf: ChunkBuf,
+}
+
+struct ChunkBuf {
+    record: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+struct Opened {
+    result: Result<OpenedChunk, FormatError>,
+    record_len: u64,
+    buf: ChunkBuf,
+}
+
+/// Unpacks `source` into `sink` with `threads` workers authenticating and decoding chunks.
+pub fn unpack(
+    source: &Source,
+    sink: &Sink,
+    key: &KeySpec,
+    threads: usize,
+    bar: &ProgressBar,
+) -> Result<UnpackSummary> {
     let started = Instant::now();
     let input = source.name();
     let (mut reader, len) = source.open()?;
-    if let Some(len) = len {
-        progress.set_length(len);
-    }
+    bar.set_length(len.unwrap_or(0));
     let (repr, keys) = open(&mut reader, &input, key)?;
-    progress.inc(HEADER_LEN as u64);
+    bar.inc(HEADER_LEN as u64);
     let atomic = match sink {
         Sink::File { path, force } => Some(AtomicFile::open(path, *force)?),
         Sink::Stdout => None,
     };
-    let (out_name, writer): (String, Box<dyn Write + '_>) = match &atomic {
+    let (out_name, mut writer): (String, Box<dyn Write + '_>) = match &atomic {
         Some(a) => {
             a.truncate()?;
             (a.partial().display().to_string(), Box::new(BufWriter::with_capacity(1 << 20, a.file())))
@@ -90,42 +112,73 @@ pub fn unpack(source: &Source, sink: &Sink, key: &KeySpec, progress: &ProgressBa
             ("standard output".into(), Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())))
         }
     };
-    let mut writer = writer;
-    let mut ws = vec![0u8; unpacker_workspace_len(repr.chunk_size())];
-    let mut unpacker = Unpacker::new(&RustCrypto, &keys, &repr, CoreDecoder::new(), &mut ws)
-        .expect("workspace sized by unpacker_workspace_len");
     let reject = |fault| Error::Rejected { input: input.clone(), fault };
-    let mut buf = vec![0u8; 1 << 18];
+    let chunk_size = repr.chunk_size();
+    let cipher = keys.payload_cipher(&RustCrypto);
+    let pool = Pool::new(
+        (0..2 * threads.max(1) + 2)
+            .map(|_| ChunkBuf { record: vec![0; max_record_len(chunk_size)], plain: vec![0; chunk_size] }),
+    );
     let mut bytes_in = HEADER_LEN as u64;
     let mut bytes_out = 0u64;
-    let mut drain = |u: &mut Unpacker<'_, _, _>, w: &mut dyn Write| -> Result<()> {
+    let mut chunks = 0u64;
+    // Record headers are read and bounded in order on one thread; bodies are buffered only
+    // after their lengths passed the checks.
+    let produce = |emit: &mut dyn FnMut(OpenJob) -> bool| -> Result<()> {
+        let mut index = 0u64;
+        let read_err = |e| Error::io("read", &input, e);
         loop {
-            let out = u.output();
-            if out.is_empty() {
+            let Some(mut buf) = pool.take() else { return Ok(()) };
+            let head = &mut buf.record[..RECORD_HEADER_LEN];
+            if read_full(&mut reader, head).map_err(read_err)? < RECORD_HEADER_LEN {
+                return Err(reject(FormatError::Truncated));
+            }
+            let repr =
+                Record::new_checked(&*head).and_then(|r| r.parse(index, chunk_size)).map_err(reject)?;
+            let body = &mut buf.record[RECORD_HEADER_LEN..repr.record_len()];
+            if read_full(&mut reader, body).map_err(read_err)? < body.len() {
+                return Err(reject(FormatError::Truncated));
+            }
+            bar.inc(repr.record_len() as u64);
+            let is_final = repr.is_final;
+            if !emit(OpenJob { index, repr, buf }) {
                 return Ok(());
             }
-            let len = out.len();
-            w.write_all(out).map_err(|e| Error::io("write", &out_name, e))?;
-            bytes_out += len as u64;
-            u.consume(len);
+            if is_final {
+                let mut probe = [0u8; 1];
+                if read_full(&mut reader, &mut probe).map_err(read_err)? > 0 {
+                    return Err(reject(FormatError::TrailingData));
+                }
+                return Ok(());
+            }
+            index += 1;
         }
     };
-    loop {
-        let n = read_full(&mut reader, &mut buf).map_err(|e| Error::io("read", &input, e))?;
-        if n == 0 {
-            break;
-        }
-        bytes_in += n as u64;
-        progress.inc(n as u64);
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            let taken = unpacker.write(rest).map_err(reject)?;
-            rest = &rest[taken..];
-            drain(&mut unpacker, &mut *writer)?;
-        }
-    }
-    unpacker.finish().map_err(reject)?;
-    drain(&mut unpacker, &mut *writer)?;
+    let work = |decoder: &mut CoreDecoder, mut job: OpenJob| {
+        let len = job.repr.record_len();
+        let result = open_chunk(
+            &cipher,
+            decoder,
+            job.index,
+            &job.repr,
+            &mut job.buf.record[..len],
+            &mut job.buf.plain,
+        );
+        Opened { result, record_len: len as u64, buf: job.buf }
+    };
+    let consume = |opened: Opened| -> Result<()> {
+        let plaintext = match opened.result.map_err(reject)? {
+            OpenedChunk::InRecord(n) => &opened.buf.record[RECORD_HEADER_LEN..RECORD_HEADER_LEN + n],
+            OpenedChunk::InPlain(n) => &opened.buf.plain[..n],
+        };
+        writer.write_all(plaintext).map_err(|e| Error::io("write", &out_name, e))?;
+        bytes_out += plaintext.len() as u64;
+        bytes_in += opened.record_len;
+        chunks += 1;
+        pool.give(opened.buf);
+        Ok(())
+    };
+    ordered_map(threads, &pool, produce, CoreDecoder::new, work, consume)?;
     writer.flush().map_err(|e| Error::io("write", sink.name(), e))?;
     drop(writer);
     if let Some(a) = atomic {
@@ -137,7 +190,7 @@ pub fn unpack(source: &Source, sink: &Sink, key: &KeySpec, progress: &ProgressBa
         output: sink.name(),
         bytes_in,
         bytes_out,
-        chunks: unpacker.chunks_opened(),
+        chunks,
         seconds,
         mb_per_s: if seconds > 0.0 { bytes_out as f64 / seconds / 1e6 } else { 0.0 },
     })

@@ -35,6 +35,10 @@ pub struct PackArgs {
     /// crash can make the next run redo.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     checkpoint_every: u64,
+    /// Worker threads compressing and sealing chunks (default: every core). The output is
+    /// byte-identical whatever the count.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -60,6 +64,7 @@ pub fn run(args: PackArgs) -> Result<()> {
         chunk_log2,
         resume: !args.no_resume,
         checkpoint_every: args.checkpoint_every.max(1),
+        threads: args.threads.map_or_else(crate::pack::default_threads, usize::from),
     };
     let progress = args.out.progress("pack");
     let summary = pack(&source, &sink, &args.key.spec(), &opts, &progress, &args.out.notice());

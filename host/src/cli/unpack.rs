@@ -20,6 +20,9 @@ pub struct UnpackArgs {
     output: PathBuf,
     #[command(flatten)]
     key: KeyArgs,
+    /// Worker threads authenticating and decoding chunks (default: every core).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -29,7 +32,8 @@ pub fn run(args: UnpackArgs) -> Result<()> {
     let source = Source::from_arg(&args.input);
     let sink = Sink::from_arg(&args.output, args.out.force);
     let progress = args.out.progress("unpack");
-    let summary = unpack(&source, &sink, &args.key.spec(), &progress);
+    let threads = args.threads.map_or_else(crate::pack::default_threads, usize::from);
+    let summary = unpack(&source, &sink, &args.key.spec(), threads, &progress);
     progress.finish_and_clear();
     args.out.print_json(&summary?);
     Ok(())

@@ -1,0 +1,220 @@
+//! An ordered, bounded parallel map: one producer, N workers, one in-order consumer.
+//!
+//! The producer (a scoped thread) emits jobs in order; workers transform them in any order;
+//! the consumer (the calling thread) receives results strictly in job order. Memory is bounded
+//! by a [`Pool`] of reusable buffers: the producer takes one per job and the consumer gives it
+//! back once the result is written, so at most `pool size` jobs are ever in flight, whatever
+//! the input size, and no buffer is allocated per chunk.
+//!
+//! Errors stop the pipeline: if the consumer fails, the channels close and the producer and
+//! workers wind down; a producer error is reported after every earlier result was consumed, so
+//! errors come out in the same order as in a sequential run.
+
+use std::collections::BTreeMap;
+
+use std::sync::Mutex;
+
+use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
+
+/// A fixed set of reusable buffers. `take` blocks while all are in flight, and returns
+/// `None` once the pipeline using the pool has stopped.
+pub struct Pool<B> {
+    give: Sender<B>,
+    take: Receiver<B>,
+    closed_tx: Mutex<Option<Sender<()>>>,
+    closed_rx: Receiver<()>,
+}
+
+impl<B> Pool<B> {
+    /// A pool holding `buffers`.
+    pub fn new(buffers: impl IntoIterator<Item = B>) -> Self {
+        let buffers: Vec<B> = buffers.into_iter().collect();
+        let (give, take) = bounded(buffers.len().max(1));
+        for b in buffers {
+            give.send(b).expect("pool has room for its own buffers");
+        }
+        let (closed_tx, closed_rx) = bounded(0);
+        Self { give, take, closed_tx: Mutex::new(Some(closed_tx)), closed_rx }
+    }
+
+    /// Takes a buffer, waiting for one to be given back. `None` once the pool is closed.
+    pub fn take(&self) -> Option<B> {
+        select! {
+            recv(self.take) -> b => b.ok(),
+            recv(self.closed_rx) -> _ => None,
+        }
+    }
+
+    /// Gives a buffer back.
+    pub fn give(&self, buffer: B) {
+        let _ = self.give.send(buffer);
+    }
+
+    /// Wakes every `take` with `None`, now and later.
+    pub fn close(&self) {
+        self.closed_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Runs `produce` on its own thread and `work` on `threads` workers, handing results to
+/// `consume` in the order `produce` emitted the jobs.
+///
+/// `produce` gets an `emit` function that returns `false` once the pipeline has stopped (then
+/// it should return). Each worker owns a state made by `make_state` (an encoder, a decoder).
+/// `pool` is closed when the consumer stops, so a producer waiting for a buffer wakes up.
+pub fn ordered_map<B, J, O, S, E>(
+    threads: usize,
+    pool: &Pool<B>,
+    produce: impl FnOnce(&mut dyn FnMut(J) -> bool) -> Result<(), E> + Send,
+    make_state: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, J) -> O + Sync,
+    mut consume: impl FnMut(O) -> Result<(), E>,
+) -> Result<(), E>
+where
+    B: Send,
+    J: Send,
+    O: Send,
+    E: Send,
+{
+    let threads = threads.max(1);
+    let (job_tx, job_rx) = unbounded::<(u64, J)>();
+    let (out_tx, out_rx) = unbounded::<(u64, O)>();
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || {
+            let mut seq = 0u64;
+            let mut emit = |job: J| {
+                let sent = job_tx.send((seq, job)).is_ok();
+                seq += 1;
+                sent
+            };
+            produce(&mut emit)
+        });
+        for _ in 0..threads {
+            let (job_rx, out_tx) = (job_rx.clone(), out_tx.clone());
+            let (make_state, work) = (&make_state, &work);
+            scope.spawn(move || {
+                let mut state = make_state();
+                for (seq, job) in job_rx {
+                    if out_tx.send((seq, work(&mut state, job))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((job_rx, out_tx));
+        let mut next = 0u64;
+        let mut early: BTreeMap<u64, O> = BTreeMap::new();
+        let consumed = (|| {
+            for (seq, out) in &out_rx {
+                early.insert(seq, out);
+                while let Some(out) = early.remove(&next) {
+                    consume(out)?;
+                    next += 1;
+                }
+            }
+            Ok(())
+        })();
+        // On a consumer error, closing the result channel makes the workers stop, which
+        // closes the job channel, which makes the producer's next emit return false; closing
+        // the pool wakes a producer that waits for a buffer.
+        drop(out_rx);
+        pool.close();
+        let produced = producer.join().expect("producer thread does not panic");
+        consumed.and(produced)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_come_out_in_order_with_bounded_buffers() {
+        let pool = Pool::new((0..3).map(|_| Vec::<u8>::with_capacity(8)));
+        let mut seen = Vec::new();
+        let mut in_flight_max = 0;
+        let in_flight = std::sync::atomic::AtomicUsize::new(0);
+        ordered_map::<_, _, _, _, ()>(
+            4,
+            &pool,
+            |emit| {
+                for i in 0..200u32 {
+                    let Some(mut b) = pool.take() else { return Ok(()) };
+                    in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    b.clear();
+                    b.extend_from_slice(&i.to_le_bytes());
+                    if !emit(b) {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            },
+            || (),
+            |_, b: Vec<u8>| {
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(b[0] % 7) * 50));
+                b
+            },
+            |b| {
+                in_flight_max = in_flight_max.max(in_flight.load(std::sync::atomic::Ordering::SeqCst));
+                seen.push(u32::from_le_bytes(b[..4].try_into().unwrap()));
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                pool.give(b);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>());
+        assert!(in_flight_max <= 3, "{in_flight_max} buffers in flight with a pool of 3");
+    }
+
+    #[test]
+    fn consumer_error_stops_the_producer() {
+        let pool = Pool::new((0..2).map(|_| 0u64));
+        let produced = std::sync::atomic::AtomicU64::new(0);
+        let r = ordered_map(
+            2,
+            &pool,
+            |emit| {
+                for i in 0..1_000_000u64 {
+                    let Some(_) = pool.take() else { return Ok(()) };
+                    produced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if !emit(i) {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            },
+            || (),
+            |_, i| i,
+            |i| {
+                pool.give(0);
+                if i == 10 { Err("stop") } else { Ok(()) }
+            },
+        );
+        assert_eq!(r, Err("stop"));
+        assert!(produced.load(std::sync::atomic::Ordering::SeqCst) < 1000);
+    }
+
+    #[test]
+    fn producer_error_comes_after_earlier_results() {
+        let mut seen = Vec::new();
+        let r = ordered_map(
+            3,
+            &Pool::<()>::new([]),
+            |emit| {
+                for i in 0..5u32 {
+                    emit(i);
+                }
+                Err("read failed")
+            },
+            || (),
+            |_, i| i,
+            |i| {
+                seen.push(i);
+                Ok(())
+            },
+        );
+        assert_eq!(r, Err("read failed"));
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+    }
+}
