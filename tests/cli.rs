@@ -9,7 +9,7 @@ use support::*;
 fn round_trips_every_codec_and_edge_size() {
     let dir = dir_with_key();
     let d = dir.path();
-    for codec in ["auto", "none", "lz4", "deflate"] {
+    for codec in ["auto", "none", "lz4", "deflate", "zstd"] {
         for (chunk, len) in
             [("4KiB", 0), ("4KiB", 1), ("4KiB", 4095), ("4KiB", 4096), ("4KiB", 4097), ("64KiB", 300_000)]
         {
@@ -189,4 +189,64 @@ fn incompressible_data_is_not_expanded_beyond_framing() {
     // 112-byte header + 4 chunks x (12-byte record header + 16-byte tag).
     assert_eq!(s["bytes_out"], 262_144 + 112 + 4 * 28);
     assert_eq!(s["codec_chunks"]["store"], 4);
+}
+
+/// Chunks per codec name, from `inspect --json`.
+fn codec_chunks(d: &std::path::Path, file: &str) -> std::collections::BTreeMap<String, u64> {
+    let report = ks(d, &["inspect", file, "--json"]).ok().json();
+    report["codecs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["codec"].as_str().unwrap().to_string(), c["chunks"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn auto_picks_per_chunk_and_device_output_avoids_zstd() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    // Half text, half random: text chunks get zstd, random chunks are stored.
+    let mut data = b"status=ok user=alice action=login latency=12ms\n".repeat(1400);
+    data.truncate(64 * 1024);
+    let mut x = 7u64;
+    data.extend((0..64 * 1024).map(|_| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (x >> 56) as u8
+    }));
+    std::fs::write(d.join("in"), &data).unwrap();
+    ks(d, &["pack", "in", "-o", "auto.ks", "-k", "key", "--chunk-size", "16KiB"]).ok();
+    let used = codec_chunks(d, "auto.ks");
+    assert_eq!(used.get("zstd"), Some(&4), "{used:?}");
+    assert_eq!(used.get("store"), Some(&4), "{used:?}");
+    ks(d, &["pack", "in", "-o", "dev.ks", "-k", "key", "--chunk-size", "16KiB", "--for-device"]).ok();
+    let used = codec_chunks(d, "dev.ks");
+    assert!(!used.contains_key("zstd") && used.get("lz4") == Some(&4), "{used:?}");
+    for file in ["auto.ks", "dev.ks"] {
+        ks(d, &["unpack", file, "-o", "out", "-k", "key", "-f"]).ok();
+        assert!(std::fs::read(d.join("out")).unwrap() == data);
+    }
+    let r = ks(d, &["pack", "in", "-o", "x.ks", "-k", "key", "--codec", "zstd", "--for-device"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--for-device"), "{}", r.stderr);
+    let r = ks(d, &["pack", "in", "-o", "x.ks", "-k", "key", "--codec", "zstd", "--level", "20"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("1..=19"), "{}", r.stderr);
+}
+
+#[test]
+fn already_compressed_files_are_stored_whole() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    // A gzip magic in front of very compressible bytes: auto trusts the format and stores.
+    let mut data = b"\x1f\x8b\x08\x00".to_vec();
+    data.extend(std::iter::repeat_n(b'a', 100_000));
+    std::fs::write(d.join("in"), &data).unwrap();
+    let s = ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "--json"]).ok().json();
+    assert_eq!(s["stored_format"], "gzip");
+    assert_eq!(codec_chunks(d, "c.ks").keys().collect::<Vec<_>>(), ["store"]);
+    // An explicit codec overrides the detection.
+    let s = ks(d, &["pack", "in", "-o", "z.ks", "-k", "key", "--codec", "zstd", "--json"]).ok().json();
+    assert!(s["stored_format"].is_null());
+    assert!(s["bytes_out"].as_u64().unwrap() < 1000);
 }

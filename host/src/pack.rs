@@ -26,7 +26,7 @@ use keepsync_core::stream::seal_chunk;
 use keepsync_core::wire::{Header, HeaderRepr, RecordRepr};
 use serde::Serialize;
 
-use crate::codec::{CodecChoice, HostEncoder};
+use crate::codec::{CodecChoice, CodecPlan, HostEncoder, detect_compressed};
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, open_file, read_full};
 use crate::keys::{KeySpec, random_bytes};
@@ -36,8 +36,8 @@ use crate::pipeline::{Pool, ordered_map};
 /// Settings of one pack.
 #[derive(Debug, Clone)]
 pub struct PackOptions {
-    /// Codec choice.
-    pub codec: CodecChoice,
+    /// Codec plan (choice, zstd level, device compatibility).
+    pub codec: CodecPlan,
     /// log2 of the chunk size.
     pub chunk_log2: u8,
     /// Resume from an interrupted run's checkpoint when possible.
@@ -63,7 +63,7 @@ pub fn default_threads() -> usize {
 impl Default for PackOptions {
     fn default() -> Self {
         Self {
-            codec: CodecChoice::Auto,
+            codec: CodecPlan::new(CodecChoice::Auto),
             chunk_log2: keepsync_core::budget::DEFAULT_CHUNK_LOG2,
             resume: true,
             checkpoint_every: 64 << 20,
@@ -91,6 +91,8 @@ pub struct PackSummary {
     pub codec_chunks: BTreeMap<&'static str, u64>,
     /// Plaintext offset this run resumed at (0 for a fresh run).
     pub resumed_at: u64,
+    /// Set when the input was recognized as already compressed, so every chunk was stored.
+    pub stored_format: Option<&'static str>,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Plaintext MB/s (10^6 bytes) of this run.
@@ -355,6 +357,7 @@ fn summary(
         chunks: progress.next_index,
         codec_chunks,
         resumed_at,
+        stored_format: None,
         seconds,
         mb_per_s: if seconds > 0.0 { bytes_in as f64 / seconds / 1e6 } else { 0.0 },
     }
@@ -370,6 +373,19 @@ pub fn pack(
     notice: &dyn Fn(&str),
 ) -> Result<PackSummary> {
     let started = Instant::now();
+    let mut opts = opts.clone();
+    if let Source::File(path) = source {
+        let mut head = [0u8; 16];
+        let n = open_file(path)?.read_at(&mut head, 0).unwrap_or(0);
+        opts.codec.stored_format = detect_compressed(&head[..n], Some(path));
+    }
+    let opts = &opts;
+    let with_format = |mut s: PackSummary| {
+        if opts.codec.choice == CodecChoice::Auto {
+            s.stored_format = opts.codec.stored_format;
+        }
+        s
+    };
     let Sink::File { path: dest, force } = target else {
         let (repr, keys) = fresh_header(key, opts)?;
         let (mut reader, len) = source.open()?;
@@ -391,7 +407,7 @@ pub fn pack(
         )
         .map_err(expect_failed)?;
         out.0.flush().map_err(|e| Error::io("write", "standard output", e))?;
-        return Ok(summary(source, target, &progress, 0, started));
+        return Ok(with_format(summary(source, target, &progress, 0, started)));
     };
 
     let out = AtomicFile::open(dest, *force)?;
@@ -443,7 +459,7 @@ pub fn pack(
             Ok(()) => {
                 out.commit(progress.sealed_offset)?;
                 let _ = std::fs::remove_file(&ckpt_path);
-                return Ok(summary(source, target, &progress, resumed_at, started));
+                return Ok(with_format(summary(source, target, &progress, resumed_at, started)));
             }
             Err(Stop::SourceChanged) => {
                 notice("the source changed after the interrupted run: starting over with a fresh salt");
@@ -574,7 +590,7 @@ mod tests {
     }
 
     /// The core's single-threaded Packer, the reference for the bytes.
-    fn reference(repr: &HeaderRepr, keys: &FileKeys, codec: CodecChoice, input: &[u8]) -> Vec<u8> {
+    fn reference(repr: &HeaderRepr, keys: &FileKeys, codec: CodecPlan, input: &[u8]) -> Vec<u8> {
         let mut ws = vec![0u8; packer_workspace_len(repr.chunk_size())];
         let mut p = Packer::new(&RustCrypto, keys, repr, codec.encoder(), &mut ws).unwrap();
         let mut out = Vec::new();
@@ -603,7 +619,7 @@ mod tests {
     fn parallel(
         repr: &HeaderRepr,
         keys: &FileKeys,
-        codec: CodecChoice,
+        codec: CodecPlan,
         threads: usize,
         input: &[u8],
     ) -> Vec<u8> {
@@ -641,7 +657,10 @@ mod tests {
             seed in any::<u64>(),
             threads in 1usize..9,
             chunk_log2 in 12u8..15,
-            codec in prop_oneof![Just(CodecChoice::Auto), Just(CodecChoice::None), Just(CodecChoice::Deflate)],
+            codec in prop_oneof![
+                Just(CodecChoice::Auto), Just(CodecChoice::None), Just(CodecChoice::Deflate),
+                Just(CodecChoice::Lz4), Just(CodecChoice::Zstd),
+            ].prop_map(CodecPlan::new),
         ) {
             let repr = HeaderRepr { key_source: KeySource::RawKey, chunk_log2, codec_hint: codec.encoder().hint(), file_salt: [seed as u8; 32] };
             let keys = FileKeys::derive(&SecretKey::from_bytes([3; 32]), &repr.file_salt);

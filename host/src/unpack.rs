@@ -7,7 +7,6 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use keepsync_core::FormatError;
 use keepsync_core::budget::{HEADER_LEN, RECORD_HEADER_LEN, max_record_len};
-use keepsync_core::compress::CoreDecoder;
 use keepsync_core::crypto::{FileKeys, RustCrypto};
 use keepsync_core::stream::{OpenedChunk, open_chunk};
 use keepsync_core::wire::{Header, HeaderRepr, MAGIC, Record, RecordRepr, VERSION};
@@ -15,6 +14,7 @@ use keepsync_core::wire::{Header, HeaderRepr, MAGIC, Record, RecordRepr, VERSION
 const VERSION_OFFSET: usize = MAGIC.len();
 use serde::Serialize;
 
+use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, read_full};
 use crate::keys::KeySpec;
@@ -154,7 +154,7 @@ pub fn unpack(
             index += 1;
         }
     };
-    let work = |decoder: &mut CoreDecoder, mut job: OpenJob| {
+    let work = |decoder: &mut HostDecoder, mut job: OpenJob| {
         let len = job.repr.record_len();
         let result = open_chunk(
             &cipher,
@@ -178,7 +178,7 @@ pub fn unpack(
         pool.give(opened.buf);
         Ok(())
     };
-    ordered_map(threads, &pool, produce, CoreDecoder::new, work, consume)?;
+    ordered_map(threads, &pool, produce, HostDecoder::new, work, consume)?;
     writer.flush().map_err(|e| Error::io("write", sink.name(), e))?;
     drop(writer);
     if let Some(a) = atomic {

@@ -90,7 +90,7 @@ EOF
     }
 
     for input in empty one text5000 mixed300k; do
-        for codec in lz4 deflate none; do
+        for codec in lz4 deflate none zstd; do
             for cs in 4KiB 64KiB; do
                 name="$input.$codec.$cs"
                 c="$work/$name.ks"

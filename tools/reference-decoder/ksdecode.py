@@ -378,14 +378,22 @@ def decode_body(codec, body, plain_len, index):
         if d.unused_data or d.unconsumed_tail:
             raise Rejected("%s: bytes follow the end of the deflate stream" % where)
     elif codec == CODEC_ZSTD:
-        # Section 4: "reserved for a Zstandard frame (RFC 8878); written only by host builds".
         try:
             import zstandard
         except ImportError:
             raise Rejected("%s: codec zstd (3) is not supported by this decoder "
                            "(install the 'zstandard' package)" % where)
-        # Not specified beyond "a Zstandard frame": read as exactly one frame, nothing after it.
-        # Feed small slices so that a frame expanding far past plain_len is stopped early.
+        # Section 4: exactly one non-skippable frame announcing Frame_Content_Size = plain_len,
+        # Window_Size <= 4 MiB, ending at the end of the body. Feed small slices so that a
+        # frame expanding far past plain_len is stopped early.
+        try:
+            params = zstandard.get_frame_parameters(body)
+        except Exception as e:  # zstandard.ZstdError
+            raise Rejected("%s: not a zstd frame: %s" % (where, e))
+        if params.content_size != plain_len:
+            raise Rejected("%s: zstd frame must announce content size %d" % (where, plain_len))
+        if params.window_size > 4 * 1024 * 1024:
+            raise Rejected("%s: zstd window larger than 4 MiB" % where)
         try:
             d = zstandard.ZstdDecompressor().decompressobj()
             parts, got = [], 0

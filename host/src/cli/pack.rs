@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{KeyArgs, OutputArgs};
-use crate::codec::CodecChoice;
+use crate::codec::{CodecChoice, CodecPlan};
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, refuse_binary_to_terminal};
 use crate::pack::{PackOptions, pack};
@@ -22,9 +22,16 @@ pub struct PackArgs {
     output: PathBuf,
     #[command(flatten)]
     key: KeyArgs,
-    /// Compression: auto (lz4, storing chunks that do not shrink), none, lz4, deflate.
+    /// Compression: auto (per chunk: store what looks incompressible, zstd the rest; files
+    /// that are already compressed are stored whole), none, lz4, deflate, zstd.
     #[arg(long, value_enum, default_value_t = CodecChoice::Auto)]
     codec: CodecChoice,
+    /// zstd level, 1 (fast) to 19 (small).
+    #[arg(long, value_name = "N", default_value_t = crate::codec::DEFAULT_ZSTD_LEVEL)]
+    level: i32,
+    /// Write only codecs keepsync-core can decode on a device (no zstd; auto uses lz4).
+    #[arg(long)]
+    for_device: bool,
     /// Plaintext bytes per chunk: a power of two from 4KiB to 4MiB.
     #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = parse_size)]
     chunk_size: u64,
@@ -59,8 +66,10 @@ pub fn run(args: PackArgs) -> Result<()> {
     if sink == Sink::Stdout {
         refuse_binary_to_terminal()?;
     }
+    let codec = CodecPlan { level: args.level, for_device: args.for_device, ..CodecPlan::new(args.codec) };
+    codec.check().map_err(Error::Usage)?;
     let opts = PackOptions {
-        codec: args.codec,
+        codec,
         chunk_log2,
         resume: !args.no_resume,
         checkpoint_every: args.checkpoint_every.max(1),
