@@ -250,3 +250,27 @@ fn already_compressed_files_are_stored_whole() {
     assert!(s["stored_format"].is_null());
     assert!(s["bytes_out"].as_u64().unwrap() < 1000);
 }
+
+#[test]
+fn memory_budget_is_respected_or_refused_clearly() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    let data = mixed(3 << 20, 17);
+    std::fs::write(d.join("in"), &data).unwrap();
+    let s = ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "--max-memory", "16MiB", "-j", "8", "--json"])
+        .ok()
+        .json();
+    let rss = s["peak_rss_bytes"].as_u64().expect("peak RSS is reported on Linux");
+    assert!(rss < 16 << 20, "peak RSS {rss} over a 16 MiB budget");
+    let u =
+        ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key", "--max-memory", "16MiB", "--json"]).ok().json();
+    assert!(u["peak_rss_bytes"].as_u64().unwrap() < 16 << 20);
+    assert!(std::fs::read(d.join("out")).unwrap() == data);
+    let r = ks(d, &["pack", "in", "-o", "x.ks", "-k", "key", "--max-memory", "6MiB", "--chunk-size", "4MiB"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("too small") && r.stderr.contains("--chunk-size"), "{}", r.stderr);
+    assert!(!d.join("x.ks").exists() && !d.join(".x.ks.keepsync-partial").exists());
+    let v = ks(d, &["pack", "in", "-o", "v.ks", "-k", "key", "-v"]);
+    v.ok();
+    assert!(v.stderr.contains("packed 3.0 MiB into") && v.stderr.contains("peak memory"), "{}", v.stderr);
+}

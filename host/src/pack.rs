@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::io::{Sink, Source, open_file, read_full};
 use crate::keys::{KeySpec, random_bytes};
 use crate::output::{AtomicFile, checkpoint_path, write_small_file_atomically};
-use crate::pipeline::{Pool, ordered_map};
+use crate::pipeline::{Pool, ordered_map, peak_rss_bytes, plan};
 
 /// Settings of one pack.
 #[derive(Debug, Clone)]
@@ -46,13 +46,8 @@ pub struct PackOptions {
     pub checkpoint_every: u64,
     /// Worker threads sealing chunks.
     pub threads: usize,
-}
-
-impl PackOptions {
-    /// Chunks in flight: enough to keep every worker busy while the writer drains.
-    fn window(&self) -> usize {
-        2 * self.threads.max(1) + 2
-    }
+    /// Memory budget for the pipeline (workers and chunks in flight shrink to fit).
+    pub max_memory: Option<u64>,
 }
 
 /// Worker threads by default: the cores this process may use.
@@ -68,6 +63,7 @@ impl Default for PackOptions {
             resume: true,
             checkpoint_every: 64 << 20,
             threads: default_threads(),
+            max_memory: None,
         }
     }
 }
@@ -93,6 +89,8 @@ pub struct PackSummary {
     pub resumed_at: u64,
     /// Set when the input was recognized as already compressed, so every chunk was stored.
     pub stored_format: Option<&'static str>,
+    /// Peak resident memory of the process, in bytes (Linux).
+    pub peak_rss_bytes: Option<u64>,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Plaintext MB/s (10^6 bytes) of this run.
@@ -244,7 +242,7 @@ fn seal_stream(
     mut checkpointer: Option<&mut Checkpointer<'_>>,
     bar: &ProgressBar,
 ) -> Result<(), Stop> {
-    let window = opts.window();
+    let (threads, window) = plan(opts.threads, chunk_size, opts.max_memory).map_err(Error::Usage)?;
     let record_room = RECORD_HEADER_LEN + compress_bound(chunk_size) + TAG_LEN;
     let pool = Pool::new(
         (0..window).map(|_| ChunkBuf { plain: Vec::with_capacity(chunk_size), record: vec![0; record_room] }),
@@ -314,7 +312,7 @@ fn seal_stream(
             _ => Ok(()),
         }
     };
-    ordered_map(opts.threads, &pool, produce, || opts.codec.encoder(), work, consume)
+    ordered_map(threads, &pool, produce, || opts.codec.encoder(), work, consume)
 }
 
 fn fresh_header(key: &KeySpec, opts: &PackOptions) -> Result<(HeaderRepr, FileKeys)> {
@@ -358,6 +356,7 @@ fn summary(
         codec_chunks,
         resumed_at,
         stored_format: None,
+        peak_rss_bytes: peak_rss_bytes(),
         seconds,
         mb_per_s: if seconds > 0.0 { bytes_in as f64 / seconds / 1e6 } else { 0.0 },
     }

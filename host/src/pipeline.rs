@@ -218,3 +218,82 @@ mod tests {
         assert_eq!(seen, [0, 1, 2, 3, 4]);
     }
 }
+
+/// Bytes of pipeline memory one in-flight chunk costs: its plaintext buffer and its record
+/// buffer (room for the codec's worst case).
+pub fn bytes_per_chunk(chunk_size: usize) -> u64 {
+    (chunk_size
+        + keepsync_core::budget::RECORD_HEADER_LEN
+        + keepsync_core::budget::compress_bound(chunk_size)
+        + keepsync_core::budget::TAG_LEN) as u64
+}
+
+/// Memory that does not depend on the window: the binary, the allocator, and each worker's
+/// codec state (a zstd context at level 1 on 64 KiB inputs is about 1 MiB). An estimate,
+/// checked against measured peak RSS in docs/BENCHMARKS.md.
+pub const BASE_MEMORY: u64 = 4 << 20;
+
+/// Per-worker codec state, as estimated for [`BASE_MEMORY`].
+pub const WORKER_MEMORY: u64 = 1 << 20;
+
+/// Workers and window (chunks in flight) for `threads` requested workers under an optional
+/// memory budget. The window is 2 per worker plus 2 (one being read, one being written); a
+/// budget shrinks the window first, then the workers. Fails when even one worker with two
+/// chunks in flight does not fit.
+pub fn plan(threads: usize, chunk_size: usize, max_memory: Option<u64>) -> Result<(usize, usize), String> {
+    let threads = threads.max(1);
+    let wanted = 2 * threads + 2;
+    let Some(budget) = max_memory else { return Ok((threads, wanted)) };
+    let per_chunk = bytes_per_chunk(chunk_size);
+    for workers in (1..=threads).rev() {
+        let fixed = BASE_MEMORY + workers as u64 * WORKER_MEMORY;
+        let fits = budget.saturating_sub(fixed) / per_chunk;
+        if fits >= (workers + 1) as u64 {
+            return Ok((workers, (fits as usize).min(2 * workers + 2)));
+        }
+    }
+    Err(format!(
+        "--max-memory {} is too small: one worker with {} chunks needs about {}; lower --chunk-size or raise --max-memory",
+        crate::units::human_bytes(budget),
+        crate::units::human_bytes(chunk_size as u64),
+        crate::units::human_bytes(BASE_MEMORY + WORKER_MEMORY + 2 * per_chunk)
+    ))
+}
+
+/// This process's peak resident set size in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn budget_shrinks_window_then_workers_and_refuses_the_impossible() {
+        assert_eq!(plan(2, 65536, None), Ok((2, 6)));
+        for (threads, chunk, budget) in
+            [(8, 65536, 16u64 << 20), (4, 1 << 20, 16 << 20), (2, 4 << 20, 32 << 20)]
+        {
+            let (w, win) = plan(threads, chunk, Some(budget)).unwrap();
+            assert!(w >= 1 && w <= threads && win > w && win <= 2 * w + 2, "{threads} {chunk}: {w} {win}");
+            let used = BASE_MEMORY + w as u64 * WORKER_MEMORY + win as u64 * bytes_per_chunk(chunk);
+            assert!(used <= budget, "{threads} x {chunk} in {budget}: {used}");
+        }
+        // 1 MiB chunks in 16 MiB: not every one of 4 workers fits.
+        assert!(plan(4, 1 << 20, Some(16 << 20)).unwrap().0 < 4);
+        // Two 4 MiB chunks (plus their record buffers) cannot fit in 16 MiB.
+        assert!(plan(4, 4 << 20, Some(16 << 20)).unwrap_err().contains("too small"));
+    }
+
+    #[test]
+    fn peak_rss_is_reported_on_linux() {
+        let rss = peak_rss_bytes();
+        if cfg!(target_os = "linux") {
+            assert!(rss.unwrap() > 1 << 20);
+        }
+    }
+}

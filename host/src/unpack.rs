@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::io::{Sink, Source, read_full};
 use crate::keys::KeySpec;
 use crate::output::AtomicFile;
-use crate::pipeline::{Pool, ordered_map};
+use crate::pipeline::{Pool, ordered_map, peak_rss_bytes, plan};
 
 /// What an unpack did (also the `--json` output).
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +38,8 @@ pub struct UnpackSummary {
     pub seconds: f64,
     /// Plaintext MB/s (10^6 bytes).
     pub mb_per_s: f64,
+    /// Peak resident memory of the process, in bytes (Linux).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Reads and validates the fixed header. A short input that does not start like a container
@@ -91,6 +93,7 @@ pub fn unpack(
     sink: &Sink,
     key: &KeySpec,
     threads: usize,
+    max_memory: Option<u64>,
     bar: &ProgressBar,
 ) -> Result<UnpackSummary> {
     let started = Instant::now();
@@ -115,8 +118,9 @@ pub fn unpack(
     let reject = |fault| Error::Rejected { input: input.clone(), fault };
     let chunk_size = repr.chunk_size();
     let cipher = keys.payload_cipher(&RustCrypto);
+    let (threads, window) = plan(threads, chunk_size, max_memory).map_err(Error::Usage)?;
     let pool = Pool::new(
-        (0..2 * threads.max(1) + 2)
+        (0..window)
             .map(|_| ChunkBuf { record: vec![0; max_record_len(chunk_size)], plain: vec![0; chunk_size] }),
     );
     let mut bytes_in = HEADER_LEN as u64;
@@ -193,5 +197,6 @@ pub fn unpack(
         chunks,
         seconds,
         mb_per_s: if seconds > 0.0 { bytes_out as f64 / seconds / 1e6 } else { 0.0 },
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }

@@ -18,7 +18,7 @@ pass() { passed=$((passed + 1)); echo "ok    $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL  $*"; }
 
 # --- dependencies ----------------------------------------------------------------------------
-if ! "$py" -c 'import cryptography.hazmat.primitives.ciphers.aead, lz4.block, argon2.low_level' \
+if ! "$py" -c 'import cryptography.hazmat.primitives.ciphers.aead, lz4.block, argon2.low_level, zstandard' \
     2>/dev/null; then
     echo "installing $here/requirements.txt"
     "$py" -m pip install -q -r "$here/requirements.txt"

@@ -77,6 +77,24 @@ impl KeyArgs {
     }
 }
 
+/// Parallelism and memory options shared by pack and unpack.
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Worker threads (default: every core). The output is byte-identical whatever the count.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    /// Memory budget, e.g. 16MiB: fewer chunks in flight (and, if needed, fewer workers) so
+    /// peak memory stays under it, whatever the file size.
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    max_memory: Option<u64>,
+}
+
+impl PipelineArgs {
+    fn threads(&self) -> usize {
+        self.threads.map_or_else(crate::pack::default_threads, usize::from)
+    }
+}
+
 /// Output options shared by pack and unpack.
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -89,6 +107,9 @@ pub struct OutputArgs {
     /// Replace the output file if it exists.
     #[arg(long, short = 'f')]
     force: bool,
+    /// Print a one-line summary (sizes, ratio, speed, peak memory) on stderr when done.
+    #[arg(long, short = 'v')]
+    verbose: bool,
 }
 
 impl OutputArgs {
@@ -121,6 +142,12 @@ impl OutputArgs {
             if !quiet {
                 eprintln!("keepsync: {msg}");
             }
+        }
+    }
+
+    fn print_summary(&self, line: impl FnOnce() -> String) {
+        if self.verbose && !self.quiet {
+            eprintln!("keepsync: {}", line());
         }
     }
 

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{KeyArgs, OutputArgs};
+use super::{KeyArgs, OutputArgs, PipelineArgs};
 use crate::codec::{CodecChoice, CodecPlan};
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, refuse_binary_to_terminal};
@@ -42,10 +42,8 @@ pub struct PackArgs {
     /// crash can make the next run redo.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     checkpoint_every: u64,
-    /// Worker threads compressing and sealing chunks (default: every core). The output is
-    /// byte-identical whatever the count.
-    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    threads: Option<u16>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -73,12 +71,24 @@ pub fn run(args: PackArgs) -> Result<()> {
         chunk_log2,
         resume: !args.no_resume,
         checkpoint_every: args.checkpoint_every.max(1),
-        threads: args.threads.map_or_else(crate::pack::default_threads, usize::from),
+        threads: args.pipeline.threads(),
+        max_memory: args.pipeline.max_memory,
     };
     let progress = args.out.progress("pack");
     let summary = pack(&source, &sink, &args.key.spec(), &opts, &progress, &args.out.notice());
     progress.finish_and_clear();
     let summary = summary?;
+    args.out.print_summary(|| {
+        format!(
+            "packed {} into {} ({:.3}) in {:.2} s, {:.0} MB/s, peak memory {}",
+            human_bytes(summary.bytes_in),
+            human_bytes(summary.bytes_out),
+            summary.ratio,
+            summary.seconds,
+            summary.mb_per_s,
+            summary.peak_rss_bytes.map_or("unknown".into(), human_bytes)
+        )
+    });
     args.out.print_json(&summary);
     Ok(())
 }

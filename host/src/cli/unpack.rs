@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{KeyArgs, OutputArgs};
+use super::{KeyArgs, OutputArgs, PipelineArgs};
 use crate::error::Result;
 use crate::io::{Sink, Source};
 use crate::unpack::unpack;
@@ -20,9 +20,8 @@ pub struct UnpackArgs {
     output: PathBuf,
     #[command(flatten)]
     key: KeyArgs,
-    /// Worker threads authenticating and decoding chunks (default: every core).
-    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    threads: Option<u16>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -32,9 +31,26 @@ pub fn run(args: UnpackArgs) -> Result<()> {
     let source = Source::from_arg(&args.input);
     let sink = Sink::from_arg(&args.output, args.out.force);
     let progress = args.out.progress("unpack");
-    let threads = args.threads.map_or_else(crate::pack::default_threads, usize::from);
-    let summary = unpack(&source, &sink, &args.key.spec(), threads, &progress);
+    let summary = unpack(
+        &source,
+        &sink,
+        &args.key.spec(),
+        args.pipeline.threads(),
+        args.pipeline.max_memory,
+        &progress,
+    );
     progress.finish_and_clear();
-    args.out.print_json(&summary?);
+    let summary = summary?;
+    args.out.print_summary(|| {
+        format!(
+            "unpacked {} chunks into {} in {:.2} s, {:.0} MB/s, peak memory {}",
+            summary.chunks,
+            crate::units::human_bytes(summary.bytes_out),
+            summary.seconds,
+            summary.mb_per_s,
+            summary.peak_rss_bytes.map_or("unknown".into(), crate::units::human_bytes)
+        )
+    });
+    args.out.print_json(&summary);
     Ok(())
 }
