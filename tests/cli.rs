@@ -34,6 +34,13 @@ fn thread_count_does_not_change_the_result() {
         ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key", "-f", "--threads", u]).ok();
         assert_eq!(std::fs::read(d.join("out")).unwrap(), data, "pack -j{p}, unpack -j{u}");
     }
+    // Either AES-GCM backend opens the other's containers.
+    for (p, u) in [("hw", "soft"), ("soft", "hw"), ("auto", "hw")] {
+        let s = ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "-f", "--crypto", p, "--json"]).ok().json();
+        assert_eq!(s["crypto"], if p == "hw" { "ring" } else { "rustcrypto" });
+        ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key", "-f", "--crypto", u]).ok();
+        assert!(std::fs::read(d.join("out")).unwrap() == data, "pack --crypto {p}, unpack --crypto {u}");
+    }
     let zero = ks(d, &["pack", "in", "-o", "c.ks", "-k", "key", "-f", "-j", "0"]);
     assert_eq!(zero.code, 2, "{}", zero.stderr);
 }

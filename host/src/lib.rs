@@ -5,11 +5,14 @@
 //!
 //! - [`pack`] / [`unpack`] / [`inspect`]: the commands' work, usable as a library.
 //! - [`keys`]: key files and passphrases; [`output`]: crash-safe output files.
+//! - [`crypto`]: AES-256-GCM backends (RustCrypto by default, ring on request).
+//! - [`pipeline`]: the bounded, ordered parallel chunk pipeline.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod codec;
+pub mod crypto;
 pub mod error;
 pub mod inspect;
 pub mod io;

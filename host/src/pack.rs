@@ -21,12 +21,13 @@ use indicatif::ProgressBar;
 use keepsync_core::budget::{FILE_SALT_LEN, HEADER_LEN, RECORD_HEADER_LEN, TAG_LEN, compress_bound};
 use keepsync_core::checkpoint::{Checkpoint, SourceHasher};
 use keepsync_core::compress::{Codec, Encoder};
-use keepsync_core::crypto::{FileKeys, RustCrypto, RustCryptoAesGcm};
+use keepsync_core::crypto::FileKeys;
 use keepsync_core::stream::seal_chunk;
 use keepsync_core::wire::{Header, HeaderRepr, RecordRepr};
 use serde::Serialize;
 
 use crate::codec::{CodecChoice, CodecPlan, HostEncoder, detect_compressed};
+use crate::crypto::{CryptoChoice, HostCipher};
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, open_file, read_full};
 use crate::keys::{KeySpec, random_bytes};
@@ -48,6 +49,8 @@ pub struct PackOptions {
     pub threads: usize,
     /// Memory budget for the pipeline (workers and chunks in flight shrink to fit).
     pub max_memory: Option<u64>,
+    /// AES-256-GCM backend.
+    pub crypto: CryptoChoice,
 }
 
 /// Worker threads by default: the cores this process may use.
@@ -64,6 +67,7 @@ impl Default for PackOptions {
             checkpoint_every: 64 << 20,
             threads: default_threads(),
             max_memory: None,
+            crypto: CryptoChoice::Auto,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct PackSummary {
     pub stored_format: Option<&'static str>,
     /// Peak resident memory of the process, in bytes (Linux).
     pub peak_rss_bytes: Option<u64>,
+    /// The AES-256-GCM backend used.
+    pub crypto: &'static str,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Plaintext MB/s (10^6 bytes) of this run.
@@ -234,7 +240,7 @@ impl Checkpointer<'_> {
 fn seal_stream(
     reader: &mut (dyn Read + Send),
     input_name: &str,
-    cipher: &RustCryptoAesGcm,
+    cipher: &HostCipher,
     chunk_size: usize,
     opts: &PackOptions,
     progress: &mut Progress,
@@ -357,6 +363,7 @@ fn summary(
         resumed_at,
         stored_format: None,
         peak_rss_bytes: peak_rss_bytes(),
+        crypto: "",
         seconds,
         mb_per_s: if seconds > 0.0 { bytes_in as f64 / seconds / 1e6 } else { 0.0 },
     }
@@ -380,6 +387,7 @@ pub fn pack(
     }
     let opts = &opts;
     let with_format = |mut s: PackSummary| {
+        s.crypto = opts.crypto.provider_name();
         if opts.codec.choice == CodecChoice::Auto {
             s.stored_format = opts.codec.stored_format;
         }
@@ -392,7 +400,7 @@ pub fn pack(
         let mut out = StdoutSink(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()));
         out.put(&keys.seal_header(&repr)).map_err(expect_failed)?;
         let mut progress = Progress::fresh();
-        let cipher = keys.payload_cipher(&RustCrypto);
+        let cipher = opts.crypto.cipher(&keys);
         seal_stream(
             &mut reader,
             &source.name(),
@@ -440,7 +448,7 @@ pub fn pack(
             every: opts.checkpoint_every,
             last: progress.sealed_offset,
         };
-        let cipher = keys.payload_cipher(&RustCrypto);
+        let cipher = opts.crypto.cipher(&keys);
         let run = written.and_then(|()| {
             seal_stream(
                 &mut reader,
@@ -563,7 +571,7 @@ fn resume_plan(
 mod tests {
     use super::*;
     use keepsync_core::budget::packer_workspace_len;
-    use keepsync_core::crypto::SecretKey;
+    use keepsync_core::crypto::{RustCrypto, SecretKey};
     use keepsync_core::stream::Packer;
     use keepsync_core::wire::KeySource;
     use proptest::prelude::*;
@@ -625,7 +633,7 @@ mod tests {
         let opts = PackOptions { codec, chunk_log2: repr.chunk_log2, threads, ..PackOptions::default() };
         let mut out = keys.seal_header(repr).to_vec();
         let mut progress = Progress::fresh();
-        let cipher = keys.payload_cipher(&RustCrypto);
+        let cipher = opts.crypto.cipher(keys);
         let mut reader: &[u8] = input;
         seal_stream(
             &mut reader,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use keepsync_core::FormatError;
 use keepsync_core::budget::{HEADER_LEN, RECORD_HEADER_LEN, max_record_len};
-use keepsync_core::crypto::{FileKeys, RustCrypto};
+use keepsync_core::crypto::FileKeys;
 use keepsync_core::stream::{OpenedChunk, open_chunk};
 use keepsync_core::wire::{Header, HeaderRepr, MAGIC, Record, RecordRepr, VERSION};
 
@@ -15,6 +15,7 @@ const VERSION_OFFSET: usize = MAGIC.len();
 use serde::Serialize;
 
 use crate::codec::HostDecoder;
+use crate::crypto::CryptoChoice;
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, read_full};
 use crate::keys::KeySpec;
@@ -40,6 +41,8 @@ pub struct UnpackSummary {
     pub mb_per_s: f64,
     /// Peak resident memory of the process, in bytes (Linux).
     pub peak_rss_bytes: Option<u64>,
+    /// The AES-256-GCM backend used.
+    pub crypto: &'static str,
 }
 
 /// Reads and validates the fixed header. A short input that does not start like a container
@@ -94,6 +97,7 @@ pub fn unpack(
     key: &KeySpec,
     threads: usize,
     max_memory: Option<u64>,
+    crypto: CryptoChoice,
     bar: &ProgressBar,
 ) -> Result<UnpackSummary> {
     let started = Instant::now();
@@ -117,7 +121,7 @@ pub fn unpack(
     };
     let reject = |fault| Error::Rejected { input: input.clone(), fault };
     let chunk_size = repr.chunk_size();
-    let cipher = keys.payload_cipher(&RustCrypto);
+    let cipher = crypto.cipher(&keys);
     let (threads, window) = plan(threads, chunk_size, max_memory).map_err(Error::Usage)?;
     let pool = Pool::new(
         (0..window)
@@ -198,5 +202,6 @@ pub fn unpack(
         seconds,
         mb_per_s: if seconds > 0.0 { bytes_out as f64 / seconds / 1e6 } else { 0.0 },
         peak_rss_bytes: peak_rss_bytes(),
+        crypto: crypto.provider_name(),
     })
 }

@@ -87,6 +87,10 @@ pub struct PipelineArgs {
     /// peak memory stays under it, whatever the file size.
     #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     max_memory: Option<u64>,
+    /// AES-256-GCM backend: auto and soft use RustCrypto (zeroizes keys); hw uses ring
+    /// (about 2x faster sealing, but its key schedule is not zeroized). Same bytes either way.
+    #[arg(long, value_enum, default_value_t = crate::crypto::CryptoChoice::Auto)]
+    crypto: crate::crypto::CryptoChoice,
 }
 
 impl PipelineArgs {

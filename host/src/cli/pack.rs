@@ -73,6 +73,7 @@ pub fn run(args: PackArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every.max(1),
         threads: args.pipeline.threads(),
         max_memory: args.pipeline.max_memory,
+        crypto: args.pipeline.crypto,
     };
     let progress = args.out.progress("pack");
     let summary = pack(&source, &sink, &args.key.spec(), &opts, &progress, &args.out.notice());

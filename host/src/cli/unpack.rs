@@ -37,6 +37,7 @@ pub fn run(args: UnpackArgs) -> Result<()> {
         &args.key.spec(),
         args.pipeline.threads(),
         args.pipeline.max_memory,
+        args.pipeline.crypto,
         &progress,
     );
     progress.finish_and_clear();
