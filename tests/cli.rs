@@ -281,3 +281,19 @@ fn memory_budget_is_respected_or_refused_clearly() {
     v.ok();
     assert!(v.stderr.contains("packed 3.0 MiB into") && v.stderr.contains("peak memory"), "{}", v.stderr);
 }
+
+#[test]
+fn caps_reports_the_machine_and_measures_codecs() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = ks(dir.path(), &["caps", "--json", "--measure-ms", "5"]).ok().json();
+    assert!(caps["cores"].as_u64().unwrap() >= 1);
+    assert_eq!(caps["default_crypto"], "rustcrypto");
+    let names: Vec<&str> = caps["codecs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["codec"].as_str().unwrap_or_else(|| c["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, ["store", "lz4", "zstd", "auto", "deflate"]);
+    assert!(caps["codecs"].as_array().unwrap().iter().all(|c| c["seal_mb_per_s"].as_f64().unwrap() > 0.0));
+}

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod caps;
 pub mod cli;
 pub mod codec;
 pub mod crypto;

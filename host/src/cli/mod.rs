@@ -1,5 +1,6 @@
 //! The `keepsync` command line: clap definitions and dispatch. One file per subcommand.
 
+mod caps;
 mod inspect;
 mod keygen;
 mod pack;
@@ -22,6 +23,7 @@ Examples:
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
   tar c dir | keepsync pack - -o - --passphrase-env PW > dir.tar.ks
   keepsync inspect photos.tar.ks --json
+  keepsync caps
 
 Exit codes:
   0   success
@@ -53,6 +55,9 @@ enum Command {
     Unpack(unpack::UnpackArgs),
     /// Show what a container's headers say (sizes, codecs, ratio) without needing the key.
     Inspect(inspect::InspectArgs),
+    /// Show this machine's cores, memory, CPU crypto features, and measured codec and
+    /// AES-GCM speeds (about 2 seconds).
+    Caps(caps::CapsArgs),
 }
 
 /// The key options shared by pack and unpack: exactly one is required.
@@ -176,6 +181,7 @@ pub fn main() -> ExitCode {
         Command::Pack(a) => pack::run(a),
         Command::Unpack(a) => unpack::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Caps(a) => caps::run(a),
     };
     match result {
         Ok(()) => ExitCode::from(exit::OK),
