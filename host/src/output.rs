@@ -121,6 +121,79 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Makes a partial file durable in the background while the writer keeps writing.
+///
+/// A request syncs everything written to the file before the request was made (`sync_data`
+/// on a second handle), and only then, if the request carries one, writes a record (a
+/// checkpoint pointing at those bytes) atomically. Requests never queue: while the flusher is
+/// busy a new one is refused and the caller asks again later. Besides checkpoints, the writer
+/// asks for a sync every [`WRITE_BEHIND`] bytes, so the final fsync before the rename has only
+/// a tail left to write. Dropping the flusher waits for it, so no record is written after an
+/// error path removed the files.
+pub struct Flusher {
+    tx: Option<std::sync::mpsc::SyncSender<Option<(PathBuf, Vec<u8>)>>>,
+    handle: Option<std::thread::JoinHandle<Result<()>>>,
+    last: u64,
+}
+
+/// Bytes written between write-behind syncs.
+pub const WRITE_BEHIND: u64 = 16 << 20;
+
+impl Flusher {
+    /// Starts a flusher for `out`'s partial file.
+    pub fn start(out: &AtomicFile) -> Result<Self> {
+        let file = out.file().try_clone().map_err(|e| Error::io("open", out.partial(), e))?;
+        let partial = out.partial().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<(PathBuf, Vec<u8>)>>(0);
+        let handle = std::thread::Builder::new()
+            .name("keepsync-flush".into())
+            .spawn(move || {
+                for request in rx {
+                    file.sync_data().map_err(|e| Error::io("sync", &partial, e))?;
+                    if let Some((path, bytes)) = request {
+                        write_small_file_atomically(&path, &bytes)?;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| Error::io("start a thread for", out.partial(), e))?;
+        Ok(Self { tx: Some(tx), handle: Some(handle), last: 0 })
+    }
+
+    /// Asks for a sync of what is written now, then `record` (path, bytes) if given. Returns
+    /// `false`, queuing nothing, while the previous request is still running.
+    pub fn request(&mut self, record: Option<(PathBuf, Vec<u8>)>) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.try_send(record).is_ok())
+    }
+
+    /// Called after the file holds `written` bytes: asks for a write-behind sync every
+    /// [`WRITE_BEHIND`] bytes.
+    pub fn wrote(&mut self, written: u64) {
+        if written >= self.last + WRITE_BEHIND && self.request(None) {
+            self.last = written;
+        }
+    }
+
+    /// Waits for the last request and reports the first error any request met.
+    pub fn finish(mut self) -> Result<()> {
+        self.tx = None;
+        match self.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Usage("the background flush thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, directory fsync).
 pub fn write_small_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = sibling(path, "tmp");
@@ -168,6 +241,30 @@ mod tests {
         f.file().write_all_at(b"new", 0).unwrap();
         f.commit(3).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+    }
+
+    #[test]
+    fn flusher_writes_records_only_after_syncing_and_reports_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.ks");
+        let out = AtomicFile::open(&dest, false).unwrap();
+        out.file().write_all_at(b"0123456789", 0).unwrap();
+        let mut flusher = Flusher::start(&out).unwrap();
+        let ckpt = dir.path().join("ckpt");
+        // A rendezvous channel: the request is taken once the thread is idle.
+        let mut sent = false;
+        for _ in 0..1000 {
+            if flusher.request(Some((ckpt.clone(), b"record".to_vec()))) {
+                sent = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(sent);
+        flusher.finish().unwrap();
+        assert_eq!(std::fs::read(&ckpt).unwrap(), b"record");
+        out.commit(10).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"0123456789");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::crypto::{CryptoChoice, HostCipher};
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, open_file, read_full};
 use crate::keys::{KeySpec, random_bytes};
-use crate::output::{AtomicFile, checkpoint_path, write_small_file_atomically};
+use crate::output::{AtomicFile, Flusher, checkpoint_path};
 use crate::pipeline::{Pool, ordered_map, peak_rss_bytes, plan};
 
 /// Settings of one pack.
@@ -207,27 +207,30 @@ impl Progress {
     }
 }
 
-/// Durable checkpoints for a file output.
-struct Checkpointer<'a> {
-    out: &'a AtomicFile,
+/// Durable checkpoints for a file output, recorded by a background [`Flusher`] so the
+/// pipeline never waits for an fsync.
+struct Checkpointer {
+    flusher: Flusher,
     path: std::path::PathBuf,
     header_mac: [u8; 32],
     every: u64,
     last: u64,
 }
 
-impl Checkpointer<'_> {
-    fn maybe(&mut self, progress: &Progress) -> Result<()> {
+impl Checkpointer {
+    /// Called after each chunk reached the file.
+    fn wrote(&mut self, progress: &Progress) {
         if progress.sealed_offset < self.last + self.every {
-            return Ok(());
+            self.flusher.wrote(progress.sealed_offset);
+            return;
         }
-        // The data must be durable before the record that points past it.
-        self.out.sync_data()?;
         let mut buf = [0u8; Checkpoint::MAX_ENCODED_LEN];
         let bytes = progress.checkpoint(self.header_mac).encode(&mut buf).expect("buffer is MAX_ENCODED_LEN");
-        write_small_file_atomically(&self.path, bytes)?;
-        self.last = progress.sealed_offset;
-        Ok(())
+        // The flusher syncs the data before it writes the record that points past it. When it
+        // is busy, the next chunk asks again.
+        if self.flusher.request(Some((self.path.clone(), bytes.to_vec()))) {
+            self.last = progress.sealed_offset;
+        }
     }
 }
 
@@ -245,7 +248,7 @@ fn seal_stream(
     opts: &PackOptions,
     progress: &mut Progress,
     sink: &mut dyn ContainerSink,
-    mut checkpointer: Option<&mut Checkpointer<'_>>,
+    mut checkpointer: Option<&mut Checkpointer>,
     bar: &ProgressBar,
 ) -> Result<(), Stop> {
     let (threads, window) = plan(opts.threads, chunk_size, opts.max_memory).map_err(Error::Usage)?;
@@ -313,10 +316,10 @@ fn seal_stream(
         pool.give(sealed.buf);
         // After the final chunk the run commits; a checkpoint there could only describe a
         // finished container, which a resume must not extend.
-        match checkpointer.as_deref_mut() {
-            Some(c) if !sealed.repr.is_final => c.maybe(progress).map_err(Stop::from),
-            _ => Ok(()),
+        if let Some(c) = checkpointer.as_deref_mut().filter(|_| !sealed.repr.is_final) {
+            c.wrote(progress);
         }
+        Ok(())
     };
     ordered_map(threads, &pool, produce, || opts.codec.encoder(), work, consume)
 }
@@ -442,7 +445,7 @@ pub fn pack(
         let mut header_mac = [0u8; 32];
         header_mac.copy_from_slice(&header[HEADER_LEN - 32..]);
         let mut ckpt = Checkpointer {
-            out: &out,
+            flusher: Flusher::start(&out)?,
             path: ckpt_path.clone(),
             header_mac,
             every: opts.checkpoint_every,
@@ -462,6 +465,7 @@ pub fn pack(
                 bar,
             )
         });
+        let run = run.and_then(|()| ckpt.flusher.finish().map_err(Stop::from));
         match run {
             Ok(()) => {
                 out.commit(progress.sealed_offset)?;

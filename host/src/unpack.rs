@@ -19,7 +19,7 @@ use crate::crypto::CryptoChoice;
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, read_full};
 use crate::keys::KeySpec;
-use crate::output::AtomicFile;
+use crate::output::{AtomicFile, Flusher};
 use crate::pipeline::{Pool, ordered_map, peak_rss_bytes, plan};
 
 /// What an unpack did (also the `--json` output).
@@ -119,6 +119,7 @@ pub fn unpack(
             ("standard output".into(), Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())))
         }
     };
+    let mut flusher = atomic.as_ref().map(Flusher::start).transpose()?;
     let reject = |fault| Error::Rejected { input: input.clone(), fault };
     let chunk_size = repr.chunk_size();
     let cipher = crypto.cipher(&keys);
@@ -183,12 +184,18 @@ pub fn unpack(
         bytes_out += plaintext.len() as u64;
         bytes_in += opened.record_len;
         chunks += 1;
+        if let Some(f) = flusher.as_mut() {
+            f.wrote(bytes_out);
+        }
         pool.give(opened.buf);
         Ok(())
     };
     ordered_map(threads, &pool, produce, HostDecoder::new, work, consume)?;
     writer.flush().map_err(|e| Error::io("write", sink.name(), e))?;
     drop(writer);
+    if let Some(f) = flusher {
+        f.finish()?;
+    }
     if let Some(a) = atomic {
         a.commit(bytes_out)?;
     }
