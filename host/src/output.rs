@@ -131,10 +131,13 @@ impl Drop for AtomicFile {
 /// a tail left to write. Dropping the flusher waits for it, so no record is written after an
 /// error path removed the files.
 pub struct Flusher {
-    tx: Option<std::sync::mpsc::SyncSender<Option<(PathBuf, Vec<u8>)>>>,
+    tx: Option<std::sync::mpsc::SyncSender<FlushRequest>>,
     handle: Option<std::thread::JoinHandle<Result<()>>>,
     last: u64,
 }
+
+/// A sync, then optionally a record (path, bytes) to write once the sync is done.
+type FlushRequest = Option<(PathBuf, Vec<u8>)>;
 
 /// Bytes written between write-behind syncs.
 pub const WRITE_BEHIND: u64 = 16 << 20;
@@ -144,7 +147,7 @@ impl Flusher {
     pub fn start(out: &AtomicFile) -> Result<Self> {
         let file = out.file().try_clone().map_err(|e| Error::io("open", out.partial(), e))?;
         let partial = out.partial().to_path_buf();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Option<(PathBuf, Vec<u8>)>>(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<FlushRequest>(0);
         let handle = std::thread::Builder::new()
             .name("keepsync-flush".into())
             .spawn(move || {
@@ -162,7 +165,7 @@ impl Flusher {
 
     /// Asks for a sync of what is written now, then `record` (path, bytes) if given. Returns
     /// `false`, queuing nothing, while the previous request is still running.
-    pub fn request(&mut self, record: Option<(PathBuf, Vec<u8>)>) -> bool {
+    pub fn request(&mut self, record: FlushRequest) -> bool {
         self.tx.as_ref().is_some_and(|tx| tx.try_send(record).is_ok())
     }
 
