@@ -364,17 +364,11 @@ fn attempt<F: NorFlash<Error = FlashError>>(
         }
         offset += n as u64;
         // Checkpoint when enough chunks are durable and no partial word waits in RAM.
-        if out.staged == 0 && packer.chunks_sealed() >= last_ckpt_chunks + CHECKPOINT_EVERY_CHUNKS {
-            if let Some(ckpt) = packer.checkpoint() {
-                seq += 1;
-                write_slot(
-                    &mut Partition::new(out.part.flash_mut(), layout.checkpoint, sectors),
-                    seq,
-                    0,
-                    &ckpt,
-                )?;
-                last_ckpt_chunks = packer.chunks_sealed();
-            }
+        let due = out.staged == 0 && packer.chunks_sealed() >= last_ckpt_chunks + CHECKPOINT_EVERY_CHUNKS;
+        if let Some(ckpt) = packer.checkpoint().filter(|_| due) {
+            seq += 1;
+            write_slot(&mut Partition::new(out.part.flash_mut(), layout.checkpoint, sectors), seq, 0, &ckpt)?;
+            last_ckpt_chunks = packer.chunks_sealed();
         }
     }
     packer.finish();
@@ -411,7 +405,7 @@ fn resume_point<F: NorFlash<Error = FlashError>>(
     Partition::new(flash, layout.data, layout.data_len).read(0, &mut header)?;
     let Ok(repr) = Header::new_checked(&header[..]).and_then(|h| h.parse()) else { return Ok(None) };
     let keys = FileKeys::derive(key, &repr.file_salt);
-    let aligned = ckpt.sealed_offset % F::WRITE_SIZE as u64 == 0;
+    let aligned = ckpt.sealed_offset.is_multiple_of(F::WRITE_SIZE as u64);
     if keys.verify_header(&Header::new_unchecked(&header[..])).is_err()
         || header[HEADER_LEN - 32..] != ckpt.header_mac
         || repr.chunk_log2 != CHUNK_LOG2

@@ -181,7 +181,9 @@ pub struct Partition<'f, F> {
 impl<'f, F: NorFlash> Partition<'f, F> {
     /// The partition `[start, start + len)`; both must be sector-aligned.
     pub fn new(flash: &'f mut F, start: u32, len: u32) -> Self {
-        debug_assert!(start as usize % F::ERASE_SIZE == 0 && len as usize % F::ERASE_SIZE == 0);
+        debug_assert!(
+            (start as usize).is_multiple_of(F::ERASE_SIZE) && (len as usize).is_multiple_of(F::ERASE_SIZE)
+        );
         Self { flash, start, len }
     }
 
