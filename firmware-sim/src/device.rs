@@ -365,7 +365,8 @@ fn attempt<F: NorFlash<Error = FlashError>>(
         offset += n as u64;
         // Checkpoint when enough chunks are durable and no partial word waits in RAM.
         let due = out.staged == 0 && packer.chunks_sealed() >= last_ckpt_chunks + CHECKPOINT_EVERY_CHUNKS;
-        if let Some(ckpt) = packer.checkpoint().filter(|_| due) {
+        // Only build a checkpoint (it finalizes the source hash) when one is due.
+        if let Some(ckpt) = due.then(|| packer.checkpoint()).flatten() {
             seq += 1;
             write_slot(&mut Partition::new(out.part.flash_mut(), layout.checkpoint, sectors), seq, 0, &ckpt)?;
             last_ckpt_chunks = packer.chunks_sealed();
