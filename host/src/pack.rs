@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::io::{Sink, Source, open_file, read_full};
 use crate::keys::{KeySpec, random_bytes};
 use crate::output::{AtomicFile, Flusher, checkpoint_path};
-use crate::pipeline::{Pool, ordered_map, peak_rss_bytes, plan};
+use crate::pipeline::{PipelineStats, Pool, ordered_map, peak_rss_bytes, plan};
 
 /// Settings of one pack.
 #[derive(Debug, Clone)]
@@ -97,6 +97,8 @@ pub struct PackSummary {
     pub peak_rss_bytes: Option<u64>,
     /// The AES-256-GCM backend used.
     pub crypto: &'static str,
+    /// How the parallel pipeline spent its time, and which stage set the pace.
+    pub pipeline: Option<PipelineStats>,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Plaintext MB/s (10^6 bytes) of this run.
@@ -250,7 +252,7 @@ fn seal_stream(
     sink: &mut dyn ContainerSink,
     mut checkpointer: Option<&mut Checkpointer>,
     bar: &ProgressBar,
-) -> Result<(), Stop> {
+) -> Result<PipelineStats, Stop> {
     let (threads, window) = plan(opts.threads, chunk_size, opts.max_memory).map_err(Error::Usage)?;
     let record_room = RECORD_HEADER_LEN + compress_bound(chunk_size) + TAG_LEN;
     let pool = Pool::new(
@@ -367,6 +369,7 @@ fn summary(
         stored_format: None,
         peak_rss_bytes: peak_rss_bytes(),
         crypto: "",
+        pipeline: None,
         seconds,
         mb_per_s: if seconds > 0.0 { bytes_in as f64 / seconds / 1e6 } else { 0.0 },
     }
@@ -389,8 +392,9 @@ pub fn pack(
         opts.codec.stored_format = detect_compressed(&head[..n], Some(path));
     }
     let opts = &opts;
-    let with_format = |mut s: PackSummary| {
+    let with_format = |mut s: PackSummary, stats: PipelineStats| {
         s.crypto = opts.crypto.provider_name();
+        s.pipeline = Some(stats);
         if opts.codec.choice == CodecChoice::Auto {
             s.stored_format = opts.codec.stored_format;
         }
@@ -404,7 +408,7 @@ pub fn pack(
         out.put(&keys.seal_header(&repr)).map_err(expect_failed)?;
         let mut progress = Progress::fresh();
         let cipher = opts.crypto.cipher(&keys);
-        seal_stream(
+        let stats = seal_stream(
             &mut reader,
             &source.name(),
             &cipher,
@@ -417,7 +421,7 @@ pub fn pack(
         )
         .map_err(expect_failed)?;
         out.0.flush().map_err(|e| Error::io("write", "standard output", e))?;
-        return Ok(with_format(summary(source, target, &progress, 0, started)));
+        return Ok(with_format(summary(source, target, &progress, 0, started), stats));
     };
 
     let out = AtomicFile::open(dest, *force)?;
@@ -465,12 +469,12 @@ pub fn pack(
                 bar,
             )
         });
-        let run = run.and_then(|()| ckpt.flusher.finish().map_err(Stop::from));
+        let run = run.and_then(|stats| ckpt.flusher.finish().map(|()| stats).map_err(Stop::from));
         match run {
-            Ok(()) => {
+            Ok(stats) => {
                 out.commit(progress.sealed_offset)?;
                 let _ = std::fs::remove_file(&ckpt_path);
-                return Ok(with_format(summary(source, target, &progress, resumed_at, started)));
+                return Ok(with_format(summary(source, target, &progress, resumed_at, started), stats));
             }
             Err(Stop::SourceChanged) => {
                 notice("the source changed after the interrupted run: starting over with a fresh salt");

@@ -11,8 +11,9 @@
 //! errors come out in the same order as in a sequential run.
 
 use std::collections::BTreeMap;
-
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 
@@ -23,6 +24,8 @@ pub struct Pool<B> {
     take: Receiver<B>,
     closed_tx: Mutex<Option<Sender<()>>>,
     closed_rx: Receiver<()>,
+    /// Nanoseconds `take` spent waiting for a buffer.
+    waited_ns: AtomicU64,
 }
 
 impl<B> Pool<B> {
@@ -34,15 +37,21 @@ impl<B> Pool<B> {
             give.send(b).expect("pool has room for its own buffers");
         }
         let (closed_tx, closed_rx) = bounded(0);
-        Self { give, take, closed_tx: Mutex::new(Some(closed_tx)), closed_rx }
+        Self { give, take, closed_tx: Mutex::new(Some(closed_tx)), closed_rx, waited_ns: AtomicU64::new(0) }
     }
 
     /// Takes a buffer, waiting for one to be given back. `None` once the pool is closed.
     pub fn take(&self) -> Option<B> {
-        select! {
+        if let Ok(b) = self.take.try_recv() {
+            return Some(b);
+        }
+        let started = Instant::now();
+        let b = select! {
             recv(self.take) -> b => b.ok(),
             recv(self.closed_rx) -> _ => None,
-        }
+        };
+        self.waited_ns.fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
+        b
     }
 
     /// Gives a buffer back.
@@ -54,6 +63,52 @@ impl<B> Pool<B> {
     pub fn close(&self) {
         self.closed_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
+}
+
+/// Where a pipeline run spent its waiting time, to name its bottleneck.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PipelineStats {
+    /// Workers that ran.
+    pub workers: usize,
+    /// Chunks the pool allowed in flight.
+    pub window: usize,
+    /// Share of the run the reader waited for a free buffer (workers or writer behind).
+    pub reader_waiting: f64,
+    /// Share of the workers' time spent waiting for input (reader behind).
+    pub workers_idle: f64,
+    /// Share of the run the writer waited for the next result (workers or reader behind).
+    pub writer_waiting: f64,
+    /// `read`, `compute` or `write`: the stage busy for the largest share of the run.
+    pub bottleneck: &'static str,
+}
+
+impl PipelineStats {
+    fn new(
+        workers: usize,
+        window: usize,
+        elapsed: Duration,
+        reader_ns: u64,
+        idle_ns: u64,
+        writer_ns: u64,
+    ) -> Self {
+        let total = nanos(elapsed).max(1) as f64;
+        let reader_waiting = (reader_ns as f64 / total).min(1.0);
+        let workers_idle = (idle_ns as f64 / (total * workers.max(1) as f64)).min(1.0);
+        let writer_waiting = (writer_ns as f64 / total).min(1.0);
+        // Each stage is busy whenever it is not waiting on a neighbour; the busiest one sets
+        // the pace. (Reading itself, including a slow disk or pipe, counts as the reader busy.)
+        let busy = [
+            (1.0 - writer_waiting, "write"),
+            (1.0 - workers_idle, "compute"),
+            (1.0 - reader_waiting, "read"),
+        ];
+        let bottleneck = busy.iter().fold(busy[0], |best, &b| if b.0 > best.0 { b } else { best }).1;
+        Self { workers, window, reader_waiting, workers_idle, writer_waiting, bottleneck }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Runs `produce` on its own thread and `work` on `threads` workers, handing results to
@@ -69,7 +124,7 @@ pub fn ordered_map<B, J, O, S, E>(
     make_state: impl Fn() -> S + Sync,
     work: impl Fn(&mut S, J) -> O + Sync,
     mut consume: impl FnMut(O) -> Result<(), E>,
-) -> Result<(), E>
+) -> Result<PipelineStats, E>
 where
     B: Send,
     J: Send,
@@ -77,6 +132,9 @@ where
     E: Send,
 {
     let threads = threads.max(1);
+    let started = Instant::now();
+    let idle_ns = AtomicU64::new(0);
+    let mut writer_ns = 0u64;
     let (job_tx, job_rx) = unbounded::<(u64, J)>();
     let (out_tx, out_rx) = unbounded::<(u64, O)>();
     std::thread::scope(|scope| {
@@ -91,10 +149,13 @@ where
         });
         for _ in 0..threads {
             let (job_rx, out_tx) = (job_rx.clone(), out_tx.clone());
-            let (make_state, work) = (&make_state, &work);
+            let (make_state, work, idle_ns) = (&make_state, &work, &idle_ns);
             scope.spawn(move || {
                 let mut state = make_state();
-                for (seq, job) in job_rx {
+                loop {
+                    let waiting = Instant::now();
+                    let Ok((seq, job)) = job_rx.recv() else { return };
+                    idle_ns.fetch_add(nanos(waiting.elapsed()), Ordering::Relaxed);
                     if out_tx.send((seq, work(&mut state, job))).is_err() {
                         return;
                     }
@@ -105,7 +166,10 @@ where
         let mut next = 0u64;
         let mut early: BTreeMap<u64, O> = BTreeMap::new();
         let consumed = (|| {
-            for (seq, out) in &out_rx {
+            loop {
+                let waiting = Instant::now();
+                let Ok((seq, out)) = out_rx.recv() else { break };
+                writer_ns += nanos(waiting.elapsed());
                 early.insert(seq, out);
                 while let Some(out) = early.remove(&next) {
                     consume(out)?;
@@ -121,7 +185,17 @@ where
         pool.close();
         let produced = producer.join().expect("producer thread does not panic");
         consumed.and(produced)
-    })
+    })?;
+    let window = pool.take.capacity().unwrap_or(0);
+    let reader_ns = pool.waited_ns.load(Ordering::Relaxed);
+    Ok(PipelineStats::new(
+        threads,
+        window,
+        started.elapsed(),
+        reader_ns,
+        idle_ns.load(Ordering::Relaxed),
+        writer_ns,
+    ))
 }
 
 #[cfg(test)]
@@ -191,7 +265,7 @@ mod tests {
                 if i == 10 { Err("stop") } else { Ok(()) }
             },
         );
-        assert_eq!(r, Err("stop"));
+        assert_eq!(r.unwrap_err(), "stop");
         assert!(produced.load(std::sync::atomic::Ordering::SeqCst) < 1000);
     }
 
@@ -214,7 +288,7 @@ mod tests {
                 Ok(())
             },
         );
-        assert_eq!(r, Err("read failed"));
+        assert_eq!(r.unwrap_err(), "read failed");
         assert_eq!(seen, [0, 1, 2, 3, 4]);
     }
 }
@@ -266,6 +340,53 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod bottleneck_tests {
+    use super::*;
+    use std::thread::sleep;
+
+    /// Runs 24 jobs through 2 workers with the given per-job delays (ms) in each stage.
+    fn run(read_ms: u64, work_ms: u64, write_ms: u64) -> PipelineStats {
+        let pool = Pool::new((0..6).map(|_| ()));
+        ordered_map::<_, _, _, _, ()>(
+            2,
+            &pool,
+            |emit| {
+                for i in 0..24u32 {
+                    let Some(()) = pool.take() else { return Ok(()) };
+                    sleep(Duration::from_millis(read_ms));
+                    if !emit(i) {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            },
+            || (),
+            |_, i| {
+                sleep(Duration::from_millis(work_ms));
+                i
+            },
+            |_| {
+                sleep(Duration::from_millis(write_ms));
+                pool.give(());
+                Ok(())
+            },
+        )
+        .unwrap()
+    }
+
+    // Delays differ by 20x so that the slow stage dominates even on a loaded machine.
+    #[test]
+    fn the_slow_stage_is_named() {
+        for (delays, expected) in [((10, 0, 0), "read"), ((0, 20, 0), "compute"), ((0, 0, 10), "write")] {
+            let stats = run(delays.0, delays.1, delays.2);
+            assert_eq!(stats.bottleneck, expected, "{stats:?}");
+        }
+        let s = run(0, 20, 0);
+        assert_eq!((s.workers, s.window), (2, 6));
+    }
 }
 
 #[cfg(test)]

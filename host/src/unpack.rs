@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::io::{Sink, Source, read_full};
 use crate::keys::KeySpec;
 use crate::output::{AtomicFile, Flusher};
-use crate::pipeline::{Pool, ordered_map, peak_rss_bytes, plan};
+use crate::pipeline::{PipelineStats, Pool, ordered_map, peak_rss_bytes, plan};
 
 /// What an unpack did (also the `--json` output).
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +43,8 @@ pub struct UnpackSummary {
     pub peak_rss_bytes: Option<u64>,
     /// The AES-256-GCM backend used.
     pub crypto: &'static str,
+    /// How the parallel pipeline spent its time, and which stage set the pace.
+    pub pipeline: PipelineStats,
 }
 
 /// Reads and validates the fixed header. A short input that does not start like a container
@@ -190,7 +192,7 @@ pub fn unpack(
         pool.give(opened.buf);
         Ok(())
     };
-    ordered_map(threads, &pool, produce, HostDecoder::new, work, consume)?;
+    let pipeline = ordered_map(threads, &pool, produce, HostDecoder::new, work, consume)?;
     writer.flush().map_err(|e| Error::io("write", sink.name(), e))?;
     drop(writer);
     if let Some(f) = flusher {
@@ -210,5 +212,6 @@ pub fn unpack(
         mb_per_s: if seconds > 0.0 { bytes_out as f64 / seconds / 1e6 } else { 0.0 },
         peak_rss_bytes: peak_rss_bytes(),
         crypto: crypto.provider_name(),
+        pipeline,
     })
 }

@@ -81,13 +81,14 @@ pub fn run(args: PackArgs) -> Result<()> {
     let summary = summary?;
     args.out.print_summary(|| {
         format!(
-            "packed {} into {} ({:.3}) in {:.2} s, {:.0} MB/s, peak memory {}",
+            "packed {} into {} ({:.3}) in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
             human_bytes(summary.bytes_in),
             human_bytes(summary.bytes_out),
             summary.ratio,
             summary.seconds,
             summary.mb_per_s,
-            summary.peak_rss_bytes.map_or("unknown".into(), human_bytes)
+            summary.peak_rss_bytes.map_or("unknown".into(), human_bytes),
+            summary.pipeline.map_or("?", |p| p.bottleneck)
         )
     });
     args.out.print_json(&summary);

@@ -44,12 +44,13 @@ pub fn run(args: UnpackArgs) -> Result<()> {
     let summary = summary?;
     args.out.print_summary(|| {
         format!(
-            "unpacked {} chunks into {} in {:.2} s, {:.0} MB/s, peak memory {}",
+            "unpacked {} chunks into {} in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
             summary.chunks,
             crate::units::human_bytes(summary.bytes_out),
             summary.seconds,
             summary.mb_per_s,
-            summary.peak_rss_bytes.map_or("unknown".into(), crate::units::human_bytes)
+            summary.peak_rss_bytes.map_or("unknown".into(), crate::units::human_bytes),
+            summary.pipeline.bottleneck
         )
     });
     args.out.print_json(&summary);
