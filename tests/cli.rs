@@ -68,6 +68,9 @@ fn passphrase_round_trip_and_wrong_passphrase() {
     let report = ks(d, &["inspect", "c.ks", "--json"]).ok().json();
     assert_eq!(report["key"]["kind"], "passphrase");
     assert_eq!(report["key"]["argon2id_memory_kib"], 65536);
+    // Passes are calibrated to the machine: at least RFC 9106's 3, at most the readers' 64.
+    let passes = report["key"]["argon2id_passes"].as_u64().unwrap();
+    assert!((3..=64).contains(&passes), "{passes} passes");
     keepsync(d, &["unpack", "c.ks", "-o", "out", "--passphrase-env", "PW"], None, &env).ok();
     assert_eq!(std::fs::read(d.join("out")).unwrap(), mixed(10_000, 3));
     let wrong = keepsync(

@@ -19,8 +19,12 @@ pub const KEY_PREFIX: &str = "KEEPSYNC-KEY-1 ";
 /// Argon2id memory for new passphrase containers: 64 MiB (OWASP's 2023 floor is 19 MiB;
 /// RFC 9106's second recommended option is 64 MiB).
 pub const DEFAULT_KDF_MEMORY_KIB: u32 = 64 * 1024;
-/// Argon2id passes for new passphrase containers (RFC 9106 option 2).
+/// Argon2id passes at least (RFC 9106's second recommended option uses 3).
 pub const DEFAULT_KDF_PASSES: u32 = 3;
+/// Target time of one passphrase derivation on the machine that packs: passes are added
+/// until one derivation takes about this long (a guess costs an attacker that much per try
+/// on similar hardware; unpacking pays it once).
+pub const KDF_TARGET: std::time::Duration = std::time::Duration::from_millis(500);
 /// Argon2id lanes for new passphrase containers.
 pub const DEFAULT_KDF_LANES: u32 = 1;
 
@@ -131,6 +135,16 @@ pub fn stretch(
     Ok(SecretKey::from_bytes(*out))
 }
 
+/// Argon2id passes for one derivation of about `target` on this machine, from the time of a
+/// single pass; at least [`DEFAULT_KDF_PASSES`], at most the readers' limit (64).
+pub fn calibrate_passes(memory_kib: u32, lanes: u32, target: std::time::Duration) -> Result<u32> {
+    let started = std::time::Instant::now();
+    stretch(b"calibration", &[0; KDF_SALT_LEN], memory_kib, 1, lanes)?;
+    let one_pass = started.elapsed().as_secs_f64().max(1e-6);
+    let passes = (target.as_secs_f64() / one_pass).round() as u32;
+    Ok(passes.clamp(DEFAULT_KDF_PASSES, keepsync_core::budget::MAX_KDF_PASSES))
+}
+
 impl KeySpec {
     /// The master key for a new container (a passphrase gets a fresh KDF salt).
     pub fn for_new_container(&self) -> Result<MasterKey> {
@@ -198,6 +212,14 @@ mod tests {
             std::fs::write(&p, text).unwrap();
             assert!(matches!(read_key_file(&p), Err(Error::BadKeyFile { .. })), "{name}");
         }
+    }
+
+    #[test]
+    fn calibration_scales_passes_with_the_target_within_bounds() {
+        let quick = calibrate_passes(64, 1, std::time::Duration::from_nanos(1)).unwrap();
+        assert_eq!(quick, DEFAULT_KDF_PASSES);
+        let long = calibrate_passes(64, 1, std::time::Duration::from_secs(3600)).unwrap();
+        assert_eq!(long, keepsync_core::budget::MAX_KDF_PASSES);
     }
 
     #[test]
