@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use crate::codec::{CodecChoice, CodecPlan, HostDecoder};
 use crate::crypto::{CryptoChoice, cpu_crypto_features, hardware_aes};
-use crate::keys::{DEFAULT_KDF_LANES, DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_PASSES, stretch};
+use crate::keys::{
+    DEFAULT_KDF_LANES, DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_PASSES, KDF_TARGET, calibrate_passes, stretch,
+};
 
 const CHUNK: usize = 64 << 10;
 
@@ -53,9 +55,10 @@ pub struct Caps {
     pub codecs: Vec<Speed>,
     /// AES-GCM backend speeds (no compression).
     pub crypto: Vec<Speed>,
-    /// Seconds one Argon2id derivation takes with the defaults for new passphrase containers.
+    /// Seconds one Argon2id derivation takes with the parameters new passphrase containers
+    /// get on this machine (passes calibrated to about 0.5 s).
     pub argon2id_seconds: f64,
-    /// Those defaults: memory KiB, passes, lanes.
+    /// Those parameters: memory KiB, passes, lanes.
     pub argon2id_params: (u32, u32, u32),
 }
 
@@ -142,8 +145,10 @@ pub fn caps(budget: Duration) -> Caps {
         measure("rustcrypto", CryptoChoice::Soft, store(), budget),
         measure("ring", CryptoChoice::Hw, store(), budget),
     ];
+    let passes =
+        calibrate_passes(DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_LANES, KDF_TARGET).unwrap_or(DEFAULT_KDF_PASSES);
     let started = Instant::now();
-    let _ = stretch(b"caps", &[0; 16], DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_PASSES, DEFAULT_KDF_LANES);
+    let _ = stretch(b"caps", &[0; 16], DEFAULT_KDF_MEMORY_KIB, passes, DEFAULT_KDF_LANES);
     let argon2id_seconds = started.elapsed().as_secs_f64();
     Caps {
         version: env!("CARGO_PKG_VERSION"),
@@ -156,7 +161,7 @@ pub fn caps(budget: Duration) -> Caps {
         codecs,
         crypto,
         argon2id_seconds,
-        argon2id_params: (DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_PASSES, DEFAULT_KDF_LANES),
+        argon2id_params: (DEFAULT_KDF_MEMORY_KIB, passes, DEFAULT_KDF_LANES),
     }
 }
 
