@@ -114,6 +114,10 @@ add "keepsync none"    pack   "$KS pack --codec none $CORPUS -o $KS_NONE -k $KEY
 add "zstd -1 -T1"      pack   "zstd -1 -T1 -f -q $CORPUS -o $ZST1"                   "$ZST1"
 add "zstd -1 -T2"      pack   "zstd -1 -T2 -f -q $CORPUS -o $ZST2"                   "$ZST2"
 add "age"              pack   "age -r $RECIPIENT -o $AGE_OUT $CORPUS"                "$AGE_OUT"
+# rage (the Rust age) is optional: `cargo install rage` takes a few minutes.
+if command -v rage >/dev/null; then
+    add "rage"         pack   "rage -r $RECIPIENT -o $AGE_OUT.rage $CORPUS"          "$AGE_OUT.rage"
+fi
 if [[ $DURABLE_PEERS == 1 ]]; then
     add "zstd -1 -T1 + sync" pack "zstd -1 -T1 -f -q $CORPUS -o $ZST1 && sync $ZST1" "$ZST1"
     add "age + sync"         pack "age -r $RECIPIENT -o $AGE_OUT $CORPUS && sync $AGE_OUT" "$AGE_OUT"
@@ -122,6 +126,9 @@ add "keepsync auto"    unpack "$KS unpack $KS_AUTO -o $BACK -k $KEY -f"         
 add "keepsync auto -j1" unpack "$KS unpack -j1 $KS_AUTO -o $BACK -k $KEY -f"         -
 add "zstd -1"          unpack "zstd -d -f -q $ZST1 -o $BACK"                         -
 add "age"              unpack "age -d -i $AGEKEY -o $BACK $AGE_OUT"                  -
+if command -v rage >/dev/null; then
+    add "rage"         unpack "rage -d -i $AGEKEY -o $BACK $AGE_OUT.rage"            -
+fi
 if [[ $DURABLE_PEERS == 1 ]]; then
     add "zstd -1 + sync" unpack "zstd -d -f -q $ZST1 -o $BACK && sync $BACK"         -
     add "age + sync"     unpack "age -d -i $AGEKEY -o $BACK $AGE_OUT && sync $BACK"  -
@@ -280,8 +287,10 @@ pairs = [
     (("keepsync auto", "pack"), ("zstd -1 -T1", "pack"), "pack auto vs zstd -1 -T1"),
     (("keepsync auto", "pack"), ("zstd -1 -T2", "pack"), "pack auto vs zstd -1 -T2"),
     (("keepsync none", "pack"), ("age", "pack"), "pack --codec none vs age"),
+    (("keepsync none", "pack"), ("rage", "pack"), "pack --codec none vs rage"),
     (("keepsync auto", "unpack"), ("zstd -1", "unpack"), "unpack vs zstd -d"),
     (("keepsync auto", "unpack"), ("age", "unpack"), "unpack vs age -d"),
+    (("keepsync auto", "unpack"), ("rage", "unpack"), "unpack vs rage -d"),
     (("keepsync auto", "pack"), ("zstd -1 -T1 + sync", "pack"), "pack auto vs zstd -1 -T1 + sync (informational)"),
     (("keepsync none", "pack"), ("age + sync", "pack"), "pack --codec none vs age + sync (informational)"),
     (("keepsync auto", "unpack"), ("zstd -1 + sync", "unpack"), "unpack vs zstd -d + sync (informational)"),
