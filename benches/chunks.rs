@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keepsync::codec::{CodecChoice, CodecPlan, HostDecoder};
-use keepsync_benches::mixed_chunk;
+use keepsync_benches::mixed;
 use keepsync_core::budget::{RECORD_HEADER_LEN, TAG_LEN, compress_bound};
 use keepsync_core::crypto::{FileKeys, RustCrypto, SecretKey};
 use keepsync_core::stream::{open_chunk, seal_chunk};
@@ -14,7 +14,7 @@ const CHUNK: usize = 64 << 10;
 fn chunks(c: &mut Criterion) {
     let keys = FileKeys::derive(&SecretKey::from_bytes([9; 32]), &[1; 32]);
     let cipher = keys.payload_cipher(&RustCrypto);
-    let plain = mixed_chunk(CHUNK, 42);
+    let plain = mixed(CHUNK, 42);
     let mut group = c.benchmark_group("chunk_64KiB");
     group.throughput(Throughput::Bytes(CHUNK as u64));
     for choice in

@@ -62,28 +62,6 @@ pub struct Caps {
     pub argon2id_params: (u32, u32, u32),
 }
 
-/// Deterministic mixed sample: log lines, integer tables, machine-code-like bytes and a
-/// random stretch.
-fn sample() -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut out = Vec::with_capacity(CHUNK + 64);
-    while out.len() < CHUNK {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        match x % 5 {
-            0 | 1 => out.extend_from_slice(
-                format!("2026-11-25 level=info req={} took={}ms\n", x % 9973, x % 89).as_bytes(),
-            ),
-            2 => out.extend_from_slice(&(out.len() as u32).to_le_bytes()),
-            3 => out.extend_from_slice(b"\x48\x89\xe5\x48\x83\xec\x10\x89\x7d\xfc\xc3\0\0\0"),
-            _ => out.extend_from_slice(&x.to_le_bytes()),
-        }
-    }
-    out.truncate(CHUNK);
-    out
-}
-
 /// Runs `f` repeatedly for about `budget` and returns MB/s of `bytes` per call.
 fn rate(budget: Duration, bytes: usize, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
@@ -98,7 +76,7 @@ fn rate(budget: Duration, bytes: usize, mut f: impl FnMut()) -> f64 {
 fn measure(name: &'static str, crypto: CryptoChoice, mut encoder: impl Encoder, budget: Duration) -> Speed {
     let keys = FileKeys::derive(&SecretKey::from_bytes([7; 32]), &[3; 32]);
     let cipher = crypto.cipher(&keys);
-    let plain = sample();
+    let plain = crate::sample::mixed(CHUNK, 42);
     let mut record = vec![0u8; RECORD_HEADER_LEN + compress_bound(CHUNK) + TAG_LEN];
     let seal = rate(budget, CHUNK, || {
         seal_chunk(&cipher, &mut encoder, 1, false, &plain, &mut record);

@@ -21,5 +21,6 @@ pub mod keys;
 pub mod output;
 pub mod pack;
 pub mod pipeline;
+pub mod sample;
 pub mod units;
 pub mod unpack;

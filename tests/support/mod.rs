@@ -63,26 +63,7 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Mixed, realistic-ish data: text lines, little-endian counters (binary tables) and noise.
-pub fn mixed(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 64);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        match x % 4 {
-            0 => out.extend_from_slice(
-                format!("line {} of the log: status=ok latency={}us\n", out.len(), x % 997).as_bytes(),
-            ),
-            1 => out.extend_from_slice(&(out.len() as u32).to_le_bytes()),
-            2 => out.extend_from_slice(&x.to_le_bytes()),
-            _ => out.extend_from_slice(b"\0\0\0\0\0\0\0\0\x7fELF\x02\x01\x01\0"),
-        }
-    }
-    out.truncate(len);
-    out
-}
+pub use keepsync::sample::mixed;
 
 /// A temp dir with a fresh key file named `key`.
 pub fn dir_with_key() -> tempfile::TempDir {

@@ -14,3 +14,11 @@ mod unpacker;
 pub use chunk::{OpenedChunk, open_chunk, seal_chunk};
 pub use packer::{Packer, ResumePoint};
 pub use unpacker::Unpacker;
+
+/// Copies the first bytes of `ready` into `out`; returns how many. The `read` of both state
+/// machines: copy, then `consume` that many.
+fn copy_out(ready: &[u8], out: &mut [u8]) -> usize {
+    let n = ready.len().min(out.len());
+    out[..n].copy_from_slice(&ready[..n]);
+    n
+}

@@ -149,9 +149,7 @@ impl<'w, C: ChunkCipher, D: Decoder> Unpacker<'w, C, D> {
 
     /// Copies plaintext into `out`; returns the number of bytes copied.
     pub fn read(&mut self, out: &mut [u8]) -> usize {
-        let ready = self.output();
-        let n = ready.len().min(out.len());
-        out[..n].copy_from_slice(&ready[..n]);
+        let n = super::copy_out(self.output(), out);
         self.consume(n);
         n
     }
