@@ -13,6 +13,7 @@ pub struct CoreDecoder {
 
 impl CoreDecoder {
     /// A new decoder.
+    #[inline(always)]
     pub fn new() -> Self {
         Self { inflate: DecompressorOxide::new() }
     }

@@ -12,6 +12,7 @@ pub struct Lz4Encoder {
 
 impl Lz4Encoder {
     /// A new encoder.
+    #[inline(always)]
     pub fn new() -> Self {
         Self { table: CompressTable::large() }
     }

@@ -85,6 +85,7 @@ impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
     /// A packer for a new container: its first output is the sealed header.
     ///
     /// `workspace` must hold [`packer_workspace_len`]`(repr.chunk_size())` bytes.
+    #[inline(always)]
     pub fn new<P: CryptoProvider<Cipher = C>>(
         provider: &P,
         keys: &FileKeys,
@@ -102,6 +103,7 @@ impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
     ///
     /// The caller must have checked, with [`Checkpoint`]'s `source_hash`, that the source's
     /// first `plain_offset` bytes are unchanged, and must feed the source from there.
+    #[inline(always)]
     pub fn resume<P: CryptoProvider<Cipher = C>>(
         provider: &P,
         keys: &FileKeys,
@@ -120,6 +122,7 @@ impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
         Ok(p)
     }
 
+    #[inline(always)]
     fn build<P: CryptoProvider<Cipher = C>>(
         provider: &P,
         keys: &FileKeys,
@@ -159,6 +162,7 @@ impl<'w, C: ChunkCipher, E: Encoder> Packer<'w, C, E> {
 
     /// Hashes the plaintext of every sealed chunk so [`checkpoint`](Self::checkpoint) can bind
     /// a resume to the source. Costs one BLAKE3 pass over the input.
+    #[inline(always)]
     pub fn track_source(mut self) -> Self {
         if self.source.is_none() && self.plain_offset == 0 {
             self.source = Some(SourceHasher::new());

@@ -38,6 +38,7 @@ impl<'w, C: ChunkCipher, D: Decoder> Unpacker<'w, C, D> {
     /// An unpacker for the container whose opened header is `repr`, starting at chunk 0.
     ///
     /// `workspace` must hold [`unpacker_workspace_len`]`(repr.chunk_size())` bytes.
+    #[inline(always)]
     pub fn new<P: CryptoProvider<Cipher = C>>(
         provider: &P,
         keys: &FileKeys,
