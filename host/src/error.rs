@@ -22,6 +22,8 @@ pub mod exit {
     pub const CANT_CREATE: u8 = 73;
     /// Reading or writing failed midway.
     pub const IO: u8 = 74;
+    /// A sync finished but some entries could not be synced (rsync's "partial transfer").
+    pub const PARTIAL: u8 = 23;
 }
 
 /// Everything the host can fail with.

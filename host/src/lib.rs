@@ -22,5 +22,6 @@ pub mod output;
 pub mod pack;
 pub mod pipeline;
 pub mod sample;
+pub mod sync;
 pub mod units;
 pub mod unpack;

@@ -100,7 +100,12 @@ impl AtomicFile {
 
     /// Trims the file to `len`, fsyncs it and renames it to the destination.
     pub fn commit(mut self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(|e| Error::io("truncate", &self.partial, e))?;
+        // Truncating updates the modification time, which a sync has already set: only trim
+        // when stale bytes (from an interrupted run) lie past the end.
+        let current = self.file.metadata().map_err(|e| Error::io("read", &self.partial, e))?.len();
+        if current != len {
+            self.file.set_len(len).map_err(|e| Error::io("truncate", &self.partial, e))?;
+        }
         self.file.sync_all().map_err(|e| Error::io("sync", &self.partial, e))?;
         if !self.force && self.dest.symlink_metadata().is_ok() {
             return Err(Error::OutputExists(self.dest.clone()));

@@ -4,6 +4,7 @@ mod caps;
 mod inspect;
 mod keygen;
 mod pack;
+mod sync;
 mod unpack;
 
 use std::io::IsTerminal;
@@ -18,6 +19,7 @@ use crate::keys::KeySpec;
 
 const AFTER_HELP: &str = "\
 Examples:
+  keepsync sync ~/photos /mnt/backup/photos --delete
   keepsync keygen -o ~/.keepsync.key
   keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
@@ -29,6 +31,7 @@ Exit codes:
   0   success
   1   failure not listed below
   2   the command line is wrong
+  23  sync finished, but some entries could not be synced (they are listed)
   65  input rejected: not a container, damaged, tampered with, truncated, or the wrong key
   66  an input or key file cannot be opened
   73  the output cannot be created (it exists: use --force)
@@ -37,7 +40,7 @@ Exit codes:
 An interrupted `pack` to a file leaves a hidden .NAME.keepsync-partial beside the output; running
 the same command again resumes it once the source's already-packed bytes are re-verified.";
 
-/// KeepSync moves and keeps files safely: compress, encrypt, checkpoint, resume.
+/// KeepSync moves and keeps files safely: sync trees; compress, encrypt, checkpoint, resume.
 #[derive(Debug, Parser)]
 #[command(name = "keepsync", version, about, after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
@@ -47,6 +50,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Mirror a directory tree into another, skipping what is unchanged, crash-safe per file.
+    Sync(sync::SyncArgs),
     /// Create a new random key file (mode 0600). Never overwrites a file.
     Keygen(keygen::KeygenArgs),
     /// Compress and encrypt a file (or stdin) into a KeepSync container.
@@ -177,14 +182,15 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Keygen(a) => keygen::run(a),
-        Command::Pack(a) => pack::run(a),
-        Command::Unpack(a) => unpack::run(a),
-        Command::Inspect(a) => inspect::run(a),
-        Command::Caps(a) => caps::run(a),
+        Command::Sync(a) => sync::run(a),
+        Command::Keygen(a) => keygen::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Pack(a) => pack::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Unpack(a) => unpack::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Caps(a) => caps::run(a).map(|()| ExitCode::from(exit::OK)),
     };
     match result {
-        Ok(()) => ExitCode::from(exit::OK),
+        Ok(code) => code,
         Err(e) => {
             eprintln!("keepsync: error: {e}");
             if let Some(hint) = e.hint() {

@@ -1,0 +1,187 @@
+//! `keepsync sync SRC DEST` between local paths, as a user runs it.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+
+use support::*;
+
+/// A tree with nested directories, an empty directory, text, binary, an empty file, an
+/// executable, a symlink and an old modification time.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("docs/deep/deeper")).unwrap();
+    fs::create_dir_all(root.join("empty")).unwrap();
+    fs::write(root.join("docs/readme.txt"), "hello sync\n").unwrap();
+    fs::write(root.join("docs/deep/data.bin"), mixed(300_000, 5)).unwrap();
+    fs::write(root.join("docs/deep/deeper/empty.txt"), "").unwrap();
+    fs::write(root.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+    symlink("docs/readme.txt", root.join("link")).unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    fs::File::options().write(true).open(root.join("docs/readme.txt")).unwrap().set_modified(old).unwrap();
+}
+
+/// Every entry under `root` with its kind, content (or link target), mode and mtime.
+fn snapshot(root: &Path) -> Vec<(String, String, u32, i64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if m.is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".into()
+            } else {
+                format!("file {:x}", md5ish(&fs::read(&p).unwrap()))
+            };
+            let mtime = if m.is_symlink() { 0 } else { m.mtime() };
+            out.push((rel, what, m.mode() & 0o7777, mtime));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn md5ish(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn sync(d: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["sync", "src", "dst", "--json"];
+    args.extend_from_slice(extra);
+    ks(d, &args)
+}
+
+#[test]
+fn mirrors_a_tree_then_a_resync_transfers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    let first = sync(d, &[]).ok().json();
+    assert_eq!(first["files_transferred"], 4);
+    assert_eq!(first["bytes_sent"], 300_000 + 11 + 18);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+    let again = sync(d, &[]).ok().json();
+    assert_eq!(again["files_transferred"], 0);
+    assert_eq!(again["files_skipped"], 4);
+    assert_eq!(again["bytes_sent"], 0);
+}
+
+#[test]
+fn only_changed_files_are_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    sync(d, &[]).ok();
+    fs::write(d.join("src/docs/readme.txt"), "hello again\n").unwrap();
+    let r = sync(d, &[]).ok().json();
+    assert_eq!(r["files_transferred"], 1);
+    assert_eq!(r["bytes_sent"], 12);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+}
+
+#[test]
+fn checksum_finds_changes_that_keep_size_and_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    sync(d, &[]).ok();
+    let p = d.join("dst/docs/readme.txt");
+    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
+    fs::write(&p, "HELLO SYNC\n").unwrap();
+    fs::File::options().write(true).open(&p).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(sync(d, &[]).ok().json()["files_transferred"], 0, "size+mtime cannot see it");
+    assert_eq!(sync(d, &["--checksum"]).ok().json()["files_transferred"], 1);
+    assert_eq!(fs::read(&p).unwrap(), b"hello sync\n");
+}
+
+#[test]
+fn delete_removes_extras_only_when_asked_and_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    sync(d, &[]).ok();
+    fs::write(d.join("dst/extra.txt"), "x").unwrap();
+    fs::create_dir_all(d.join("dst/old/stuff")).unwrap();
+    fs::write(d.join("dst/old/stuff/f"), "y").unwrap();
+    sync(d, &[]).ok();
+    assert!(d.join("dst/extra.txt").exists(), "no --delete: extras stay");
+    let before = snapshot(&d.join("dst"));
+    let dry = sync(d, &["--delete", "--dry-run"]).ok().json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["planned"].as_array().unwrap().len(), 2);
+    assert_eq!(snapshot(&d.join("dst")), before, "--dry-run changed DEST");
+    let r = sync(d, &["--delete"]).ok().json();
+    assert_eq!(r["deleted"], 2);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+}
+
+#[test]
+fn a_different_kind_of_entry_is_a_conflict_unless_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    fs::create_dir_all(d.join("dst/run.sh")).unwrap();
+    let r = sync(d, &[]);
+    assert_eq!(r.code, 23, "{}", r.stderr);
+    assert!(r.stderr.contains("run.sh") && r.stderr.contains("--delete"), "{}", r.stderr);
+    assert!(d.join("dst/docs/readme.txt").exists(), "the rest is still synced");
+    sync(d, &["--delete"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+}
+
+#[test]
+fn never_writes_through_a_symlink_in_dest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    fs::create_dir_all(d.join("outside")).unwrap();
+    fs::create_dir_all(d.join("dst")).unwrap();
+    // DEST/docs is a symlink to a directory outside DEST, where SRC/docs is a directory.
+    symlink(d.join("outside"), d.join("dst/docs")).unwrap();
+    let r = sync(d, &[]);
+    assert_eq!(r.code, 23, "{}", r.stderr);
+    assert_eq!(fs::read_dir(d.join("outside")).unwrap().count(), 0, "wrote outside DEST");
+    sync(d, &["--delete"]).ok();
+    assert_eq!(fs::read_dir(d.join("outside")).unwrap().count(), 0, "wrote outside DEST");
+    assert!(fs::symlink_metadata(d.join("dst/docs")).unwrap().is_dir());
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+}
+
+#[test]
+fn refuses_overlapping_or_wrong_roots_and_network_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    for (args, needle) in [
+        (vec!["sync", "src", "src/docs"], "overlap"),
+        (vec!["sync", "src/docs", "src"], "overlap"),
+        (vec!["sync", "src/run.sh", "dst"], "not a directory"),
+        (vec!["sync", "missing", "dst"], "cannot open missing"),
+        (vec!["sync", "src", "ks://host:7000/x"], "keepsync serve"),
+    ] {
+        let r = ks(d, &args);
+        assert_ne!(r.code, 0, "{args:?}");
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+    }
+    assert!(!d.join("dst").exists());
+}
+
+#[test]
+fn leftover_partial_files_are_ignored_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    // An interrupted earlier sync left a partial file for readme.txt in DEST.
+    fs::create_dir_all(d.join("dst/docs")).unwrap();
+    fs::write(d.join("dst/docs/.readme.txt.keepsync-partial"), "half").unwrap();
+    sync(d, &["--delete"]).ok();
+    assert!(!d.join("dst/docs/.readme.txt.keepsync-partial").exists());
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+}
