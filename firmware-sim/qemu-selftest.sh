@@ -16,6 +16,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 crate="$here/qemu"
 out_file="${1:-}"
+# The build runs from the crate's directory: make the output path absolute first.
+if [ -n "$out_file" ]; then
+  out_file="$(realpath -m -- "$out_file")"
+fi
 timeout_s="${KS_QEMU_TIMEOUT:-60}"
 target=thumbv7em-none-eabihf
 elf="$crate/target/$target/release/keepsync-qemu-selftest"
