@@ -162,6 +162,8 @@ fn refuses_overlapping_or_wrong_roots_and_network_urls() {
     for (args, needle) in [
         (vec!["sync", "src", "src/docs"], "overlap"),
         (vec!["sync", "src/docs", "src"], "overlap"),
+        (vec!["sync", "src", "src/not-yet/created"], "overlap"),
+        (vec!["sync", "src", "./src/../src/x"], "overlap"),
         (vec!["sync", "src/run.sh", "dst"], "not a directory"),
         (vec!["sync", "missing", "dst"], "cannot open missing"),
         (vec!["sync", "src", "ks://host:7000/x"], "keepsync serve"),
@@ -171,6 +173,7 @@ fn refuses_overlapping_or_wrong_roots_and_network_urls() {
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
     }
     assert!(!d.join("dst").exists());
+    assert!(!d.join("src/not-yet").exists() && !d.join("src/x").exists());
 }
 
 #[test]

@@ -230,6 +230,23 @@ fn plan_dir(src: &Path, dst: Option<&Path>, rel: &Path, opts: &SyncOptions, plan
     Ok(())
 }
 
+/// `path` made absolute through its nearest existing ancestor (which is canonicalized, so
+/// symlinks and `..` in the existing part are resolved); the missing rest is appended.
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = fs::canonicalize(existing) {
+            return Some(rest.iter().rev().fold(real, |acc, part| acc.join(part)));
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+}
+
 /// Refuses SRC/DEST pairs that cannot be mirrored safely.
 fn check_roots(src: &Path, dst: &Path) -> Result<()> {
     let s = fs::symlink_metadata(src).map_err(|e| Error::io("open", src, e))?;
@@ -239,20 +256,20 @@ fn check_roots(src: &Path, dst: &Path) -> Result<()> {
             src.display()
         )));
     }
-    if let Ok(d) = fs::symlink_metadata(dst) {
-        if !d.is_dir() {
-            return Err(Error::Usage(format!("{} exists and is not a directory", dst.display())));
-        }
-        let (src_real, dst_real) = (fs::canonicalize(src).ok(), fs::canonicalize(dst).ok());
-        if let (Some(s), Some(d)) = (src_real, dst_real)
-            && (d.starts_with(&s) || s.starts_with(&d))
-        {
-            return Err(Error::Usage(format!(
-                "{} and {} overlap: DEST may not be SRC, inside SRC, or contain it",
-                src.display(),
-                dst.display()
-            )));
-        }
+    if let Ok(d) = fs::symlink_metadata(dst)
+        && !d.is_dir()
+    {
+        return Err(Error::Usage(format!("{} exists and is not a directory", dst.display())));
+    }
+    // Also when DEST does not exist yet: it would be created inside SRC.
+    if let (Some(s), Some(d)) = (resolve(src), resolve(dst))
+        && (d.starts_with(&s) || s.starts_with(&d))
+    {
+        return Err(Error::Usage(format!(
+            "{} and {} overlap: DEST may not be SRC, inside SRC, or contain it",
+            src.display(),
+            dst.display()
+        )));
     }
     Ok(())
 }
