@@ -310,7 +310,10 @@ fn seal_stream(
     let consume = |sealed: Sealed| -> Result<(), Stop> {
         let len = sealed.repr.record_len();
         sink.put(&sealed.buf.record[..len])?;
-        progress.source.update(&sealed.buf.plain);
+        // The source hash only backs checkpoints; streams (stdout) have none.
+        if checkpointer.is_some() {
+            progress.source.update(&sealed.buf.plain);
+        }
         progress.codec_chunks[usize::from(sealed.repr.codec.id())] += 1;
         progress.next_index += 1;
         progress.plain_offset += sealed.buf.plain.len() as u64;
