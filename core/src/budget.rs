@@ -101,6 +101,40 @@ pub const fn chunk_log2_from_size(size: usize) -> Option<u8> {
     if log2 < MIN_CHUNK_LOG2 as u32 || log2 > MAX_CHUNK_LOG2 as u32 { None } else { Some(log2 as u8) }
 }
 
+/// Length of the frame header of the sync protocol (a little-endian body length).
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Smallest frame body a peer may announce as its limit: room for a 1 KiB block and its
+/// message fields. Hellos announcing less are refused.
+pub const MIN_FRAME_BODY: usize = (1 << MIN_BLOCK_LOG2) + DATA_OVERHEAD + TAG_LEN;
+
+/// Largest frame body anyone accepts (a 1 MiB block and its message fields). A receiver's own
+/// limit is the length of the buffer it lends, at most this.
+pub const MAX_FRAME_BODY: usize = (1 << MAX_BLOCK_LOG2) + DATA_OVERHEAD + TAG_LEN;
+
+/// Bytes a `Data` message adds around its block (enum tag, varints for id, offset, lengths,
+/// codec) with room to spare; the sync encoder checks it never exceeds this.
+pub const DATA_OVERHEAD: usize = 64;
+
+/// Smallest delta block: 1 KiB.
+pub const MIN_BLOCK_LOG2: u8 = 10;
+
+/// Largest delta block: 1 MiB.
+pub const MAX_BLOCK_LOG2: u8 = 20;
+
+/// Frame body that carries a block of `2^block_log2` bytes: receive buffers of this many
+/// bytes (plus [`FRAME_HEADER_LEN`]) let a peer use that block size.
+pub const fn frame_body_for_block(block_log2: u8) -> usize {
+    (1 << block_log2) + DATA_OVERHEAD + TAG_LEN
+}
+
+/// Files a sync sender may have offered and not yet seen finished, per connection. Both state
+/// machines keep one fixed slot per file.
+pub const MAX_FILES_IN_FLIGHT: usize = 8;
+
+/// Longest relative path (bytes of UTF-8) a sync message may carry.
+pub const MAX_PATH_LEN: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;

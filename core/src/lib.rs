@@ -68,6 +68,7 @@ pub mod crypto;
 mod error;
 pub mod ram;
 pub mod stream;
+pub mod sync;
 pub mod wire;
 
 pub use checkpoint::{Checkpoint, CheckpointError};

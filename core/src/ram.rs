@@ -11,8 +11,9 @@ use core::mem::size_of;
 use crate::budget::{self, packer_workspace_len, unpacker_workspace_len};
 use crate::checkpoint::{Checkpoint, SourceHasher};
 use crate::compress::{CoreDecoder, Lz4Encoder};
-use crate::crypto::{FileKeys, RustCryptoAesGcm};
+use crate::crypto::{FileKeys, RustCrypto, RustCryptoAesGcm};
 use crate::stream::{Packer, Unpacker};
+use crate::sync::{Receiver, Sender};
 
 /// One row of the RAM table.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +47,9 @@ table! {
     "RustCryptoAesGcm (keyed cipher)" => size_of::<RustCryptoAesGcm>(), 624, 272;
     "SourceHasher (checkpoint tracking)" => size_of::<SourceHasher>(), 1920, 1920;
     "FileKeys" => size_of::<FileKeys>(), 64, 64;
+    "Sender<RustCrypto, &mut [u8]> (sync, buffers lent)" => size_of::<Sender<RustCrypto, &'static mut [u8]>>(), 1952, 1168;
+    "Receiver<RustCrypto, &mut [u8]> (sync, buffers lent)" => size_of::<Receiver<RustCrypto, &'static mut [u8]>>(), 1952, 1168;
+    "Sync buffers (rx + tx) for 4 KiB blocks" => 2 * (budget::FRAME_HEADER_LEN + budget::frame_body_for_block(12)), 8360, 8360;
     "Checkpoint (decoded)" => size_of::<Checkpoint>(), 88, 88;
     "Checkpoint record, encoded max" => budget::CHECKPOINT_MAX_LEN, 103, 103;
     "Packer workspace, 4 KiB chunks" => packer_workspace_len(4 << 10), 8649, 8649;

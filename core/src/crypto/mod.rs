@@ -5,10 +5,12 @@
 //! - [`keys`]: master key → per-file keys (HKDF-SHA256 over a fresh salt), header MAC and key
 //!   commitment (HMAC-SHA256).
 //! - [`nonce`]: STREAM nonces (chunk counter + final flag).
+//! - [`session`]: the sync protocol's PSK handshake secrets and frame nonces.
 
 pub mod keys;
 pub mod nonce;
 pub mod provider;
+pub mod session;
 
 pub use keys::{FileKeys, SecretKey, open_header};
 pub use nonce::chunk_nonce;

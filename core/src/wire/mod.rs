@@ -5,6 +5,7 @@
 //! writes back. Field offsets live in one `field` module per layout. All integers are
 //! little-endian except the nonce counter, which is big-endian as in age's STREAM.
 
+pub mod frame;
 pub mod header;
 pub mod record;
 

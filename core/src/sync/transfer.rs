@@ -1,0 +1,440 @@
+//! [`Sender`] and [`Receiver`]: the file-transfer rules on top of a [`Connection`].
+//!
+//! Per file, on one connection:
+//!
+//! ```text
+//! sender                                     receiver
+//! File(meta) ──────────────────────────────►  (decides)
+//!            ◄── Done(status)                  dirs, symlinks, refused paths
+//!            ◄── Have(Skip)                    unchanged: nothing more
+//!            ◄── Have(Need{resume_from, block_log2, blocks}), Hashes × k
+//! Data(offset ≥ resume_from, increasing) ×n ─►
+//! End(BLAKE3 of the whole file) ────────────►  verifies, makes durable, renames
+//!            ◄── Done(status)
+//! Finished (no more files) ─────────────────►
+//! ```
+//!
+//! Both sides keep a fixed table of [`MAX_FILES_IN_FLIGHT`] slots and check every message
+//! against it: a peer that sends data for a file not in flight, data out of order or past the
+//! announced size, too many hashes, or a second file with an id in use is a protocol
+//! violation and ends the connection. The caller's own calls are checked the same way and
+//! refused with [`SendError::Usage`].
+
+use core::ops::{Deref, DerefMut};
+
+use super::message::{Bytes, CloseCode, FileMeta, Have, Message, Status};
+use super::{Connection, Millis, ProtoError, SendError};
+use crate::budget::{
+    MAX_BLOCK_LOG2, MAX_FILES_IN_FLIGHT, MAX_PATH_LEN, MIN_BLOCK_LOG2, frame_body_for_block,
+};
+use crate::crypto::CryptoProvider;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Free,
+    Offered,
+    Hashing,
+    Streaming,
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: u32,
+    state: State,
+    size: u64,
+    next: u64,
+    block_log2: u8,
+    hashes_next: u32,
+    hashes_total: u32,
+}
+
+const FREE: Slot =
+    Slot { id: 0, state: State::Free, size: 0, next: 0, block_log2: 0, hashes_next: 0, hashes_total: 0 };
+
+impl Slot {
+    /// Accepts a `Have::Need` for this file; `max_body` is the receiver's frame limit.
+    fn need(&mut self, have: Have, max_body: usize) -> Result<(), &'static str> {
+        let Have::Need { resume_from, block_log2, blocks } = have else { return Ok(()) };
+        if self.state != State::Offered {
+            return Err("Have for a file that is not waiting for one");
+        }
+        if !(MIN_BLOCK_LOG2..=MAX_BLOCK_LOG2).contains(&block_log2)
+            || frame_body_for_block(block_log2) > max_body
+        {
+            return Err("block size outside 1 KiB..1 MiB or larger than the receiver's frames");
+        }
+        if resume_from > self.size
+            || (!resume_from.is_multiple_of(1 << block_log2) && resume_from != self.size)
+        {
+            return Err("resume offset past the file or not on a block boundary");
+        }
+        self.block_log2 = block_log2;
+        self.next = resume_from;
+        self.hashes_next = 0;
+        self.hashes_total = blocks;
+        self.state = if blocks == 0 { State::Streaming } else { State::Hashing };
+        Ok(())
+    }
+
+    fn hashes(&mut self, first: u32, bytes: usize) -> Result<(), &'static str> {
+        let count = bytes / 32;
+        if self.state != State::Hashing
+            || first != self.hashes_next
+            || !bytes.is_multiple_of(32)
+            || count == 0
+        {
+            return Err("block hashes out of order, empty, or for a file not expecting them");
+        }
+        if count as u64 > u64::from(self.hashes_total - self.hashes_next) {
+            return Err("more block hashes than announced");
+        }
+        self.hashes_next += count as u32;
+        if self.hashes_next == self.hashes_total {
+            self.state = State::Streaming;
+        }
+        Ok(())
+    }
+
+    fn data(&mut self, offset: u64, raw_len: u32, body_len: usize) -> Result<(), &'static str> {
+        let block = 1u64 << self.block_log2;
+        let end = offset.checked_add(u64::from(raw_len));
+        let in_order = self.state == State::Streaming && offset >= self.next && offset.is_multiple_of(block);
+        if !in_order || raw_len == 0 || u64::from(raw_len) > block || end.is_none_or(|e| e > self.size) {
+            return Err("data out of order, not block-aligned, or past the announced size");
+        }
+        if body_len > raw_len as usize {
+            return Err("a data body larger than the block it encodes");
+        }
+        self.next = offset + u64::from(raw_len);
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<(), &'static str> {
+        if self.state != State::Streaming {
+            return Err("End for a file that is not streaming");
+        }
+        self.state = State::Ended;
+        Ok(())
+    }
+
+    fn done(&mut self) -> Result<(), &'static str> {
+        if !matches!(self.state, State::Offered | State::Ended) {
+            return Err("Done for a file before its End");
+        }
+        *self = FREE;
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Table([Slot; MAX_FILES_IN_FLIGHT]);
+
+impl Table {
+    fn find(&mut self, id: u32) -> Result<&mut Slot, &'static str> {
+        self.0
+            .iter_mut()
+            .find(|s| s.state != State::Free && s.id == id)
+            .ok_or("message for a file not in flight")
+    }
+
+    fn insert(&mut self, id: u32, size: u64) -> Result<(), &'static str> {
+        if self.0.iter().any(|s| s.state != State::Free && s.id == id) {
+            return Err("a file id already in flight");
+        }
+        let slot =
+            self.0.iter_mut().find(|s| s.state == State::Free).ok_or("more files in flight than allowed")?;
+        *slot = Slot { id, state: State::Offered, size, ..FREE };
+        Ok(())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.0.iter().filter(|s| s.state != State::Free).count()
+    }
+}
+
+/// What a [`Sender`] learned from the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderEvent<'a> {
+    /// What the receiver needs of file `id`.
+    Have {
+        /// The file.
+        id: u32,
+        /// Skip, or which range and which old hashes follow.
+        have: Have,
+    },
+    /// Hashes of the receiver's old blocks `first..` of file `id` (32 bytes each).
+    Hashes {
+        /// The file.
+        id: u32,
+        /// First block index.
+        first: u32,
+        /// The hashes, back to back.
+        hashes: &'a [u8],
+        /// All announced hashes have arrived: data may be sent now.
+        complete: bool,
+    },
+    /// The receiver finished file `id` (its slot is free again).
+    Done {
+        /// The file.
+        id: u32,
+        /// How it went.
+        status: Status,
+    },
+    /// The receiver closed the connection.
+    Closed(CloseCode),
+}
+
+/// What a [`Receiver`] got from the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiverEvent<'a> {
+    /// A new entry: answer with [`Receiver::have`] (regular files) or [`Receiver::done`].
+    File(FileMeta<'a>),
+    /// A block of file `id`.
+    Data {
+        /// The file.
+        id: u32,
+        /// Offset of the block.
+        offset: u64,
+        /// Codec id of `body`.
+        codec: u8,
+        /// Bytes `body` decodes to.
+        raw_len: u32,
+        /// The encoded block.
+        body: &'a [u8],
+    },
+    /// File `id` is complete; verify against `hash`, then answer with [`Receiver::done`].
+    End {
+        /// The file.
+        id: u32,
+        /// BLAKE3 of the whole content.
+        hash: [u8; 32],
+    },
+    /// The sender has no more entries.
+    Finished,
+    /// The sender closed the connection.
+    Closed(CloseCode),
+}
+
+fn violation(rule: &'static str) -> ProtoError {
+    ProtoError::Unexpected(rule)
+}
+
+/// The sending end of a file transfer. Derefs to its [`Connection`] for the transport calls
+/// (`handle_input`, `poll_transmit`, timers).
+#[derive(Debug)]
+pub struct Sender<P: CryptoProvider, B> {
+    conn: Connection<P, B>,
+    files: Table,
+    failed: Option<ProtoError>,
+}
+
+impl<P: CryptoProvider, B> Deref for Sender<P, B> {
+    type Target = Connection<P, B>;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl<P: CryptoProvider, B> DerefMut for Sender<P, B> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Sender<P, B> {
+    /// Sends files over `conn` (open, or still in its handshake).
+    pub fn new(conn: Connection<P, B>) -> Self {
+        Self { conn, files: Table([FREE; MAX_FILES_IN_FLIGHT]), failed: None }
+    }
+
+    /// Files offered and not yet done.
+    pub fn in_flight(&self) -> usize {
+        self.files.in_flight()
+    }
+
+    /// Another file may be offered now.
+    pub fn can_offer(&self) -> bool {
+        self.in_flight() < MAX_FILES_IN_FLIGHT
+    }
+
+    /// Offers an entry. Its `id` must not be in flight.
+    pub fn offer(&mut self, now: Millis, meta: &FileMeta<'_>) -> Result<(), SendError> {
+        if meta.path.len() > MAX_PATH_LEN || meta.target.len() > MAX_PATH_LEN {
+            return Err(SendError::Usage("path longer than MAX_PATH_LEN"));
+        }
+        let mut files = Table(self.files.0);
+        files.insert(meta.id, meta.size).map_err(SendError::Usage)?;
+        self.conn.send(now, &Message::File(*meta))?;
+        self.files = files;
+        Ok(())
+    }
+
+    /// Sends one block of file `id`: `offset` block-aligned, after the previous one, within
+    /// the file; `body` encodes `raw_len` bytes with `codec`.
+    pub fn send_data(
+        &mut self,
+        now: Millis,
+        id: u32,
+        offset: u64,
+        codec: u8,
+        raw_len: u32,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        let slot = self.files.find(id).map_err(SendError::Usage)?;
+        let mut next = *slot;
+        next.data(offset, raw_len, body.len()).map_err(SendError::Usage)?;
+        self.conn.send(now, &Message::Data { id, offset, codec, raw_len, body: Bytes(body) })?;
+        *self.files.find(id).map_err(SendError::Usage)? = next;
+        Ok(())
+    }
+
+    /// Ends file `id` with the BLAKE3 of its whole content.
+    pub fn end_file(&mut self, now: Millis, id: u32, hash: [u8; 32]) -> Result<(), SendError> {
+        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
+        next.end().map_err(SendError::Usage)?;
+        self.conn.send(now, &Message::End { id, hash })?;
+        *self.files.find(id).map_err(SendError::Usage)? = next;
+        Ok(())
+    }
+
+    /// Tells the receiver no more entries follow.
+    pub fn finish(&mut self, now: Millis) -> Result<(), SendError> {
+        self.conn.send(now, &Message::Finished)
+    }
+
+    /// The next event from the receiver, checked against the transfer rules.
+    #[must_use]
+    pub fn poll_event(&mut self, now: Millis) -> Option<Result<SenderEvent<'_>, ProtoError>> {
+        if let Some(e) = self.failed {
+            return Some(Err(e));
+        }
+        let max_body = self.conn.peer_max_body();
+        let msg = match self.conn.poll_message(now)? {
+            Ok(msg) => msg,
+            Err(e) => return Some(Err(e)),
+        };
+        let checked = match msg {
+            Message::Have { id, have } => self
+                .files
+                .find(id)
+                .and_then(|slot| match have {
+                    Have::Skip => slot.done(),
+                    Have::Need { .. } => slot.need(have, max_body),
+                })
+                .map(|()| SenderEvent::Have { id, have }),
+            Message::Hashes { id, first, hashes } => self.files.find(id).and_then(|slot| {
+                slot.hashes(first, hashes.0.len())?;
+                Ok(SenderEvent::Hashes {
+                    id,
+                    first,
+                    hashes: hashes.0,
+                    complete: slot.state == State::Streaming,
+                })
+            }),
+            Message::Done { id, status } => {
+                self.files.find(id).and_then(Slot::done).map(|()| SenderEvent::Done { id, status })
+            }
+            Message::Close(code) => Ok(SenderEvent::Closed(code)),
+            _ => Err("a message only a receiver may get"),
+        };
+        Some(checked.map_err(|rule| *self.failed.insert(violation(rule))))
+    }
+}
+
+/// The receiving end of a file transfer. Derefs to its [`Connection`].
+#[derive(Debug)]
+pub struct Receiver<P: CryptoProvider, B> {
+    conn: Connection<P, B>,
+    files: Table,
+    failed: Option<ProtoError>,
+}
+
+impl<P: CryptoProvider, B> Deref for Receiver<P, B> {
+    type Target = Connection<P, B>;
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl<P: CryptoProvider, B> DerefMut for Receiver<P, B> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
+impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Receiver<P, B> {
+    /// Receives files over `conn`.
+    pub fn new(conn: Connection<P, B>) -> Self {
+        Self { conn, files: Table([FREE; MAX_FILES_IN_FLIGHT]), failed: None }
+    }
+
+    /// Files announced and not yet done.
+    pub fn in_flight(&self) -> usize {
+        self.files.in_flight()
+    }
+
+    /// Answers a [`ReceiverEvent::File`] for a regular file. With `Need`, send the announced
+    /// number of hashes with [`hashes`](Self::hashes) next.
+    pub fn have(&mut self, now: Millis, id: u32, have: Have) -> Result<(), SendError> {
+        let max_body = self.conn.local_max_body();
+        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
+        match have {
+            Have::Skip => next.done(),
+            Have::Need { .. } => next.need(have, max_body),
+        }
+        .map_err(SendError::Usage)?;
+        self.conn.send(now, &Message::Have { id, have })?;
+        *self.files.find(id).map_err(SendError::Usage)? = next;
+        Ok(())
+    }
+
+    /// Sends hashes of the old copy's blocks `first..` (32 bytes each) of file `id`.
+    pub fn hashes(&mut self, now: Millis, id: u32, first: u32, hashes: &[u8]) -> Result<(), SendError> {
+        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
+        next.hashes(first, hashes.len()).map_err(SendError::Usage)?;
+        self.conn.send(now, &Message::Hashes { id, first, hashes: Bytes(hashes) })?;
+        *self.files.find(id).map_err(SendError::Usage)? = next;
+        Ok(())
+    }
+
+    /// Finishes file `id`: right after its `File` (directories, symlinks, refusals) or after
+    /// its `End`.
+    pub fn done(&mut self, now: Millis, id: u32, status: Status) -> Result<(), SendError> {
+        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
+        next.done().map_err(SendError::Usage)?;
+        self.conn.send(now, &Message::Done { id, status })?;
+        *self.files.find(id).map_err(SendError::Usage)? = next;
+        Ok(())
+    }
+
+    /// The next event from the sender, checked against the transfer rules.
+    #[must_use]
+    pub fn poll_event(&mut self, now: Millis) -> Option<Result<ReceiverEvent<'_>, ProtoError>> {
+        if let Some(e) = self.failed {
+            return Some(Err(e));
+        }
+        let msg = match self.conn.poll_message(now)? {
+            Ok(msg) => msg,
+            Err(e) => return Some(Err(e)),
+        };
+        let checked = match msg {
+            Message::File(meta) if meta.path.len() > MAX_PATH_LEN || meta.target.len() > MAX_PATH_LEN => {
+                Err("a path longer than MAX_PATH_LEN")
+            }
+            Message::File(meta) => self.files.insert(meta.id, meta.size).map(|()| ReceiverEvent::File(meta)),
+            Message::Data { id, offset, codec, raw_len, body } => self
+                .files
+                .find(id)
+                .and_then(|slot| slot.data(offset, raw_len, body.0.len()))
+                .map(|()| ReceiverEvent::Data { id, offset, codec, raw_len, body: body.0 }),
+            Message::End { id, hash } => {
+                self.files.find(id).and_then(Slot::end).map(|()| ReceiverEvent::End { id, hash })
+            }
+            Message::Finished => Ok(ReceiverEvent::Finished),
+            Message::Close(code) => Ok(ReceiverEvent::Closed(code)),
+            _ => Err("a message only a sender may get"),
+        };
+        Some(checked.map_err(|rule| *self.failed.insert(violation(rule))))
+    }
+}
