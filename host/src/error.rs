@@ -5,6 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use keepsync_core::FormatError;
+use keepsync_core::sync::ProtoError;
 
 /// Exit codes (sysexits-style), documented in `keepsync --help`.
 pub mod exit {
@@ -24,6 +25,11 @@ pub mod exit {
     pub const IO: u8 = 74;
     /// A sync finished but some entries could not be synced (rsync's "partial transfer").
     pub const PARTIAL: u8 = 23;
+    /// The network failed: cannot connect, connection lost, peer silent (rsync's 10).
+    pub const NETWORK: u8 = 10;
+    /// The peer broke the sync protocol, proved the wrong PSK, or refused the request
+    /// (rsync's 12).
+    pub const PROTOCOL: u8 = 12;
 }
 
 /// Everything the host can fail with.
@@ -65,6 +71,29 @@ pub enum Error {
     },
     /// The command line is inconsistent.
     Usage(String),
+    /// A network operation failed.
+    Network {
+        /// The peer (`host:port`).
+        peer: String,
+        /// What we were doing ("connect to", "read from", ...).
+        action: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The peer broke the protocol or did not prove the PSK.
+    Protocol {
+        /// The peer (`host:port`).
+        peer: String,
+        /// The fault.
+        fault: ProtoError,
+    },
+    /// The server refused the request.
+    Refused {
+        /// The peer (`host:port`).
+        peer: String,
+        /// Why, as far as the protocol says.
+        reason: String,
+    },
 }
 
 /// Shorthand.
@@ -90,6 +119,8 @@ impl Error {
             Self::BadKeyFile { .. } => exit::NO_INPUT,
             Self::OutputExists(_) | Self::OutputBusy(_) => exit::CANT_CREATE,
             Self::NoPassphrase(_) | Self::Usage(_) => exit::USAGE,
+            Self::Network { .. } | Self::Protocol { fault: ProtoError::TimedOut, .. } => exit::NETWORK,
+            Self::Protocol { .. } | Self::Refused { .. } => exit::PROTOCOL,
         }
     }
 
@@ -138,6 +169,28 @@ impl Error {
                 "this file was packed with a key file: use --key-file FILE".into()
             }
             Self::Usage(_) => "see `keepsync help`".into(),
+            Self::Network { .. } | Self::Protocol { fault: ProtoError::TimedOut, .. } => {
+                "check that `keepsync serve` runs there and the port is reachable; run the same command \
+                 again to resume where it stopped"
+                    .into()
+            }
+            Self::Protocol { fault: ProtoError::PeerNotAuthenticated, .. } => {
+                "both sides must use the same --psk-file (made once by `keepsync keygen` and copied)".into()
+            }
+            Self::Protocol { fault: ProtoError::NotKeepSync | ProtoError::FrameTooLarge { .. }, .. } => {
+                "check the address: the peer does not look like `keepsync serve`".into()
+            }
+            Self::Protocol { fault: ProtoError::UnsupportedVersion { .. }, .. } => {
+                "run the same keepsync version on both sides".into()
+            }
+            Self::Protocol { .. } => {
+                "the data was damaged in transit or the peer misbehaved; nothing wrong was written: \
+                 run the command again to resume"
+                    .into()
+            }
+            Self::Refused { .. } => {
+                "check the path in the ks:// URL: it must lie inside the served root".into()
+            }
         })
     }
 }
@@ -160,6 +213,9 @@ impl fmt::Display for Error {
                 f.write_str("this container needs a key file, not a passphrase")
             }
             Self::Usage(msg) => f.write_str(msg),
+            Self::Network { peer, action, source } => write!(f, "cannot {action} {peer}: {source}"),
+            Self::Protocol { peer, fault } => write!(f, "{peer}: {fault}"),
+            Self::Refused { peer, reason } => write!(f, "{peer} refused the request: {reason}"),
         }
     }
 }
@@ -169,6 +225,8 @@ impl std::error::Error for Error {
         match self {
             Self::Io { source, .. } => Some(source),
             Self::Rejected { fault, .. } => Some(fault),
+            Self::Network { source, .. } => Some(source),
+            Self::Protocol { fault, .. } => Some(fault),
             _ => None,
         }
     }

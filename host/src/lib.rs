@@ -23,5 +23,6 @@ pub mod pack;
 pub mod pipeline;
 pub mod sample;
 pub mod sync;
+pub mod transport;
 pub mod units;
 pub mod unpack;

@@ -109,17 +109,19 @@ pub struct SyncSummary {
     pub planned: Vec<Action>,
 }
 
-/// Our own temporary files, never synced nor deleted as user data.
-fn is_ours(name: &std::ffi::OsStr) -> bool {
+/// Our own temporary files (and the network receiver's `.keepsync-partial/` directory), never
+/// synced nor deleted as user data.
+pub(crate) fn is_ours(name: &std::ffi::OsStr) -> bool {
     let name = name.to_string_lossy();
-    name.starts_with('.')
-        && (name.ends_with(".keepsync-partial")
-            || name.ends_with(".keepsync-ckpt")
-            || name.ends_with(".keepsync-tmp"))
+    name == crate::transport::recv::PARTIAL_DIR
+        || name.starts_with('.')
+            && (name.ends_with(".keepsync-partial")
+                || name.ends_with(".keepsync-ckpt")
+                || name.ends_with(".keepsync-tmp"))
 }
 
 /// Entries of a directory, sorted by name, without our temporary files.
-fn entries(dir: &Path) -> Result<BTreeMap<std::ffi::OsString, Metadata>> {
+pub(crate) fn entries(dir: &Path) -> Result<BTreeMap<std::ffi::OsString, Metadata>> {
     let mut out = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))? {
         let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
@@ -137,7 +139,7 @@ fn mtime(meta: &Metadata) -> (i64, i64) {
     (meta.mtime(), meta.mtime_nsec())
 }
 
-fn blake3_of(path: &Path) -> Result<[u8; 32]> {
+pub(crate) fn blake3_of(path: &Path) -> Result<[u8; 32]> {
     let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut hasher = keepsync_core::checkpoint::SourceHasher::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -329,7 +331,7 @@ fn copy_file(src: &Path, dst: &Path, meta: &Metadata, bar: &ProgressBar) -> Resu
     Ok(copied)
 }
 
-fn remove(path: &Path) -> Result<()> {
+pub(crate) fn remove(path: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(path).map_err(|e| Error::io("remove", path, e))?;
     if meta.is_dir() {
         fs::remove_dir_all(path).map_err(|e| Error::io("remove", path, e))

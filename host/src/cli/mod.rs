@@ -4,6 +4,7 @@ mod caps;
 mod inspect;
 mod keygen;
 mod pack;
+mod serve;
 mod sync;
 mod unpack;
 
@@ -20,6 +21,8 @@ use crate::keys::KeySpec;
 const AFTER_HELP: &str = "\
 Examples:
   keepsync sync ~/photos /mnt/backup/photos --delete
+  keepsync serve --root /srv/backup --listen 0.0.0.0:7373 --psk-file sync.psk
+  keepsync sync ~/photos ks://backup.lan:7373/photos --psk-file sync.psk
   keepsync keygen -o ~/.keepsync.key
   keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
@@ -31,6 +34,8 @@ Exit codes:
   0   success
   1   failure not listed below
   2   the command line is wrong
+  10  the network failed (cannot connect, connection lost, peer silent): run again to resume
+  12  the peer broke the protocol, holds another PSK, or refused the path
   23  sync finished, but some entries could not be synced (they are listed)
   65  input rejected: not a container, damaged, tampered with, truncated, or the wrong key
   66  an input or key file cannot be opened
@@ -50,8 +55,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Mirror a directory tree into another, skipping what is unchanged, crash-safe per file.
+    /// Mirror a directory tree into another (local, or ks:// over the network), skipping what
+    /// is unchanged, crash-safe per file, resumable.
     Sync(sync::SyncArgs),
+    /// Serve a directory to `keepsync sync ks://...` clients that hold the same PSK file.
+    Serve(serve::ServeArgs),
     /// Create a new random key file (mode 0600). Never overwrites a file.
     Keygen(keygen::KeygenArgs),
     /// Compress and encrypt a file (or stdin) into a KeepSync container.
@@ -183,6 +191,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Sync(a) => sync::run(a),
+        Command::Serve(a) => serve::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Keygen(a) => keygen::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Pack(a) => pack::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Unpack(a) => unpack::run(a).map(|()| ExitCode::from(exit::OK)),

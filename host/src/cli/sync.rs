@@ -1,11 +1,15 @@
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Args;
 
 use super::OutputArgs;
 use crate::error::{Error, Result, exit};
 use crate::sync::{Action, SyncOptions, sync};
+use crate::transport::client::{RemoteSync, sync_remote};
+use crate::transport::{RateLimiter, Remote};
 use crate::units::human_bytes;
+use keepsync_core::sync::Direction;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -15,12 +19,24 @@ modification time already match are skipped (--checksum compares contents instea
 copied file is written to a hidden partial file, fsynced and renamed into place, so an
 interrupted sync never leaves a half-written file under a real name; run it again to finish.
 
-Exit codes: 0 success, 23 some entries could not be synced (listed), others as in `keepsync
---help`.")]
+Network sync: either side may be ks://HOST[:PORT]/PATH, served by `keepsync serve`; then
+--psk-file is required (the same file on both sides, made once by `keepsync keygen`). The
+link is encrypted and authenticated (AES-256-GCM, keys from the PSK and fresh randoms);
+blocks are compressed on the way; a changed file sends only the 64 KiB blocks that differ
+from the receiver's copy. An interrupted transfer resumes at the last durable block: run the
+same command again. A push spreads files over --connections connections.
+
+Examples:
+  keepsync sync ~/photos /mnt/backup/photos --delete
+  keepsync sync ~/photos ks://backup.lan/photos --psk-file sync.psk --limit-rate 10MiB
+  keepsync sync ks://backup.lan/photos ~/restore --psk-file sync.psk --json
+
+Exit codes: 0 success, 23 some entries could not be synced (listed), 10 the network failed,
+12 the peer refused or broke the protocol; others as in `keepsync --help`.")]
 pub struct SyncArgs {
-    /// Directory to mirror.
+    /// Directory to mirror (a local path, or ks://HOST[:PORT]/PATH).
     src: PathBuf,
-    /// Directory to mirror into (a local path).
+    /// Directory to mirror into (a local path, or ks://HOST[:PORT]/PATH).
     dest: PathBuf,
     /// Remove entries in DEST that SRC does not have (and replace entries of another kind).
     #[arg(long)]
@@ -31,19 +47,99 @@ pub struct SyncArgs {
     /// Compare file contents (BLAKE3) rather than size and modification time.
     #[arg(long, short = 'c')]
     checksum: bool,
+    /// Pre-shared key file for ks:// (from `keepsync keygen`; the server uses the same file).
+    #[arg(long, value_name = "FILE")]
+    psk_file: Option<PathBuf>,
+    /// Parallel connections for a push to ks:// (default: cores, at most 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    connections: Option<u16>,
+    /// Bandwidth limit over ks:// (all connections together): 10MiB, off, or a timetable
+    /// like "08:00,512KiB 18:00,off" (local time).
+    #[arg(long, value_name = "RATE")]
+    limit_rate: Option<String>,
     #[command(flatten)]
     out: OutputArgs,
 }
 
-pub fn run(args: SyncArgs) -> Result<std::process::ExitCode> {
-    for p in [&args.src, &args.dest] {
-        if p.to_string_lossy().starts_with("ks://") {
-            return Err(Error::Usage(format!(
-                "{}: network sync (ks://) needs `keepsync serve`, which this build does not have yet; \
-                 sync between local paths",
-                p.display()
-            )));
+fn remote(path: &std::path::Path) -> Option<Result<Remote>> {
+    Remote::parse(path.to_str()?)
+}
+
+fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Direction) -> Result<ExitCode> {
+    let Some(psk_file) = &args.psk_file else {
+        return Err(Error::Usage(format!(
+            "{remote} is a network path: pass --psk-file FILE (the key `keepsync serve` uses there)"
+        )));
+    };
+    if args.dry_run {
+        return Err(Error::Usage("--dry-run works between local paths only (not with ks:// yet)".into()));
+    }
+    let psk = crate::keys::read_key_file(psk_file)?;
+    let limit = match &args.limit_rate {
+        Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,
+        None => RateLimiter::unlimited(),
+    };
+    let connections = args
+        .connections
+        .map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).min(4), usize::from);
+    if direction == Direction::Push && !local.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a directory: sync mirrors a directory tree",
+            local.display()
+        )));
+    }
+    let bar = args.out.progress("sync");
+    let opts = RemoteSync {
+        remote,
+        local,
+        direction,
+        delete: args.delete,
+        checksum: args.checksum,
+        psk,
+        limit,
+        connections,
+    };
+    let summary = sync_remote(opts, &bar);
+    bar.finish_and_clear();
+    let summary = summary?;
+    for problem in &summary.problems {
+        eprintln!("keepsync: warning: {problem}");
+    }
+    args.out.print_summary(|| {
+        format!(
+            "{} {} files, {} up to date; {} crossed the link in {:.2} s over {} connection(s)",
+            summary.direction,
+            summary.files_transferred,
+            summary.files_skipped,
+            human_bytes(summary.link_bytes),
+            summary.seconds,
+            summary.connections
+        )
+    });
+    args.out.print_json(&summary);
+    Ok(ExitCode::from(if summary.problems.is_empty() { exit::OK } else { exit::PARTIAL }))
+}
+
+pub fn run(args: SyncArgs) -> Result<ExitCode> {
+    match (remote(&args.src), remote(&args.dest)) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Usage("SRC and DEST are both ks:// paths: one side must be local".into()));
         }
+        (Some(r), None) => {
+            let local = args.dest.clone();
+            return run_remote(args, r?, local, Direction::Pull);
+        }
+        (None, Some(r)) => {
+            let local = args.src.clone();
+            return run_remote(args, r?, local, Direction::Push);
+        }
+        (None, None) => {}
+    }
+    if args.psk_file.is_some() || args.connections.is_some() || args.limit_rate.is_some() {
+        return Err(Error::Usage(
+            "--psk-file, --connections and --limit-rate apply to ks:// paths only; both paths are local"
+                .into(),
+        ));
     }
     let opts = SyncOptions { delete: args.delete, dry_run: args.dry_run, checksum: args.checksum };
     let bar = args.out.progress("sync");
@@ -82,5 +178,5 @@ pub fn run(args: SyncArgs) -> Result<std::process::ExitCode> {
         )
     });
     args.out.print_json(&summary);
-    Ok(std::process::ExitCode::from(if summary.problems.is_empty() { exit::OK } else { exit::PARTIAL }))
+    Ok(ExitCode::from(if summary.problems.is_empty() { exit::OK } else { exit::PARTIAL }))
 }

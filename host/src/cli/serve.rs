@@ -1,0 +1,61 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::transport::server::{ServeOptions, serve};
+use crate::transport::{DEFAULT_PORT, RateLimiter};
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Clients run `keepsync sync SRC ks://HOST:PORT/PATH --psk-file FILE` (push) or
+`keepsync sync ks://HOST:PORT/PATH DEST --psk-file FILE` (pull). Both sides must hold the same
+PSK file: make it once with `keepsync keygen -o FILE` and copy it over a secure channel.
+
+Every path a client names is confined to --root: no absolute paths, no `..`, and nothing is
+written through a symlink. A push writes into DEST/.keepsync-partial/ first and renames each
+file into place only after its BLAKE3 matches the sender's; an interrupted push resumes there.
+One log line per connection goes to stderr. Stop the server with Ctrl-C.
+
+Example:
+  keepsync keygen -o sync.psk
+  keepsync serve --root /srv/backup --listen 0.0.0.0:7373 --psk-file sync.psk")]
+pub struct ServeArgs {
+    /// Directory to serve; clients' paths are confined to it.
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR", default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
+    listen: String,
+    /// Pre-shared key file (from `keepsync keygen`), the same on both sides.
+    #[arg(long, value_name = "FILE")]
+    psk_file: PathBuf,
+    /// Bandwidth limit for all connections together: 10MiB, off, or a timetable like
+    /// "08:00,512KiB 18:00,off" (local time).
+    #[arg(long, value_name = "RATE")]
+    limit_rate: Option<String>,
+    /// Make received data durable (fsync + checkpoint) every SIZE per file: an interrupted
+    /// push resends at most this much.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = crate::units::parse_size)]
+    checkpoint_every: u64,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let psk = crate::keys::read_key_file(&args.psk_file)?;
+    let limit = match &args.limit_rate {
+        Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,
+        None => RateLimiter::unlimited(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?;
+    let opts = ServeOptions {
+        root: args.root,
+        listen: args.listen,
+        psk,
+        limit,
+        checkpoint_every: args.checkpoint_every.max(1 << 16),
+    };
+    runtime.block_on(serve(opts))
+}

@@ -1,0 +1,355 @@
+//! `keepsync sync` with a `ks://` side: connects (with backoff), proves the PSK, opens the
+//! remote tree, and runs the sending end (push) over a pool of connections sharing one work
+//! queue, or the receiving end (pull). A connection that fails is retried; the receiver's
+//! durable partials make the retry resume where the data stopped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use keepsync_core::crypto::{RustCrypto, SecretKey};
+use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError, Receiver, Sender};
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use super::driver::{App, Link, LinkStats, drive, proto};
+use super::recv::{CHECKPOINT_EVERY, RecvApp, RecvOptions, RecvSummary};
+use super::send::{Queue, SendApp, SendSummary, total_bytes, walk};
+use super::{Conn, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms};
+use crate::error::{Error, Result};
+
+/// Consecutive failed attempts of one connection before the run gives up.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Settings of a network sync.
+pub struct RemoteSync {
+    /// The remote side.
+    pub remote: Remote,
+    /// The local side (SRC for a push, DEST for a pull).
+    pub local: PathBuf,
+    /// Push (local → remote) or pull (remote → local).
+    pub direction: Direction,
+    /// `--delete`.
+    pub delete: bool,
+    /// `--checksum`.
+    pub checksum: bool,
+    /// The pre-shared key.
+    pub psk: SecretKey,
+    /// `--limit-rate`.
+    pub limit: RateLimiter,
+    /// `--connections` (pushes; a pull uses one).
+    pub connections: usize,
+}
+
+/// What a network sync did (the `--json` output).
+#[derive(Debug, Default, Serialize)]
+pub struct RemoteSummary {
+    /// `push` or `pull`.
+    pub direction: &'static str,
+    /// Regular files sent or received.
+    pub files_transferred: u64,
+    /// Regular files already up to date.
+    pub files_skipped: u64,
+    /// Files resumed from a durable partial (pulls; a push's resumes are on the server).
+    pub files_resumed: u64,
+    /// Bytes that crossed the link this run from the sending to the receiving side.
+    pub bytes_sent: u64,
+    /// Bytes that crossed the link this run in both directions.
+    pub link_bytes: u64,
+    /// File bytes carried by data messages, before compression (pushes).
+    pub data_bytes: u64,
+    /// Entries removed by `--delete` (pulls; a push's deletions happen on the server).
+    pub deleted: u64,
+    /// Connections used.
+    pub connections: usize,
+    /// Connections re-established after a failure.
+    pub reconnects: u32,
+    /// Entries that were not synced, with the reason.
+    pub problems: Vec<String>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Sends `Open` once the handshake is done, then waits for `Opened`.
+struct OpenClient {
+    request: (String, Direction, bool, bool),
+    sent: bool,
+    opened: bool,
+}
+
+impl App<Conn> for OpenClient {
+    fn produce(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
+        if conn.is_open() && !self.sent {
+            let (path, direction, delete, checksum) = &self.request;
+            let open = Message::Open { path, direction: *direction, delete: *delete, checksum: *checksum };
+            self.sent = conn.send(now, &open).is_ok();
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
+        if let Some(msg) = conn.poll_message(now) {
+            match msg.map_err(|e| proto("the server", e))? {
+                Message::Opened => self.opened = true,
+                Message::Close(CloseCode::Refused) => {
+                    return Err(Error::Refused {
+                        peer: "the server".into(),
+                        reason: format!(
+                            "{:?} is outside the served root, not a directory, or missing",
+                            self.request.0
+                        ),
+                    });
+                }
+                _ => return Err(proto("the server", ProtoError::Unexpected("expected Opened"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.opened
+    }
+}
+
+struct Shared {
+    opts: RemoteSync,
+    addr: String,
+}
+
+/// Connects, proves the PSK and opens the tree.
+async fn open(shared: &Shared, delete: bool) -> Result<(Link, Conn)> {
+    let opts = &shared.opts;
+    let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&shared.addr)).await;
+    let stream = match connect {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(Error::Network { peer: shared.addr.clone(), action: "connect to", source: e });
+        }
+        Err(_) => {
+            let e = std::io::ErrorKind::TimedOut.into();
+            return Err(Error::Network { peer: shared.addr.clone(), action: "connect to", source: e });
+        }
+    };
+    let mut link = Link::new(stream, shared.addr.clone());
+    let mut conn = Conn::client(
+        RustCrypto,
+        opts.psk.clone(),
+        fresh_random()?,
+        now_ms(),
+        vec![0; RX_BUFFER],
+        vec![0; TX_BUFFER],
+    )
+    .map_err(|e| Error::Usage(format!("internal error: {e}")))?;
+    let mut app = OpenClient {
+        request: (opts.remote.path.clone(), opts.direction, delete, opts.checksum),
+        sent: false,
+        opened: false,
+    };
+    drive(&mut link, &mut conn, &mut app, &opts.limit).await?;
+    Ok((link, conn))
+}
+
+/// Failures worth another connection: the link, not the request, went wrong.
+fn retryable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Network { .. }
+            | Error::Protocol {
+                fault: ProtoError::TimedOut | ProtoError::FrameAuthFailed | ProtoError::Closed,
+                ..
+            }
+    )
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 << attempt.min(5))
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    send: SendSummary,
+    recv: RecvSummary,
+    stats: LinkStats,
+    reconnects: u32,
+}
+
+fn add_send(into: &mut SendSummary, from: SendSummary) {
+    into.files_transferred += from.files_transferred;
+    into.files_skipped += from.files_skipped;
+    into.other_entries += from.other_entries;
+    into.data_bytes += from.data_bytes;
+    into.data_bytes_compressed += from.data_bytes_compressed;
+    into.problems.extend(from.problems);
+}
+
+fn add_stats(into: &mut LinkStats, from: LinkStats) {
+    into.written += from.written;
+    into.read += from.read;
+}
+
+/// One connection of a push: takes entries from `queue` until it is empty.
+async fn push_worker(
+    shared: Arc<Shared>,
+    queue: Queue,
+    bar: ProgressBar,
+    delete: bool,
+) -> Result<WorkerResult> {
+    let mut out = WorkerResult::default();
+    let mut failures = 0;
+    loop {
+        let mut app = SendApp::with_queue(queue.clone(), shared.opts.checksum, bar.clone());
+        let first = out.reconnects == 0 && failures == 0;
+        let attempt = async {
+            // A server that cannot be reached at all is reported at once, not retried.
+            let (mut link, conn) = open(&shared, delete).await.map_err(|e| (e, first))?;
+            let mut ep = Sender::new(conn);
+            let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
+            add_stats(&mut out.stats, link.stats);
+            r.map_err(|e| (e, false))
+        }
+        .await;
+        match attempt {
+            Ok(()) => {
+                add_send(&mut out.send, app.summary);
+                return Ok(out);
+            }
+            Err((e, false)) if retryable(&e) && failures + 1 < MAX_ATTEMPTS => {
+                app.requeue_unfinished();
+                add_send(&mut out.send, std::mem::take(&mut app.summary));
+                failures += 1;
+                out.reconnects += 1;
+                bar.suspend(|| eprintln!("keepsync: {e}; reconnecting"));
+                tokio::time::sleep(backoff(failures)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// A pull: one connection; a retry reopens the session and resumes from the partials.
+async fn pull(shared: Arc<Shared>) -> Result<WorkerResult> {
+    let mut out = WorkerResult::default();
+    let mut failures = 0;
+    let root = shared.opts.local.clone();
+    loop {
+        let opts = RecvOptions {
+            delete: shared.opts.delete,
+            checksum: shared.opts.checksum,
+            checkpoint_every: CHECKPOINT_EVERY,
+        };
+        let mut app = RecvApp::new(root.clone(), opts);
+        let first = failures == 0;
+        let attempt = async {
+            let (mut link, conn) = open(&shared, shared.opts.delete).await.map_err(|e| (e, first))?;
+            let mut ep = Receiver::new(conn);
+            let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
+            add_stats(&mut out.stats, link.stats);
+            r.map_err(|e| (e, false))
+        }
+        .await;
+        let summary = std::mem::take(&mut app.summary);
+        out.recv.files_received += summary.files_received;
+        out.recv.files_skipped += summary.files_skipped;
+        out.recv.files_resumed += summary.files_resumed;
+        out.recv.deleted += summary.deleted;
+        out.recv.problems.extend(summary.problems);
+        match attempt {
+            Ok(()) => return Ok(out),
+            Err((e, false)) if retryable(&e) && failures + 1 < MAX_ATTEMPTS => {
+                failures += 1;
+                out.reconnects += 1;
+                eprintln!("keepsync: {e}; reconnecting");
+                tokio::time::sleep(backoff(failures)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Runs a network sync to the end.
+pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary> {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(opts.connections.clamp(1, 8).max(2))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?;
+    let addr = format!("{}:{}", opts.remote.host, opts.remote.port);
+    let mut summary = RemoteSummary::default();
+    let direction = opts.direction;
+    let (delete, local) = (opts.delete, opts.local.clone());
+    let mut problems = Vec::new();
+    let connections = opts.connections.max(1);
+    let shared = Arc::new(Shared { opts, addr });
+    match direction {
+        Direction::Push => {
+            summary.direction = "push";
+            let entries = walk(&local, &mut problems)?;
+            bar.set_length(total_bytes(&entries));
+            // Enough files for every connection to matter; otherwise fewer connections.
+            let n = connections.min(entries.len().div_ceil(4).max(1));
+            summary.connections = n;
+            let queue = Queue::new(entries);
+            // With several connections, --delete needs the whole listing on one: it runs as
+            // a last, metadata-only pass after the data moved.
+            let delete_inline = delete && n == 1;
+            let (results, delete_pass) = runtime.block_on(async {
+                let mut tasks = Vec::new();
+                for _ in 0..n {
+                    let w = push_worker(Arc::clone(&shared), queue.clone(), bar.clone(), delete_inline);
+                    tasks.push(tokio::spawn(w));
+                }
+                let mut results = Vec::new();
+                for t in tasks {
+                    results.push(t.await.map_err(|e| Error::Usage(format!("internal error: {e}")))??);
+                }
+                let mut delete_pass = None;
+                if delete && !delete_inline {
+                    let entries = walk(&local, &mut Vec::new())?;
+                    let w =
+                        push_worker(Arc::clone(&shared), Queue::new(entries), ProgressBar::hidden(), true);
+                    delete_pass = Some(w.await?);
+                }
+                Ok::<_, Error>((results, delete_pass))
+            })?;
+            for r in results {
+                summary.files_transferred += r.send.files_transferred;
+                summary.files_skipped += r.send.files_skipped;
+                summary.data_bytes += r.send.data_bytes;
+                problems.extend(r.send.problems);
+                summary.bytes_sent += r.stats.written;
+                summary.link_bytes += r.stats.written + r.stats.read;
+                summary.reconnects += r.reconnects;
+            }
+            if let Some(r) = delete_pass {
+                // Metadata only: what it finds up to date was counted by the data pass.
+                summary.files_transferred += r.send.files_transferred;
+                summary.data_bytes += r.send.data_bytes;
+                problems.extend(r.send.problems);
+                summary.bytes_sent += r.stats.written;
+                summary.link_bytes += r.stats.written + r.stats.read;
+                summary.reconnects += r.reconnects;
+            }
+        }
+        Direction::Pull => {
+            summary.direction = "pull";
+            summary.connections = 1;
+            if !local.exists() {
+                std::fs::create_dir_all(&local).map_err(|e| Error::io("create", &local, e))?;
+            }
+            let r = runtime.block_on(pull(Arc::clone(&shared)))?;
+            summary.files_transferred = r.recv.files_received;
+            summary.files_skipped = r.recv.files_skipped;
+            summary.files_resumed = r.recv.files_resumed;
+            summary.deleted = r.recv.deleted;
+            summary.bytes_sent = r.stats.read;
+            summary.link_bytes = r.stats.written + r.stats.read;
+            summary.reconnects = r.reconnects;
+            problems.extend(r.recv.problems);
+        }
+    }
+    summary.problems = problems;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}

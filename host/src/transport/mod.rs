@@ -1,0 +1,117 @@
+//! The network side of `keepsync sync`: a thin tokio driver around the core's sans-IO
+//! [`Connection`], [`Sender`] and [`Receiver`] (see `docs/PROTOCOL.md`).
+//!
+//! - [`driver`]: one task per TCP connection moves bytes between the socket and the state
+//!   machine, full duplex, with the core's timers and a shared [`RateLimiter`].
+//! - [`send`] and [`recv`]: what each end does with files (reading, hashing and compressing
+//!   blocks; confining paths, writing into `.keepsync-partial/`, checkpointing, verifying).
+//! - [`server`] (`keepsync serve`) and [`client`] (`keepsync sync` with a `ks://` side).
+//!
+//! [`Sender`]: keepsync_core::sync::Sender
+//! [`Receiver`]: keepsync_core::sync::Receiver
+
+pub mod client;
+pub mod driver;
+pub mod limit;
+pub mod recv;
+pub mod send;
+pub mod server;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keepsync_core::budget::{FRAME_HEADER_LEN, frame_body_for_block};
+use keepsync_core::crypto::RustCrypto;
+pub use keepsync_core::sync::Connection;
+
+pub use limit::RateLimiter;
+
+use crate::error::{Error, Result};
+
+/// The connection type the host uses: RustCrypto AES-GCM (zeroized keys), heap buffers.
+pub type Conn = Connection<RustCrypto, Vec<u8>>;
+
+/// Delta block size on hosts: 64 KiB.
+pub const BLOCK_LOG2: u8 = 16;
+
+/// Receive buffer: room for a 128 KiB block, so any peer block size up to that is accepted.
+pub const RX_BUFFER: usize = FRAME_HEADER_LEN + frame_body_for_block(17);
+
+/// Send queue: a few frames' worth, so the socket always has something to write.
+pub const TX_BUFFER: usize = 1 << 20;
+
+/// The default TCP port of `keepsync serve`.
+pub const DEFAULT_PORT: u16 = 7373;
+
+/// Milliseconds since the Unix epoch: the clock the core's timers run on.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// `ks://HOST[:PORT]/PATH`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Tree under the server's root (relative, `/`-separated; empty for the root itself).
+    pub path: String,
+}
+
+impl Remote {
+    /// Parses `ks://HOST[:PORT]/PATH`; `None` when `arg` does not start with `ks://`.
+    pub fn parse(arg: &str) -> Option<Result<Self>> {
+        let rest = arg.strip_prefix("ks://")?;
+        let bad = |why: &str| {
+            Some(Err(Error::Usage(format!(
+                "{arg}: {why}; write ks://HOST[:PORT]/PATH, e.g. ks://backup.lan:{DEFAULT_PORT}/photos"
+            ))))
+        };
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+                Ok(port) if port > 0 => (h, port),
+                _ => return bad("the port is not a number between 1 and 65535"),
+            },
+            _ => (authority, DEFAULT_PORT),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return bad("the host is missing");
+        }
+        Some(Ok(Self { host: host.to_owned(), port, path: path.trim_matches('/').to_owned() }))
+    }
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ks://{}:{}/{}", self.host, self.port, self.path)
+    }
+}
+
+/// Fresh random bytes for a handshake.
+pub fn fresh_random() -> Result<[u8; 32]> {
+    let mut r = [0u8; 32];
+    crate::keys::random_bytes(&mut r)?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_parse_and_bad_ones_explain() {
+        let r = Remote::parse("ks://host:9000/a/b/").unwrap().unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.path.as_str()), ("host", 9000, "a/b"));
+        let r = Remote::parse("ks://10.0.0.1").unwrap().unwrap();
+        assert_eq!((r.host.as_str(), r.port, r.path.as_str()), ("10.0.0.1", DEFAULT_PORT, ""));
+        let r = Remote::parse("ks://[::1]:99/x").unwrap().unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("::1", 99));
+        assert!(Remote::parse("/local/path").is_none());
+        for bad in ["ks://host:0/x", "ks://host:http/x", "ks://:9/x", "ks:///x"] {
+            let err = Remote::parse(bad).unwrap().unwrap_err().to_string();
+            assert!(err.contains("ks://HOST"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The receiving end: confines every path to the tree root, answers each file with what it
+//! needs (skip, or the blocks after its durable prefix that differ from its old copy),
+//! writes into `.keepsync-partial/`, checkpoints durable progress, and renames a file into
+//! place only after its whole-content BLAKE3 matches the sender's.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use keepsync_core::Checkpoint;
+use keepsync_core::budget::MAX_PATH_LEN;
+use keepsync_core::compress::{Codec, Decoder};
+use keepsync_core::crypto::RustCrypto;
+use keepsync_core::sync::message::hashes_per_frame;
+use keepsync_core::sync::{
+    CloseCode, FileMeta, Have, Kind, ProtoError, Receiver, ReceiverEvent, SendError, Status,
+};
+use serde::Serialize;
+
+use super::BLOCK_LOG2;
+use super::driver::{App, proto};
+use crate::codec::HostDecoder;
+use crate::error::{Error, Result};
+use crate::output::{sync_parent, write_small_file_atomically};
+use crate::sync::{blake3_of, entries, is_ours, remove};
+
+/// The directory under a receiving tree's root that holds partial files and checkpoints.
+pub const PARTIAL_DIR: &str = ".keepsync-partial";
+
+/// Bytes written between two durable checkpoints of one file, by default.
+pub const CHECKPOINT_EVERY: u64 = 16 << 20;
+
+/// Replies queued beyond this stop the receiver from taking more input.
+const MAX_QUEUED_REPLIES: usize = 64;
+
+/// Checks a path from the network and returns where it lives under `root`: relative, no
+/// `.`/`..`/empty components, no reserved names, and no ancestor that is a symlink or a
+/// file (missing ancestors are created as real directories). Never follows a symlink.
+pub fn net_path(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    if rel.is_empty() || rel.len() > MAX_PATH_LEN || rel.starts_with('/') || rel.contains('\0') {
+        return Err(format!("{rel:?}: not a relative path"));
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    if let Some(p) = parts.iter().find(|p| p.is_empty() || **p == "." || **p == ".." || is_ours(p.as_ref())) {
+        return Err(format!("{rel:?}: component {p:?} is not allowed"));
+    }
+    let mut at = root.to_path_buf();
+    for part in &parts[..parts.len() - 1] {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!("{}: not a real directory; refusing to write through it", at.display()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&at)
+                    .map_err(|e| format!("{}: {e}", at.display()))?;
+            }
+            Err(e) => return Err(format!("{}: {e}", at.display())),
+        }
+    }
+    Ok(root.join(rel))
+}
+
+/// How the receiving end works.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvOptions {
+    /// Remove entries the sender did not list (the client's `--delete`).
+    pub delete: bool,
+    /// Compare contents (BLAKE3) rather than size and mtime (the client's `--checksum`).
+    pub checksum: bool,
+    /// Bytes between durable checkpoints of a file: what an interruption can cost again.
+    pub checkpoint_every: u64,
+}
+
+/// What the receiving end did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RecvSummary {
+    /// Regular files written.
+    pub files_received: u64,
+    /// Regular files already up to date.
+    pub files_skipped: u64,
+    /// Files resumed from a durable partial left by an earlier run.
+    pub files_resumed: u64,
+    /// Bytes written into files (received or copied from the old copy).
+    pub bytes_written: u64,
+    /// Entries removed (`--delete`).
+    pub deleted: u64,
+    /// Entries refused or not written, with the reason.
+    pub problems: Vec<String>,
+}
+
+enum Reply {
+    Have(u32, Have),
+    Hashes(u32, u32, Vec<u8>),
+    Done(u32, Status),
+    Close,
+}
+
+struct Incoming {
+    rel: String,
+    dest: PathBuf,
+    size: u64,
+    mtime: (i64, u32),
+    mode: u32,
+    data: File,
+    data_path: PathBuf,
+    ckpt_path: PathBuf,
+    binding: [u8; 32],
+    written: u64,
+    hasher: blake3::Hasher,
+    old: Option<File>,
+    since_ckpt: u64,
+    failed: Option<String>,
+}
+
+/// The receiving application on one connection, writing under `root`.
+pub struct RecvApp {
+    root: PathBuf,
+    opts: RecvOptions,
+    replies: VecDeque<Reply>,
+    files: HashMap<u32, Incoming>,
+    seen: HashSet<String>,
+    dirs: Vec<(PathBuf, u32, (i64, u32))>,
+    decoder: HostDecoder,
+    buf: Vec<u8>,
+    closed: bool,
+    log_as: Option<String>,
+    /// What happened so far.
+    pub summary: RecvSummary,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn set_mtime(file: &File, (secs, nsec): (i64, u32)) -> std::io::Result<()> {
+    let t = if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::from_nanos(u64::from(nsec))
+    };
+    file.set_times(fs::FileTimes::new().set_modified(t))
+}
+
+/// Hashes of the 64 KiB blocks of `file`.
+fn block_hashes(file: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut block = vec![0u8; 1 << BLOCK_LOG2];
+    loop {
+        let mut n = 0;
+        while n < block.len() {
+            match file.read(&mut block[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(blake3::hash(&block[..n]).as_bytes());
+        if n < block.len() {
+            return Ok(out);
+        }
+    }
+}
+
+impl RecvApp {
+    /// Receives into the tree at `root` (which must exist as a real directory).
+    pub fn new(root: PathBuf, opts: RecvOptions) -> Self {
+        Self {
+            root,
+            opts,
+            replies: VecDeque::new(),
+            files: HashMap::new(),
+            seen: HashSet::new(),
+            dirs: Vec::new(),
+            decoder: HostDecoder::new(),
+            buf: Vec::new(),
+            closed: false,
+            log_as: None,
+            summary: RecvSummary::default(),
+        }
+    }
+
+    /// Also prints each problem on stderr as it happens, naming `peer` (the server's log).
+    pub fn log_problems_as(mut self, peer: String) -> Self {
+        self.log_as = Some(peer);
+        self
+    }
+
+    fn problem(&mut self, id: u32, status: Status, why: String) {
+        if let Some(peer) = &self.log_as {
+            eprintln!("keepsync: {peer}: {why}");
+        }
+        self.summary.problems.push(why);
+        self.replies.push_back(Reply::Done(id, status));
+    }
+
+    /// Makes room for a `kind` entry at `dest`: an entry of another kind goes only with
+    /// `--delete`. Returns false (and reports) when it stays in the way.
+    fn clear_way(&mut self, id: u32, rel: &str, dest: &Path, kind: Kind) -> bool {
+        let Ok(m) = fs::symlink_metadata(dest) else { return true };
+        let same = match kind {
+            Kind::Dir => m.is_dir(),
+            Kind::File | Kind::Symlink => !m.is_dir(),
+        };
+        if same {
+            return true;
+        }
+        if self.opts.delete && remove(dest).is_ok() {
+            self.summary.deleted += 1;
+            return true;
+        }
+        self.problem(
+            id,
+            Status::Failed,
+            format!("{rel}: another kind of entry is in the way (use --delete)"),
+        );
+        false
+    }
+
+    fn on_file(&mut self, meta: &FileMeta<'_>, max_body: usize) -> Result<()> {
+        let (id, rel) = (meta.id, meta.path.to_owned());
+        let dest = match net_path(&self.root, &rel) {
+            Ok(d) => d,
+            Err(why) => {
+                self.problem(id, Status::Rejected, format!("refused a path from the sender: {why}"));
+                return Ok(());
+            }
+        };
+        self.seen.insert(rel.clone());
+        if !self.clear_way(id, &rel, &dest, meta.kind) {
+            return Ok(());
+        }
+        match meta.kind {
+            Kind::Dir => {
+                if !dest.is_dir()
+                    && let Err(e) = fs::DirBuilder::new().mode(0o755).create(&dest)
+                {
+                    self.problem(id, Status::Failed, format!("{rel}: cannot create directory: {e}"));
+                    return Ok(());
+                }
+                self.dirs.push((dest, meta.mode, (meta.mtime, meta.mtime_nsec)));
+                self.replies.push_back(Reply::Done(id, Status::Ok));
+            }
+            Kind::Symlink => {
+                let tmp = dest.with_file_name(format!(
+                    ".{}.keepsync-tmp",
+                    dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                ));
+                let _ = fs::remove_file(&tmp);
+                let made =
+                    std::os::unix::fs::symlink(meta.target, &tmp).and_then(|()| fs::rename(&tmp, &dest));
+                match made {
+                    Ok(()) => self.replies.push_back(Reply::Done(id, Status::Ok)),
+                    Err(e) => self.problem(id, Status::Failed, format!("{rel}: cannot create symlink: {e}")),
+                }
+            }
+            Kind::File => self.on_regular_file(meta, rel, dest, max_body)?,
+        }
+        Ok(())
+    }
+
+    fn on_regular_file(
+        &mut self,
+        meta: &FileMeta<'_>,
+        rel: String,
+        dest: PathBuf,
+        max_body: usize,
+    ) -> Result<()> {
+        let id = meta.id;
+        let existing = fs::symlink_metadata(&dest).ok().filter(|m| m.is_file());
+        if let Some(m) = &existing
+            && m.len() == meta.size
+        {
+            let same = match (self.opts.checksum, meta.hash) {
+                (true, Some(want)) => blake3_of(&dest).is_ok_and(|h| h == want),
+                _ => (m.mtime(), m.mtime_nsec() as u32) == (meta.mtime, meta.mtime_nsec),
+            };
+            if same {
+                if m.permissions().mode() & 0o7777 != meta.mode {
+                    let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(meta.mode));
+                }
+                self.summary.files_skipped += 1;
+                self.replies.push_back(Reply::Have(id, Have::Skip));
+                return Ok(());
+            }
+        }
+        let partial_dir = self.root.join(PARTIAL_DIR);
+        if !partial_dir.is_dir() {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&partial_dir)
+                .map_err(|e| Error::io("create", &partial_dir, e))?;
+        }
+        let name = hex(&blake3::hash(rel.as_bytes()).as_bytes()[..16]);
+        let data_path = partial_dir.join(format!("{name}.data"));
+        let ckpt_path = partial_dir.join(format!("{name}.ckpt"));
+        let mut binding = blake3::Hasher::new();
+        binding.update(b"keepsync sync partial v1");
+        binding.update(&(rel.len() as u64).to_le_bytes());
+        binding.update(rel.as_bytes());
+        binding.update(&meta.size.to_le_bytes());
+        binding.update(&meta.mtime.to_le_bytes());
+        binding.update(&meta.mtime_nsec.to_le_bytes());
+        let binding = *binding.finalize().as_bytes();
+
+        let mut data = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&data_path)
+            .map_err(|e| Error::io("create", &data_path, e))?;
+        let (resume, hasher) = self.durable_prefix(&mut data, &ckpt_path, &binding);
+        data.set_len(resume).map_err(|e| Error::io("write", &data_path, e))?;
+        data.seek(SeekFrom::Start(resume)).map_err(|e| Error::io("write", &data_path, e))?;
+        if resume > 0 {
+            self.summary.files_resumed += 1;
+        }
+        let mut old = existing.and_then(|_| File::open(&dest).ok());
+        let hashes = match old.as_mut() {
+            Some(f) => block_hashes(f).map_err(|e| Error::io("read", &dest, e))?,
+            None => Vec::new(),
+        };
+        let blocks = (hashes.len() / 32) as u32;
+        self.replies
+            .push_back(Reply::Have(id, Have::Need { resume_from: resume, block_log2: BLOCK_LOG2, blocks }));
+        let per = hashes_per_frame(max_body).max(1);
+        for (i, batch) in hashes.chunks(per * 32).enumerate() {
+            self.replies.push_back(Reply::Hashes(id, (i * per) as u32, batch.to_vec()));
+        }
+        self.files.insert(
+            id,
+            Incoming {
+                rel,
+                dest,
+                size: meta.size,
+                mtime: (meta.mtime, meta.mtime_nsec),
+                mode: meta.mode,
+                data,
+                data_path,
+                ckpt_path,
+                binding,
+                written: resume,
+                hasher,
+                old,
+                since_ckpt: 0,
+                failed: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// The durable prefix a checkpoint vouches for, re-hashed from the partial file: used
+    /// only when the checkpoint names this very version of the file and the bytes on disk
+    /// still hash to what it recorded.
+    fn durable_prefix(&self, data: &mut File, ckpt_path: &Path, binding: &[u8; 32]) -> (u64, blake3::Hasher) {
+        let fresh = (0, blake3::Hasher::new());
+        let Ok(bytes) = fs::read(ckpt_path) else { return fresh };
+        let Ok(ckpt) = Checkpoint::decode(&bytes) else { return fresh };
+        if &ckpt.header_mac != binding || data.metadata().map_or(0, |m| m.len()) < ckpt.plain_offset {
+            return fresh;
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut left = ckpt.plain_offset;
+        let mut buf = vec![0u8; 1 << 20];
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            if data.read_exact(&mut buf[..n]).is_err() {
+                return fresh;
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        if *hasher.finalize().as_bytes() != ckpt.source_hash {
+            return fresh;
+        }
+        (ckpt.plain_offset, hasher)
+    }
+
+    /// Copies the old copy's bytes up to `until` (blocks the sender found unchanged).
+    fn fill_from_old(inc: &mut Incoming, until: u64, buf: &mut Vec<u8>) -> std::result::Result<(), String> {
+        if inc.written >= until {
+            return Ok(());
+        }
+        let Some(old) = inc.old.as_mut() else {
+            return Err(format!("{}: the sender skipped blocks this side does not have", inc.rel));
+        };
+        old.seek(SeekFrom::Start(inc.written)).map_err(|e| e.to_string())?;
+        buf.resize(1 << 20, 0);
+        while inc.written < until {
+            let n = ((until - inc.written) as usize).min(buf.len());
+            old.read_exact(&mut buf[..n])
+                .map_err(|_| format!("{}: the old copy changed during the sync", inc.rel))?;
+            inc.data.write_all(&buf[..n]).map_err(|e| format!("{}: {e}", inc.rel))?;
+            inc.hasher.update(&buf[..n]);
+            inc.written += n as u64;
+            inc.since_ckpt += n as u64;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(inc: &mut Incoming) -> std::result::Result<(), String> {
+        inc.data.sync_data().map_err(|e| format!("{}: {e}", inc.rel))?;
+        let ckpt = Checkpoint {
+            header_mac: inc.binding,
+            chunks_done: 0,
+            plain_offset: inc.written,
+            sealed_offset: inc.written,
+            source_hash: *inc.hasher.finalize().as_bytes(),
+        };
+        let mut buf = [0u8; Checkpoint::MAX_ENCODED_LEN];
+        let bytes = ckpt.encode(&mut buf).map_err(|e| e.to_string())?;
+        write_small_file_atomically(&inc.ckpt_path, bytes).map_err(|e| e.to_string())?;
+        inc.since_ckpt = 0;
+        Ok(())
+    }
+
+    fn on_data(&mut self, id: u32, offset: u64, codec: u8, raw_len: u32, body: &[u8]) -> Result<()> {
+        let inc = self.files.get_mut(&id).expect("the receiver checked the id");
+        if inc.failed.is_some() {
+            return Ok(());
+        }
+        if let Err(why) = Self::fill_from_old(inc, offset, &mut self.buf) {
+            inc.failed = Some(why);
+            return Ok(());
+        }
+        self.buf.resize(raw_len as usize, 0);
+        let decoded = Codec::from_id(codec).map(|c| self.decoder.decode(c, body, &mut self.buf));
+        if !matches!(decoded, Some(Ok(()))) {
+            return Err(proto("the sender", ProtoError::Malformed));
+        }
+        if let Err(e) = inc.data.write_all(&self.buf) {
+            inc.failed = Some(format!("{}: {e}", inc.rel));
+            return Ok(());
+        }
+        inc.hasher.update(&self.buf);
+        inc.written += u64::from(raw_len);
+        inc.since_ckpt += u64::from(raw_len);
+        if inc.since_ckpt >= self.opts.checkpoint_every
+            && let Err(why) = Self::checkpoint(inc)
+        {
+            inc.failed = Some(why);
+        }
+        Ok(())
+    }
+
+    fn on_end(&mut self, id: u32, want: [u8; 32]) {
+        let mut inc = self.files.remove(&id).expect("the receiver checked the id");
+        let size = inc.size;
+        if inc.failed.is_none()
+            && let Err(why) = Self::fill_from_old(&mut inc, size, &mut self.buf)
+        {
+            inc.failed = Some(why);
+        }
+        let status = match &inc.failed {
+            Some(why) => {
+                self.summary.problems.push(why.clone());
+                Status::Failed
+            }
+            None if *inc.hasher.finalize().as_bytes() != want => Status::HashMismatch,
+            None => match Self::commit(&inc) {
+                Ok(()) => {
+                    self.summary.files_received += 1;
+                    self.summary.bytes_written += size;
+                    let _ = fs::remove_file(&inc.ckpt_path);
+                    return self.replies.push_back(Reply::Done(id, Status::Ok));
+                }
+                Err(why) => {
+                    self.summary.problems.push(why);
+                    Status::Failed
+                }
+            },
+        };
+        // A wrong or failed assembly is dropped with its checkpoint: the next try starts clean.
+        let _ = fs::remove_file(&inc.data_path);
+        let _ = fs::remove_file(&inc.ckpt_path);
+        self.replies.push_back(Reply::Done(id, status));
+    }
+
+    /// Makes the verified file durable and puts it in place.
+    fn commit(inc: &Incoming) -> std::result::Result<(), String> {
+        let err = |e: std::io::Error| format!("{}: {e}", inc.rel);
+        inc.data.set_permissions(fs::Permissions::from_mode(inc.mode)).map_err(err)?;
+        set_mtime(&inc.data, inc.mtime).map_err(err)?;
+        inc.data.sync_all().map_err(err)?;
+        fs::rename(&inc.data_path, &inc.dest).map_err(err)?;
+        sync_parent(&inc.dest).map_err(|e| e.to_string())
+    }
+
+    /// After the sender's `Finished`: directory metadata (children first), `--delete`.
+    fn finish(&mut self) -> Result<()> {
+        for (dir, mode, mtime) in self.dirs.drain(..).rev() {
+            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode));
+            if let Ok(f) = File::open(&dir) {
+                let _ = set_mtime(&f, mtime);
+            }
+        }
+        if self.opts.delete {
+            self.delete_unseen(String::new())?;
+        }
+        let partial = self.root.join(PARTIAL_DIR);
+        let _ = fs::remove_dir(&partial); // only when empty: partials of failed files stay
+        Ok(())
+    }
+
+    fn delete_unseen(&mut self, rel: String) -> Result<()> {
+        for (name, meta) in entries(&self.root.join(&rel))? {
+            let Some(name) = name.to_str() else { continue };
+            let child = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
+            if !self.seen.contains(&child) {
+                remove(&self.root.join(&child))?;
+                self.summary.deleted += 1;
+            } else if meta.is_dir() {
+                self.delete_unseen(child)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl App<Receiver<RustCrypto, Vec<u8>>> for RecvApp {
+    fn produce(&mut self, ep: &mut Receiver<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+        while let Some(reply) = self.replies.front() {
+            let sent = match reply {
+                Reply::Have(id, have) => ep.have(now, *id, *have),
+                Reply::Hashes(id, first, hashes) => ep.hashes(now, *id, *first, hashes),
+                Reply::Done(id, status) => ep.done(now, *id, *status),
+                Reply::Close => {
+                    ep.close(now, CloseCode::Done);
+                    self.closed = true;
+                    Ok(())
+                }
+            };
+            match sent {
+                Ok(()) => {
+                    self.replies.pop_front();
+                }
+                Err(SendError::Blocked) => return Ok(()),
+                Err(e) => {
+                    return Err(Error::Usage(format!(
+                        "internal error in the sync receiver ({e}); please report it"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ep: &mut Receiver<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+        let max_body = ep.peer_max_body();
+        while let Some(event) = ep.poll_event(now) {
+            match event.map_err(|e| proto("the sender", e))? {
+                ReceiverEvent::File(meta) => self.on_file(&meta, max_body)?,
+                ReceiverEvent::Data { id, offset, codec, raw_len, body } => {
+                    self.on_data(id, offset, codec, raw_len, body)?
+                }
+                ReceiverEvent::End { id, hash } => self.on_end(id, hash),
+                ReceiverEvent::Finished => {
+                    self.finish()?;
+                    self.replies.push_back(Reply::Close);
+                }
+                ReceiverEvent::Closed(CloseCode::Done) => self.closed = true,
+                ReceiverEvent::Closed(code) => {
+                    return Err(Error::Refused {
+                        peer: "the sender".into(),
+                        reason: format!("it closed the connection ({code:?})"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wants_input(&self) -> bool {
+        self.replies.len() < MAX_QUEUED_REPLIES
+    }
+
+    fn is_done(&self) -> bool {
+        self.closed
+    }
+}

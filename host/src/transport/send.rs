@@ -1,0 +1,428 @@
+//! The sending end: walks a tree, offers each entry, and streams the blocks the receiver
+//! does not have (compressed per block with the same adaptive codec choice as `pack`).
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use indicatif::ProgressBar;
+use keepsync_core::budget::compress_bound;
+use keepsync_core::compress::Encoder;
+use keepsync_core::crypto::RustCrypto;
+use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, SendError, Sender, SenderEvent, Status};
+use serde::Serialize;
+
+use super::driver::{App, proto};
+use crate::codec::{CodecChoice, CodecPlan, HostEncoder};
+use crate::error::{Error, Result};
+use crate::sync::{blake3_of, entries};
+
+/// One entry of the tree being sent.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    rel: String,
+    path: PathBuf,
+    kind: Kind,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: u32,
+    mode: u32,
+    target: String,
+    retried: bool,
+}
+
+impl Entry {
+    fn from_meta(rel: String, path: PathBuf, meta: &fs::Metadata) -> Option<Result<Self, String>> {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_file() {
+            Kind::File
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            return None;
+        };
+        let target = if kind == Kind::Symlink {
+            match fs::read_link(&path).map(|t| t.to_str().map(str::to_owned)) {
+                Ok(Some(t)) => t,
+                _ => return Some(Err(format!("{rel}: symlink target is unreadable or not UTF-8; skipped"))),
+            }
+        } else {
+            String::new()
+        };
+        Some(Ok(Self {
+            size: if kind == Kind::File { meta.len() } else { 0 },
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec() as u32,
+            mode: meta.permissions().mode() & 0o7777,
+            rel,
+            path,
+            kind,
+            target,
+            retried: false,
+        }))
+    }
+}
+
+/// Every entry under `root`, parents before children, sorted by name. Names that are not
+/// UTF-8 and special files are reported in `problems` and left out.
+pub fn walk(root: &Path, problems: &mut Vec<String>) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    walk_dir(root, "", &mut out, problems)?;
+    Ok(out)
+}
+
+fn walk_dir(root: &Path, rel: &str, out: &mut Vec<Entry>, problems: &mut Vec<String>) -> Result<()> {
+    for (name, meta) in entries(&root.join(rel))? {
+        let Some(name) = name.to_str() else {
+            problems.push(format!("{rel}/{}: name is not UTF-8; skipped", name.to_string_lossy()));
+            continue;
+        };
+        let child = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
+        match Entry::from_meta(child.clone(), root.join(&child), &meta) {
+            None => problems.push(format!("{child}: not a file, directory or symlink; skipped")),
+            Some(Err(p)) => problems.push(p),
+            Some(Ok(e)) => {
+                let is_dir = e.kind == Kind::Dir;
+                out.push(e);
+                if is_dir {
+                    walk_dir(root, &child, out, problems)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Entries waiting to be offered, shared by the connections of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Queue(Arc<Mutex<VecDeque<Entry>>>);
+
+impl Queue {
+    /// A queue holding `entries` in order.
+    pub fn new(entries: Vec<Entry>) -> Self {
+        Self(Arc::new(Mutex::new(entries.into())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pop_front(&self) -> Option<Entry> {
+        self.lock().pop_front()
+    }
+
+    fn push_front(&self, entry: Entry) {
+        self.lock().push_front(entry);
+    }
+
+    /// No entry is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// Total bytes of the regular files in `entries`.
+pub fn total_bytes(entries: &[Entry]) -> u64 {
+    entries.iter().map(|e| e.size).sum()
+}
+
+/// What the sending end did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SendSummary {
+    /// Regular files sent (in whole or in part).
+    pub files_transferred: u64,
+    /// Regular files the receiver already had.
+    pub files_skipped: u64,
+    /// Directories and symlinks mirrored.
+    pub other_entries: u64,
+    /// File bytes carried by data messages (before compression).
+    pub data_bytes: u64,
+    /// Bytes of data messages' bodies (after compression).
+    pub data_bytes_compressed: u64,
+    /// Entries the receiver refused or could not write.
+    pub problems: Vec<String>,
+}
+
+struct Outgoing {
+    entry: Entry,
+    hashes: Vec<[u8; 32]>,
+    resume_from: u64,
+    block_log2: u8,
+    file: Option<File>,
+    offset: u64,
+    hasher: blake3::Hasher,
+    broken: bool,
+}
+
+struct Pending {
+    id: u32,
+    offset: u64,
+    codec: u8,
+    raw_len: u32,
+    len: usize,
+}
+
+/// The sending application on one connection.
+pub struct SendApp {
+    entries: Queue,
+    checksum: bool,
+    next_id: u32,
+    flying: HashMap<u32, Outgoing>,
+    ready: VecDeque<u32>,
+    pending: Option<Pending>,
+    finished: bool,
+    closed: bool,
+    encoder: HostEncoder,
+    block: Vec<u8>,
+    out: Vec<u8>,
+    bar: ProgressBar,
+    /// What happened so far.
+    pub summary: SendSummary,
+}
+
+impl SendApp {
+    /// Sends `entries`; `checksum` sends each file's BLAKE3 up front for the receiver to
+    /// compare.
+    pub fn new(entries: Vec<Entry>, checksum: bool, bar: ProgressBar) -> Self {
+        bar.set_length(entries.iter().map(|e| e.size).sum());
+        Self::with_queue(Queue::new(entries), checksum, bar)
+    }
+
+    /// Sends entries taken from `queue`, which other connections of the run share.
+    pub fn with_queue(queue: Queue, checksum: bool, bar: ProgressBar) -> Self {
+        Self {
+            entries: queue,
+            checksum,
+            next_id: 0,
+            flying: HashMap::new(),
+            ready: VecDeque::new(),
+            pending: None,
+            finished: false,
+            closed: false,
+            encoder: CodecPlan::new(CodecChoice::Auto).encoder(),
+            block: Vec::new(),
+            out: Vec::new(),
+            bar,
+            summary: SendSummary::default(),
+        }
+    }
+
+    /// Puts the entries this connection had in flight back in the queue (the connection
+    /// failed; another try resumes them from the receiver's durable partials).
+    pub fn requeue_unfinished(&mut self) {
+        let mut ids: Vec<u32> = self.flying.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids.into_iter().rev() {
+            let o = self.flying.remove(&id).expect("listed above");
+            self.entries.push_front(o.entry);
+        }
+        self.ready.clear();
+        self.pending = None;
+    }
+
+    fn offer(&mut self, ep: &mut Sender<RustCrypto, Vec<u8>>, now: u64) -> Result<bool> {
+        let Some(entry) = self.entries.pop_front() else { return Ok(false) };
+        let hash =
+            if self.checksum && entry.kind == Kind::File { Some(blake3_of(&entry.path)?) } else { None };
+        let meta = FileMeta {
+            id: self.next_id,
+            path: &entry.rel,
+            kind: entry.kind,
+            size: entry.size,
+            mtime: entry.mtime,
+            mtime_nsec: entry.mtime_nsec,
+            mode: entry.mode,
+            target: &entry.target,
+            hash,
+        };
+        match ep.offer(now, &meta) {
+            Ok(()) => {}
+            Err(SendError::Blocked) => {
+                self.entries.push_front(entry);
+                return Ok(false);
+            }
+            Err(e) => return Err(internal(e)),
+        }
+        self.flying.insert(
+            self.next_id,
+            Outgoing {
+                entry,
+                hashes: Vec::new(),
+                resume_from: 0,
+                block_log2: super::BLOCK_LOG2,
+                file: None,
+                offset: 0,
+                hasher: blake3::Hasher::new(),
+                broken: false,
+            },
+        );
+        self.next_id = self.next_id.wrapping_add(1);
+        Ok(true)
+    }
+
+    /// Prepares the next block of the front ready file; `false` when that file is complete.
+    fn next_block(&mut self, id: u32) -> Result<bool> {
+        let o = self.flying.get_mut(&id).expect("ready files are in flight");
+        while o.offset < o.entry.size && !o.broken {
+            let block_len = 1u64 << o.block_log2;
+            let n = (o.entry.size - o.offset).min(block_len) as usize;
+            if o.file.is_none() {
+                o.file = Some(File::open(&o.entry.path).map_err(|e| Error::io("open", &o.entry.path, e))?);
+            }
+            self.block.resize(n, 0);
+            let file = o.file.as_mut().expect("opened above");
+            if file.read_exact(&mut self.block).is_err() {
+                // The file changed while being sent: end it with a hash that cannot match;
+                // the receiver refuses it and the retry offers the file as it is now.
+                o.broken = true;
+                break;
+            }
+            o.hasher.update(&self.block);
+            let offset = o.offset;
+            o.offset += n as u64;
+            let index = (offset >> o.block_log2) as usize;
+            let unchanged = offset < o.resume_from
+                || o.hashes.get(index).is_some_and(|h| h == blake3::hash(&self.block).as_bytes());
+            if unchanged {
+                self.bar.inc(n as u64);
+                continue;
+            }
+            self.out.resize(compress_bound(n), 0);
+            let (codec, len) = match self.encoder.encode(&self.block, &mut self.out) {
+                Some((codec, len)) => (codec as u8, len),
+                None => {
+                    self.out[..n].copy_from_slice(&self.block);
+                    (0, n)
+                }
+            };
+            self.pending = Some(Pending { id, offset, codec, raw_len: n as u32, len });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+fn internal(e: SendError) -> Error {
+    Error::Usage(format!("internal error in the sync sender ({e}); please report this as a bug"))
+}
+
+impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
+    fn produce(&mut self, ep: &mut Sender<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+        if !ep.is_open() {
+            return Ok(());
+        }
+        while ep.can_offer() && self.offer(ep, now)? {}
+        while let Some(&id) = self.ready.front() {
+            if let Some(p) = &self.pending {
+                match ep.send_data(now, p.id, p.offset, p.codec, p.raw_len, &self.out[..p.len]) {
+                    Ok(()) => {
+                        self.bar.inc(u64::from(p.raw_len));
+                        self.summary.data_bytes += u64::from(p.raw_len);
+                        self.summary.data_bytes_compressed += p.len as u64;
+                        self.pending = None;
+                    }
+                    Err(SendError::Blocked) => return Ok(()),
+                    Err(e) => return Err(internal(e)),
+                }
+            }
+            if self.next_block(id)? {
+                continue;
+            }
+            let o = &self.flying[&id];
+            let hash = if o.broken { [0; 32] } else { *o.hasher.clone().finalize().as_bytes() };
+            match ep.end_file(now, id, hash) {
+                Ok(()) => {
+                    self.ready.pop_front();
+                }
+                Err(SendError::Blocked) => return Ok(()),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        if self.entries.is_empty() && self.flying.is_empty() && !self.finished {
+            match ep.finish(now) {
+                Ok(()) => self.finished = true,
+                Err(SendError::Blocked) => {}
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ep: &mut Sender<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+        while let Some(event) = ep.poll_event(now) {
+            match event.map_err(|e| proto("the receiver", e))? {
+                SenderEvent::Have { id, have: Have::Skip } => {
+                    if let Some(o) = self.flying.remove(&id) {
+                        self.bar.inc(o.entry.size);
+                        self.summary.files_skipped += 1;
+                    }
+                }
+                SenderEvent::Have { id, have: Have::Need { resume_from, block_log2, blocks } } => {
+                    let o = self.flying.get_mut(&id).expect("the sender checked the id");
+                    o.resume_from = resume_from;
+                    o.block_log2 = block_log2;
+                    o.hashes.reserve(blocks.min(1 << 20) as usize);
+                    if blocks == 0 {
+                        self.ready.push_back(id);
+                    }
+                }
+                SenderEvent::Hashes { id, hashes, complete, .. } => {
+                    let o = self.flying.get_mut(&id).expect("the sender checked the id");
+                    o.hashes
+                        .extend(hashes.chunks_exact(32).map(|h| <[u8; 32]>::try_from(h).expect("32 bytes")));
+                    if complete {
+                        self.ready.push_back(id);
+                    }
+                }
+                SenderEvent::Done { id, status } => {
+                    let Some(o) = self.flying.remove(&id) else { continue };
+                    let rel = &o.entry.rel;
+                    match status {
+                        Status::Ok if o.entry.kind == Kind::File => self.summary.files_transferred += 1,
+                        Status::Ok => self.summary.other_entries += 1,
+                        Status::Rejected => self
+                            .summary
+                            .problems
+                            .push(format!("{rel}: refused by the receiver (path not allowed there)")),
+                        Status::Failed => {
+                            self.summary.problems.push(format!("{rel}: the receiver could not write it"))
+                        }
+                        Status::HashMismatch if !o.entry.retried => {
+                            // Changed while being sent, or a stale partial at the receiver
+                            // (which it has dropped): send it once more, as it is now.
+                            let meta = fs::symlink_metadata(&o.entry.path);
+                            if let Ok(meta) = meta
+                                && let Some(Ok(mut again)) =
+                                    Entry::from_meta(rel.clone(), o.entry.path.clone(), &meta)
+                            {
+                                again.retried = true;
+                                self.entries.push_front(again);
+                            }
+                        }
+                        Status::HashMismatch => self
+                            .summary
+                            .problems
+                            .push(format!("{rel}: kept changing while being sent; not synced")),
+                    }
+                }
+                SenderEvent::Closed(CloseCode::Done) => self.closed = true,
+                SenderEvent::Closed(code) => {
+                    return Err(Error::Refused {
+                        peer: "the receiver".into(),
+                        reason: format!("it closed the connection ({code:?})"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.closed
+    }
+}

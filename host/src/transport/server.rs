@@ -1,0 +1,196 @@
+//! `keepsync serve`: accepts connections, proves the PSK, opens the requested tree under the
+//! served root, and runs the receiving (push) or sending (pull) end on it. One task per
+//! connection; a failing connection is logged and never stops the others.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indicatif::ProgressBar;
+use keepsync_core::crypto::{RustCrypto, SecretKey};
+use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError, Receiver, Sender};
+use tokio::net::TcpListener;
+
+use super::driver::{App, Link, drive, proto};
+use super::recv::{RecvApp, RecvOptions, net_path};
+use super::send::{SendApp, walk};
+use super::{Conn, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms};
+use crate::error::{Error, Result};
+
+/// What a client asked for in `Open`.
+#[derive(Debug, Clone)]
+pub struct OpenRequest {
+    /// Tree under the root.
+    pub path: String,
+    /// Push or pull.
+    pub direction: Direction,
+    /// `--delete`.
+    pub delete: bool,
+    /// `--checksum`.
+    pub checksum: bool,
+}
+
+/// Waits for the client's `Open`.
+#[derive(Default)]
+struct AwaitOpen {
+    request: Option<OpenRequest>,
+}
+
+impl App<Conn> for AwaitOpen {
+    fn produce(&mut self, _: &mut Conn, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
+        if let Some(msg) = conn.poll_message(now) {
+            match msg.map_err(|e| proto("the client", e))? {
+                Message::Open { path, direction, delete, checksum } => {
+                    self.request = Some(OpenRequest { path: path.to_owned(), direction, delete, checksum });
+                }
+                _ => {
+                    return Err(proto(
+                        "the client",
+                        ProtoError::Unexpected("the first message must be Open"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.request.is_some()
+    }
+}
+
+/// Settings of `keepsync serve`.
+pub struct ServeOptions {
+    /// The served root: every path is confined to it.
+    pub root: PathBuf,
+    /// Address to listen on.
+    pub listen: String,
+    /// The pre-shared key.
+    pub psk: SecretKey,
+    /// Bandwidth limit across all connections.
+    pub limit: RateLimiter,
+    /// Bytes between durable checkpoints of a received file.
+    pub checkpoint_every: u64,
+}
+
+/// Where request `path` lives under `root`; for a push it is created when missing.
+fn open_tree(root: &Path, req: &OpenRequest) -> std::result::Result<PathBuf, String> {
+    if req.path.is_empty() {
+        return Ok(root.to_path_buf());
+    }
+    let tree = net_path(root, &req.path)?;
+    match std::fs::symlink_metadata(&tree) {
+        Ok(m) if m.is_dir() => Ok(tree),
+        Ok(_) => Err(format!("{}: not a directory", req.path)),
+        Err(_) if req.direction == Direction::Push => match std::fs::create_dir(&tree) {
+            Ok(()) => Ok(tree),
+            // Another connection of the same push made it a moment ago.
+            Err(_) if std::fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir()) => Ok(tree),
+            Err(e) => Err(format!("{}: {e}", req.path)),
+        },
+        Err(_) => Err(format!("{}: no such directory", req.path)),
+    }
+}
+
+/// Serves until killed.
+pub async fn serve(opts: ServeOptions) -> Result<()> {
+    let root = std::fs::canonicalize(&opts.root).map_err(|e| Error::io("open", &opts.root, e))?;
+    if !root.is_dir() {
+        return Err(Error::Usage(format!("--root {}: not a directory", opts.root.display())));
+    }
+    let listener = TcpListener::bind(&opts.listen).await.map_err(|e| Error::Network {
+        peer: opts.listen.clone(),
+        action: "listen on",
+        source: e,
+    })?;
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| opts.listen.clone());
+    eprintln!("keepsync: serving {} on {addr}", root.display());
+    let shared = Arc::new((root, opts.psk, opts.limit, opts.checkpoint_every));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("keepsync: accept failed: {e}");
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mut link = Link::new(stream, peer.to_string());
+            let (root, psk, limit, every) = &*shared;
+            match session(&mut link, root, psk, limit, *every).await {
+                Ok(what) => eprintln!("keepsync: {peer}: {what}"),
+                Err(e) => eprintln!("keepsync: {peer}: {e}"),
+            }
+        });
+    }
+}
+
+/// One connection, start to end. Returns a line for the log.
+async fn session(
+    link: &mut Link,
+    root: &Path,
+    psk: &SecretKey,
+    limit: &RateLimiter,
+    checkpoint_every: u64,
+) -> Result<String> {
+    let mut conn = Conn::server(
+        RustCrypto,
+        psk.clone(),
+        fresh_random()?,
+        now_ms(),
+        vec![0; RX_BUFFER],
+        vec![0; TX_BUFFER],
+    )
+    .map_err(|e| Error::Usage(format!("internal error: {e}")))?;
+    let mut open = AwaitOpen::default();
+    drive(link, &mut conn, &mut open, limit).await?;
+    let req = open.request.expect("drive returns once Open arrived");
+    let tree = match open_tree(root, &req) {
+        Ok(t) => t,
+        Err(why) => {
+            conn.close(now_ms(), CloseCode::Refused);
+            link.flush(&mut conn).await;
+            return Err(Error::Refused { peer: link.peer.clone(), reason: why });
+        }
+    };
+    conn.send(now_ms(), &Message::Opened).map_err(|e| Error::Usage(format!("internal error: {e}")))?;
+    match req.direction {
+        Direction::Push => {
+            let mut ep = Receiver::new(conn);
+            let opts = RecvOptions { delete: req.delete, checksum: req.checksum, checkpoint_every };
+            let mut app = RecvApp::new(tree, opts).log_problems_as(link.peer.clone());
+            let result = drive(link, &mut ep, &mut app, limit).await;
+            let s = &app.summary;
+            result.map(|()| {
+                format!(
+                    "push into {:?} done: {} files received ({} resumed), {} up to date, {} deleted, {} problems",
+                    req.path,
+                    s.files_received,
+                    s.files_resumed,
+                    s.files_skipped,
+                    s.deleted,
+                    s.problems.len()
+                )
+            })
+        }
+        Direction::Pull => {
+            let mut problems = Vec::new();
+            let entries = walk(&tree, &mut problems)?;
+            let mut ep = Sender::new(conn);
+            let mut app = SendApp::new(entries, req.checksum, ProgressBar::hidden());
+            drive(link, &mut ep, &mut app, limit).await?;
+            let s = &app.summary;
+            Ok(format!(
+                "pull of {:?} done: {} files sent, {} up to date, {} problems",
+                req.path,
+                s.files_transferred,
+                s.files_skipped,
+                s.problems.len() + problems.len()
+            ))
+        }
+    }
+}

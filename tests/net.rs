@@ -1,0 +1,498 @@
+//! Network sync end to end: `keepsync serve` and `keepsync sync ks://...` on loopback, a
+//! hostile client speaking the protocol by hand, and `kill -9` of either side mid-transfer.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keepsync_core::crypto::{RustCrypto, SecretKey};
+use keepsync_core::sync::{
+    Connection, Direction, FileMeta, Have, Kind, Message, Sender, SenderEvent, Status,
+};
+use support::*;
+
+/// A running `keepsync serve` whose log is collected.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(dir: &Path, root: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keepsync"))
+            .current_dir(dir)
+            .args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keepsync serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().expect("serve prints its address").unwrap();
+        let addr = first.rsplit(" on ").next().unwrap().to_owned();
+        let log = Arc::new(Mutex::new(first + "\n"));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Self { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ks://{}/{path}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temp dir with a PSK file `psk`, a served root `srv/` and a source tree `src/`.
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    std::fs::create_dir_all(d.join("src/sub/deeper")).unwrap();
+    for i in 0..12 {
+        std::fs::write(d.join(format!("src/f{i}.log")), mixed(1000 + i * 9000, i as u64)).unwrap();
+    }
+    std::fs::write(d.join("src/sub/big.bin"), mixed(3 << 20, 77)).unwrap();
+    std::fs::write(d.join("src/sub/deeper/empty"), b"").unwrap();
+    std::os::unix::fs::symlink("../f1.log", d.join("src/sub/link")).unwrap();
+    dir
+}
+
+/// Every entry under `root` (but our partial dir): kind, content or link target, mode.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
+        for e in std::fs::read_dir(root.join(rel)).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if name == ".keepsync-partial" {
+                continue;
+            }
+            let rel = rel.join(&name);
+            let meta = std::fs::symlink_metadata(root.join(&rel)).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            let what = if meta.is_dir() {
+                walk(root, &rel, out);
+                format!("dir {:o}", meta.mode() & 0o7777)
+            } else if meta.is_symlink() {
+                format!("link {}", std::fs::read_link(root.join(&rel)).unwrap().display())
+            } else {
+                let hash = blake3::hash(&std::fs::read(root.join(&rel)).unwrap());
+                format!("file {:o} {} {}", meta.mode() & 0o7777, meta.mtime(), hash)
+            };
+            out.insert(rel.display().to_string(), what);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, Path::new(""), &mut out);
+    out
+}
+
+fn json_u64(run: &Run, key: &str) -> u64 {
+    run.json()[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {}", String::from_utf8_lossy(&run.stdout)))
+}
+
+#[test]
+fn push_noop_delta_and_pull_over_loopback() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let dst = srv.url("backup/tree");
+
+    let run = ks(d, &["sync", "src", &dst, "--psk-file", "psk", "--json"]);
+    run.ok();
+    let total: u64 = 12 * 1000 + 9000 * 66 + (3 << 20);
+    assert_eq!(json_u64(&run, "files_transferred"), 14);
+    assert!(json_u64(&run, "bytes_sent") < total, "compressed on the way");
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/backup/tree")));
+    assert!(!d.join("srv/backup/tree/.keepsync-partial").exists(), "nothing left behind");
+
+    // No-op: every file skipped, only metadata crosses the link.
+    let run = ks(d, &["sync", "src", &dst, "--psk-file", "psk", "--json"]);
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 0);
+    assert_eq!(json_u64(&run, "files_skipped"), 14);
+    assert!(json_u64(&run, "bytes_sent") < 8 << 10, "{}", json_u64(&run, "bytes_sent"));
+
+    // Two bytes changed in a 3 MiB file: one 64 KiB block crosses.
+    let big = d.join("src/sub/big.bin");
+    let mut data = std::fs::read(&big).unwrap();
+    data[1_000_000] ^= 0x55;
+    data[1_000_001] ^= 0x55;
+    std::fs::write(&big, &data).unwrap();
+    let run = ks(d, &["sync", "src", &dst, "--psk-file", "psk", "--json"]);
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 1);
+    assert_eq!(json_u64(&run, "data_bytes"), 64 << 10);
+    assert!(json_u64(&run, "bytes_sent") < 80 << 10);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/backup/tree")));
+
+    // --delete removes what SRC lacks (over several connections: a final listing pass).
+    std::fs::remove_file(d.join("src/f3.log")).unwrap();
+    let run = ks(d, &["sync", "src", &dst, "--psk-file", "psk", "--delete", "--connections", "3"]);
+    run.ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/backup/tree")));
+
+    // Pull it back into a new directory.
+    let run = ks(d, &["sync", &dst, "restored", "--psk-file", "psk", "--json"]);
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 13);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("restored")));
+    assert!(srv.log().contains("push into \"backup/tree\" done"), "{}", srv.log());
+}
+
+#[test]
+fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    ks(d, &["keygen", "-o", "other"]).ok();
+
+    let run = ks(d, &["sync", "src", &srv.url("x"), "--psk-file", "other"]);
+    assert_eq!(run.code, 12, "{}", run.stderr);
+    assert!(run.stderr.contains("did not prove the pre-shared key"), "{}", run.stderr);
+    assert!(run.stderr.contains("same --psk-file"), "{}", run.stderr);
+    assert!(!d.join("srv/x").exists(), "nothing written for a client without the key");
+
+    let run = ks(d, &["sync", "src", &srv.url("x")]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--psk-file"), "{}", run.stderr);
+
+    for bad in ["../escape", "a/../../escape"] {
+        let run = ks(d, &["sync", "src", &srv.url(bad), "--psk-file", "psk"]);
+        assert_eq!(run.code, 12, "{bad}: {}", run.stderr);
+        assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    }
+    assert!(!d.join("escape").exists());
+
+    let run = ks(d, &["sync", "src", "ks://127.0.0.1:1/x", "--psk-file", "psk"]);
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert!(run.stderr.contains("cannot connect"), "{}", run.stderr);
+    // The server logged the failed handshake and still serves.
+    ks(d, &["sync", "src", &srv.url("ok"), "--psk-file", "psk"]).ok();
+    assert!(srv.log().contains("did not prove the pre-shared key"), "{}", srv.log());
+}
+
+// ---- a hostile client, speaking the protocol by hand -----------------------------------
+
+type Ep = Sender<RustCrypto, Vec<u8>>;
+
+struct Raw {
+    stream: TcpStream,
+    ep: Ep,
+}
+
+impl Raw {
+    fn connect(addr: &str, psk: &SecretKey) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let conn = Connection::client(RustCrypto, psk.clone(), [9; 32], 0, vec![0; 70_000], vec![0; 70_000])
+            .unwrap();
+        Self { stream, ep: Sender::new(conn) }
+    }
+
+    fn flush(&mut self) {
+        let pending = self.ep.pending_transmit().to_vec();
+        self.stream.write_all(&pending).unwrap();
+        self.ep.consume_transmit(pending.len());
+    }
+
+    /// Reads until the connection yields a message (handshake frames yield none).
+    fn read_message(&mut self) -> Option<Message<'static>> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(m) = self.ep.poll_message(0) {
+                return Some(match m.unwrap() {
+                    Message::Opened => Message::Opened,
+                    Message::Close(c) => Message::Close(c),
+                    other => panic!("unexpected {other:?}"),
+                });
+            }
+            let n = self.stream.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut at = 0;
+            while at < n {
+                at += self.ep.handle_input(0, &buf[at..n]).unwrap();
+                self.flush();
+                if self.ep.is_open() && at < n {
+                    continue;
+                }
+            }
+            self.flush();
+        }
+    }
+
+    fn open(addr: &str, psk: &SecretKey, path: &str) -> Self {
+        let mut raw = Self::connect(addr, psk);
+        raw.flush();
+        let mut buf = [0u8; 4096];
+        while !raw.ep.is_open() {
+            let n = raw.stream.read(&mut buf).unwrap();
+            let mut at = 0;
+            while at < n {
+                at += raw.ep.handle_input(0, &buf[at..n]).unwrap();
+            }
+            raw.flush();
+        }
+        let open = Message::Open { path, direction: Direction::Push, delete: false, checksum: false };
+        raw.ep.send(0, &open).unwrap();
+        raw.flush();
+        assert_eq!(raw.read_message(), Some(Message::Opened));
+        raw
+    }
+
+    /// Next sender event, owned.
+    fn event(&mut self) -> Option<(u32, Option<Status>, Option<Have>)> {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(ev) = self.ep.poll_event(0) {
+                match ev.unwrap() {
+                    SenderEvent::Done { id, status } => return Some((id, Some(status), None)),
+                    SenderEvent::Have { id, have } => return Some((id, None, Some(have))),
+                    SenderEvent::Hashes { .. } => continue,
+                    SenderEvent::Closed(_) => return None,
+                }
+            }
+            let n = self.stream.read(&mut buf).ok()?;
+            if n == 0 {
+                return None;
+            }
+            let mut at = 0;
+            while at < n {
+                at += self.ep.handle_input(0, &buf[at..n]).unwrap();
+                if let Some(ev) = self.ep.poll_event(0) {
+                    let owned = match ev.unwrap() {
+                        SenderEvent::Done { id, status } => Some((id, Some(status), None)),
+                        SenderEvent::Have { id, have } => Some((id, None, Some(have))),
+                        _ => None,
+                    };
+                    if owned.is_some() {
+                        assert_eq!(at, n, "one reply per read in this test");
+                        return owned;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn file(id: u32, path: &str, size: u64) -> FileMeta<'_> {
+    FileMeta {
+        id,
+        path,
+        kind: Kind::File,
+        size,
+        mtime: 0,
+        mtime_nsec: 0,
+        mode: 0o644,
+        target: "",
+        hash: None,
+    }
+}
+
+#[test]
+fn a_hostile_client_is_confined_to_the_root_and_the_server_keeps_serving() {
+    let dir = setup();
+    let d = dir.path();
+    let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
+    std::fs::create_dir_all(d.join("srv/t")).unwrap();
+    std::fs::create_dir_all(d.join("outside")).unwrap();
+    std::os::unix::fs::symlink(d.join("outside"), d.join("srv/t/evil")).unwrap();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+
+    // Paths that would escape: each refused, nothing written outside the root.
+    let mut raw = Raw::open(&srv.addr, &psk, "t");
+    let hostile =
+        ["../escape", "/etc/escape", "a/../../escape", "evil/escape", "./x", "a//b", ".keepsync-partial/x"];
+    for (id, path) in hostile.iter().enumerate() {
+        raw.ep.offer(0, &file(id as u32, path, 5)).unwrap();
+        raw.flush();
+        assert_eq!(raw.event(), Some((id as u32, Some(Status::Rejected), None)), "{path}");
+    }
+    // A symlink entry may point anywhere (it is only a link) but is never written through.
+    let link = FileMeta { kind: Kind::Symlink, target: "/etc", ..file(50, "lnk", 0) };
+    raw.ep.offer(0, &link).unwrap();
+    raw.flush();
+    assert_eq!(raw.event(), Some((50, Some(Status::Ok), None)));
+    raw.ep.offer(0, &file(51, "lnk/passwd", 5)).unwrap();
+    raw.flush();
+    assert_eq!(raw.event(), Some((51, Some(Status::Rejected), None)));
+    // A file announced with one hash but sent with other bytes never lands.
+    raw.ep.offer(0, &file(52, "liar", 5)).unwrap();
+    raw.flush();
+    let (_, _, have) = raw.event().unwrap();
+    assert!(matches!(have, Some(Have::Need { resume_from: 0, .. })));
+    raw.ep.send_data(0, 52, 0, 0, 5, b"hello").unwrap();
+    raw.ep.end_file(0, 52, [7; 32]).unwrap();
+    raw.flush();
+    assert_eq!(raw.event(), Some((52, Some(Status::HashMismatch), None)));
+    assert!(!d.join("srv/t/liar").exists());
+    assert_eq!(std::fs::read_dir(d.join("outside")).unwrap().count(), 0);
+    assert!(!d.join("escape").exists() && !d.join("srv/escape").exists());
+    drop(raw);
+
+    // An oversized length prefix right after the handshake: the server hangs up.
+    let mut raw = Raw::open(&srv.addr, &psk, "t");
+    raw.stream.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(matches!(raw.stream.read(&mut buf), Ok(0) | Err(_)), "connection closed");
+
+    // A tampered frame, and a replayed one: the server hangs up on each.
+    for replay in [false, true] {
+        let mut raw = Raw::open(&srv.addr, &psk, "t");
+        raw.ep.offer(0, &file(1, "a", 5)).unwrap();
+        let mut frame = raw.ep.pending_transmit().to_vec();
+        raw.ep.consume_transmit(frame.len());
+        if replay {
+            raw.stream.write_all(&frame).unwrap();
+        } else {
+            let last = frame.len() - 1;
+            frame[last] ^= 1;
+        }
+        raw.stream.write_all(&frame).unwrap();
+        let mut got = Vec::new();
+        let _ = raw.stream.read_to_end(&mut got);
+        assert!(got.len() < 200, "no file transfer after a bad frame");
+    }
+    assert!(!d.join("srv/t/a").exists(), "an offer alone never creates the file");
+
+    // The server still serves honest clients, and logged each fault.
+    ks(d, &["sync", "src", &srv.url("t/honest"), "--psk-file", "psk"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/t/honest")));
+    let log = srv.log();
+    assert!(log.contains("is not allowed"), "{log}");
+    assert!(log.contains("frame failed authentication"), "{log}");
+    assert!(log.contains("bytes are accepted"), "{log}");
+}
+
+// ---- kill -9 -------------------------------------------------------------------------
+
+/// Incompressible bytes, so link bytes track file bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn partial_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir.join(".keepsync-partial")) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+fn spawn_sync(d: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_keepsync"))
+        .current_dir(d)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the receiver's partial data under `dst` reaches `bytes`.
+fn wait_for_partial(dst: &Path, bytes: u64, child: &mut Child) {
+    let start = Instant::now();
+    while partial_bytes(dst) < bytes {
+        assert!(child.try_wait().unwrap().is_none(), "the sync ended before it could be interrupted");
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+const SIZE: usize = 24 << 20;
+
+#[test]
+fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    std::fs::write(d.join("src/data.bin"), noise(SIZE, 3)).unwrap();
+    std::fs::write(d.join("src/small.txt"), b"small").unwrap();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--checkpoint-every", "1MiB"]);
+    let url = srv.url("dst");
+    let dst = d.join("srv/dst");
+    // Throttled so the kills land mid-file; each kill point is further along.
+    for percent in [20u64, 45, 70] {
+        let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
+        wait_for_partial(&dst, SIZE as u64 * percent / 100, &mut child);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!dst.join("data.bin").exists(), "an unfinished file never appears under its name");
+    }
+    let durable = partial_bytes(&dst);
+    let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--json"]);
+    run.ok();
+    let sent = json_u64(&run, "bytes_sent");
+    // What was durable is not sent again (checkpoints every 1 MiB; frame overhead < 1%).
+    let missing = SIZE as u64 - durable.min(SIZE as u64);
+    assert!(durable >= SIZE as u64 * 60 / 100, "durable {durable}");
+    assert!(sent <= missing + (1 << 20) + SIZE as u64 / 100, "sent {sent}, missing {missing}");
+    assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
+    assert!(!dst.join(".keepsync-partial").exists(), "partials cleaned up");
+}
+
+#[test]
+fn kill_9_of_the_server_mid_push_reconnects_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    std::fs::write(d.join("src/data.bin"), noise(SIZE, 4)).unwrap();
+    let mut srv = Server::start(d, "srv", "127.0.0.1:0", &["--checkpoint-every", "1MiB"]);
+    let addr = srv.addr.clone();
+    let dst: PathBuf = d.join("srv/dst");
+    let mut child = spawn_sync(
+        d,
+        &["sync", "src", &srv.url("dst"), "--psk-file", "psk", "--limit-rate", "12MiB", "--json"],
+    );
+    wait_for_partial(&dst, SIZE as u64 / 2, &mut child);
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    let durable = partial_bytes(&dst);
+    let _srv = Server::start(d, "srv", &addr, &["--checkpoint-every", "1MiB"]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["reconnects"].as_u64().unwrap() >= 1);
+    assert!(durable >= SIZE as u64 / 3, "durable {durable}");
+    assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
+    assert!(!dst.join(".keepsync-partial").exists());
+}
