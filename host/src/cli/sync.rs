@@ -7,6 +7,7 @@ use super::OutputArgs;
 use crate::error::{Error, Result, exit};
 use crate::sync::{Action, SyncOptions, sync};
 use crate::transport::client::{RemoteSync, sync_remote};
+use crate::transport::effort::SyncCodec;
 use crate::transport::{RateLimiter, Remote};
 use crate::units::human_bytes;
 use keepsync_core::sync::Direction;
@@ -53,6 +54,10 @@ pub struct SyncArgs {
     /// Parallel connections for a push to ks:// (default: cores, at most 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: Option<u16>,
+    /// Compression over ks:// (pushes): auto follows the bottleneck (harder when the link is
+    /// slow, lighter when the CPU is), or force none, lz4 or zstd.
+    #[arg(long, value_enum, default_value_t = SyncCodec::Auto)]
+    codec: SyncCodec,
     /// Bandwidth limit over ks:// (all connections together): 10MiB, off, or a timetable
     /// like "08:00,512KiB 18:00,off" (local time).
     #[arg(long, value_name = "RATE")]
@@ -98,6 +103,7 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
         psk,
         limit,
         connections,
+        codec: args.codec,
     };
     let summary = sync_remote(opts, &bar);
     bar.finish_and_clear();

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 
 use super::driver::{App, Link, LinkStats, drive, proto};
+use super::effort::SyncCodec;
 use super::recv::{CHECKPOINT_EVERY, RecvApp, RecvOptions, RecvSummary};
 use super::send::{Queue, SendApp, SendSummary, total_bytes, walk};
 use super::{Conn, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms};
@@ -40,6 +41,8 @@ pub struct RemoteSync {
     pub limit: RateLimiter,
     /// `--connections` (pushes; a pull uses one).
     pub connections: usize,
+    /// `--codec` (pushes; the server compresses a pull with `auto`).
+    pub codec: SyncCodec,
 }
 
 /// What a network sync did (the `--json` output).
@@ -59,6 +62,8 @@ pub struct RemoteSummary {
     pub link_bytes: u64,
     /// File bytes carried by data messages, before compression (pushes).
     pub data_bytes: u64,
+    /// Compression each connection ended on (pushes; `auto` follows the bottleneck).
+    pub codecs: Vec<String>,
     /// Entries removed by `--delete` (pulls; a push's deletions happen on the server).
     pub deleted: u64,
     /// Connections used.
@@ -180,6 +185,7 @@ fn add_send(into: &mut SendSummary, from: SendSummary) {
     into.other_entries += from.other_entries;
     into.data_bytes += from.data_bytes;
     into.data_bytes_compressed += from.data_bytes_compressed;
+    into.codec = from.codec;
     into.problems.extend(from.problems);
 }
 
@@ -198,7 +204,8 @@ async fn push_worker(
     let mut out = WorkerResult::default();
     let mut failures = 0;
     loop {
-        let mut app = SendApp::with_queue(queue.clone(), shared.opts.checksum, bar.clone());
+        let mut app =
+            SendApp::with_queue(queue.clone(), shared.opts.checksum, shared.opts.codec, bar.clone());
         let first = out.reconnects == 0 && failures == 0;
         let attempt = async {
             // A server that cannot be reached at all is reported at once, not retried.
@@ -314,6 +321,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                 Ok::<_, Error>((results, delete_pass))
             })?;
             for r in results {
+                summary.codecs.push(r.send.codec.clone());
                 summary.files_transferred += r.send.files_transferred;
                 summary.files_skipped += r.send.files_skipped;
                 summary.data_bytes += r.send.data_bytes;

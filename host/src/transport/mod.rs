@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod driver;
+pub mod effort;
 pub mod limit;
 pub mod recv;
 pub mod send;
@@ -30,14 +31,18 @@ use crate::error::{Error, Result};
 /// The connection type the host uses: RustCrypto AES-GCM (zeroized keys), heap buffers.
 pub type Conn = Connection<RustCrypto, Vec<u8>>;
 
-/// Delta block size on hosts: 64 KiB.
+/// Delta block size on hosts when the receiver has an old copy to compare: 64 KiB.
 pub const BLOCK_LOG2: u8 = 16;
 
-/// Receive buffer: room for a 128 KiB block, so any peer block size up to that is accepted.
-pub const RX_BUFFER: usize = FRAME_HEADER_LEN + frame_body_for_block(17);
+/// Block size for a file the receiver has no copy of: 1 MiB, for fewer messages and a better
+/// compression ratio (each block is compressed on its own).
+pub const NEW_FILE_BLOCK_LOG2: u8 = 20;
 
-/// Send queue: a few frames' worth, so the socket always has something to write.
-pub const TX_BUFFER: usize = 1 << 20;
+/// Receive buffer: room for the largest block (1 MiB) a peer may choose.
+pub const RX_BUFFER: usize = FRAME_HEADER_LEN + frame_body_for_block(keepsync_core::budget::MAX_BLOCK_LOG2);
+
+/// Send queue: a few of the largest frames, so the socket always has something to write.
+pub const TX_BUFFER: usize = 4 * RX_BUFFER;
 
 /// The default TCP port of `keepsync serve`.
 pub const DEFAULT_PORT: u16 = 7373;

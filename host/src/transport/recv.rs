@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use keepsync_core::Checkpoint;
-use keepsync_core::budget::MAX_PATH_LEN;
+use keepsync_core::budget::{MAX_PATH_LEN, frame_body_for_block};
 use keepsync_core::compress::{Codec, Decoder};
 use keepsync_core::crypto::RustCrypto;
 use keepsync_core::sync::message::hashes_per_frame;
@@ -20,8 +20,8 @@ use keepsync_core::sync::{
 };
 use serde::Serialize;
 
-use super::BLOCK_LOG2;
 use super::driver::{App, proto};
+use super::{BLOCK_LOG2, NEW_FILE_BLOCK_LOG2};
 use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
 use crate::output::{sync_parent, write_small_file_atomically};
@@ -131,6 +131,7 @@ pub struct RecvApp {
     buf: Vec<u8>,
     closed: bool,
     log_as: Option<String>,
+    local_max_body: usize,
     /// What happened so far.
     pub summary: RecvSummary,
 }
@@ -184,6 +185,7 @@ impl RecvApp {
             buf: Vec::new(),
             closed: false,
             log_as: None,
+            local_max_body: 0,
             summary: RecvSummary::default(),
         }
     }
@@ -331,8 +333,15 @@ impl RecvApp {
             None => Vec::new(),
         };
         let blocks = (hashes.len() / 32) as u32;
-        self.replies
-            .push_back(Reply::Have(id, Have::Need { resume_from: resume, block_log2: BLOCK_LOG2, blocks }));
+        // Small blocks where they can match an old copy (or continue a resume made with
+        // them); large ones otherwise, for fewer messages and a better compression ratio.
+        let large = frame_body_for_block(NEW_FILE_BLOCK_LOG2) <= self.local_max_body;
+        let block_log2 = if old.is_none() && large && resume.is_multiple_of(1 << NEW_FILE_BLOCK_LOG2) {
+            NEW_FILE_BLOCK_LOG2
+        } else {
+            BLOCK_LOG2
+        };
+        self.replies.push_back(Reply::Have(id, Have::Need { resume_from: resume, block_log2, blocks }));
         let per = hashes_per_frame(max_body).max(1);
         for (i, batch) in hashes.chunks(per * 32).enumerate() {
             self.replies.push_back(Reply::Hashes(id, (i * per) as u32, batch.to_vec()));
@@ -557,6 +566,7 @@ impl App<Receiver<RustCrypto, Vec<u8>>> for RecvApp {
 
     fn handle(&mut self, ep: &mut Receiver<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
         let max_body = ep.peer_max_body();
+        self.local_max_body = ep.local_max_body();
         while let Some(event) = ep.poll_event(now) {
             match event.map_err(|e| proto("the sender", e))? {
                 ReceiverEvent::File(meta) => self.on_file(&meta, max_body)?,

@@ -16,7 +16,8 @@ use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, SendError, Sender, Se
 use serde::Serialize;
 
 use super::driver::{App, proto};
-use crate::codec::{CodecChoice, CodecPlan, HostEncoder};
+use super::effort::{Effort, SyncCodec};
+use crate::codec::HostEncoder;
 use crate::error::{Error, Result};
 use crate::sync::{blake3_of, entries};
 
@@ -144,6 +145,8 @@ pub struct SendSummary {
     pub data_bytes: u64,
     /// Bytes of data messages' bodies (after compression).
     pub data_bytes_compressed: u64,
+    /// The compression the sender ended on (`auto` moves it with the bottleneck).
+    pub codec: String,
     /// Entries the receiver refused or could not write.
     pub problems: Vec<String>,
 }
@@ -177,6 +180,7 @@ pub struct SendApp {
     pending: Option<Pending>,
     finished: bool,
     closed: bool,
+    effort: Effort,
     encoder: HostEncoder,
     block: Vec<u8>,
     out: Vec<u8>,
@@ -188,13 +192,15 @@ pub struct SendApp {
 impl SendApp {
     /// Sends `entries`; `checksum` sends each file's BLAKE3 up front for the receiver to
     /// compare.
-    pub fn new(entries: Vec<Entry>, checksum: bool, bar: ProgressBar) -> Self {
+    pub fn new(entries: Vec<Entry>, checksum: bool, codec: SyncCodec, bar: ProgressBar) -> Self {
         bar.set_length(entries.iter().map(|e| e.size).sum());
-        Self::with_queue(Queue::new(entries), checksum, bar)
+        Self::with_queue(Queue::new(entries), checksum, codec, bar)
     }
 
     /// Sends entries taken from `queue`, which other connections of the run share.
-    pub fn with_queue(queue: Queue, checksum: bool, bar: ProgressBar) -> Self {
+    pub fn with_queue(queue: Queue, checksum: bool, codec: SyncCodec, bar: ProgressBar) -> Self {
+        let effort = Effort::new(codec);
+        let effort_name = effort.name();
         Self {
             entries: queue,
             checksum,
@@ -204,11 +210,12 @@ impl SendApp {
             pending: None,
             finished: false,
             closed: false,
-            encoder: CodecPlan::new(CodecChoice::Auto).encoder(),
+            encoder: effort.encoder(),
+            effort,
             block: Vec::new(),
             out: Vec::new(),
             bar,
-            summary: SendSummary::default(),
+            summary: SendSummary { codec: effort_name, ..SendSummary::default() },
         }
     }
 
@@ -301,6 +308,10 @@ impl SendApp {
                 }
             };
             self.pending = Some(Pending { id, offset, codec, raw_len: n as u32, len });
+            if self.effort.on_block(n as u64, std::time::Instant::now()) {
+                self.encoder = self.effort.encoder();
+                self.summary.codec = self.effort.name();
+            }
             return Ok(true);
         }
         Ok(false)

@@ -11,6 +11,7 @@ use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError, Receiver, S
 use tokio::net::TcpListener;
 
 use super::driver::{App, Link, drive, proto};
+use super::effort::SyncCodec;
 use super::recv::{RecvApp, RecvOptions, net_path};
 use super::send::{SendApp, walk};
 use super::{Conn, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms};
@@ -181,7 +182,7 @@ async fn session(
             let mut problems = Vec::new();
             let entries = walk(&tree, &mut problems)?;
             let mut ep = Sender::new(conn);
-            let mut app = SendApp::new(entries, req.checksum, ProgressBar::hidden());
+            let mut app = SendApp::new(entries, req.checksum, SyncCodec::Auto, ProgressBar::hidden());
             drive(link, &mut ep, &mut app, limit).await?;
             let s = &app.summary;
             Ok(format!(
