@@ -24,6 +24,8 @@ pub mod exit {
     pub const IO: u8 = 74;
     /// A sync finished but some entries could not be synced (rsync's "partial transfer").
     pub const PARTIAL: u8 = 23;
+    /// `keepsync bench compare` found a regression beyond the noise threshold.
+    pub const REGRESSION: u8 = 3;
 }
 
 /// Everything the host can fail with.
@@ -65,6 +67,22 @@ pub enum Error {
     },
     /// The command line is inconsistent.
     Usage(String),
+    /// A peer tool run by `keepsync bench` failed.
+    Peer {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+    },
+    /// The benchmark history database cannot be used.
+    History {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A benchmark run named on the command line is not in the history.
+    UnknownRun(String),
 }
 
 /// Shorthand.
@@ -89,7 +107,8 @@ impl Error {
             },
             Self::BadKeyFile { .. } => exit::NO_INPUT,
             Self::OutputExists(_) | Self::OutputBusy(_) => exit::CANT_CREATE,
-            Self::NoPassphrase(_) | Self::Usage(_) => exit::USAGE,
+            Self::NoPassphrase(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
+            Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
         }
     }
 
@@ -138,6 +157,17 @@ impl Error {
                 "this file was packed with a key file: use --key-file FILE".into()
             }
             Self::Usage(_) => "see `keepsync help`".into(),
+            Self::Peer { .. } => {
+                "run that command by hand to see its error, or leave the tool out with --peers".into()
+            }
+            Self::History { path, .. } => format!(
+                "{} must be a keepsync bench database in a writable directory; choose another with --db",
+                path.display()
+            ),
+            Self::UnknownRun(_) => {
+                "name a run by its id, its --tag, `latest` or `baseline`; `keepsync bench history` lists them"
+                    .into()
+            }
         })
     }
 }
@@ -160,6 +190,9 @@ impl fmt::Display for Error {
                 f.write_str("this container needs a key file, not a passphrase")
             }
             Self::Usage(msg) => f.write_str(msg),
+            Self::Peer { command, status } => write!(f, "`{command}` failed ({status})"),
+            Self::History { path, reason } => write!(f, "benchmark history {}: {reason}", path.display()),
+            Self::UnknownRun(name) => write!(f, "no benchmark run `{name}` in the history"),
         }
     }
 }
