@@ -1,0 +1,119 @@
+//! `keepsync bench` as a user runs it: a tiny run stored in a temporary history, listed,
+//! compared with itself, reported, and refused with a clear message when misused.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+/// A bench run small enough for debug builds: 6 files of 4 KiB, one timed run, no warm-up.
+/// Only zstd and rsync among the peers (when installed), to exercise the peer path quickly.
+fn tiny_bench(dir: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "bench",
+        "--size-class",
+        "small",
+        "--files",
+        "6",
+        "--repeat",
+        "1",
+        "--warmup",
+        "0",
+        "--peers",
+        "zstd,rsync",
+        "--db",
+        "h.sqlite",
+        "--work-dir",
+        "work",
+    ];
+    args.extend_from_slice(extra);
+    ks(dir, &args)
+}
+
+#[test]
+fn a_run_is_stored_listed_compared_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_bench(dir.path(), &["--json", "--tag", "first", "--report", "r.html"]);
+    let json = run.ok().json();
+    let id = json["id"].as_i64().expect("the run has an id");
+    assert_eq!(json["tag"], "first");
+    assert_eq!(json["settings"]["seed"], 1);
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    let cases = json["cases"].as_array().unwrap();
+    let find = |workload: &str, tool: &str| {
+        cases
+            .iter()
+            .find(|c| c["workload"] == workload && c["tool"] == tool)
+            .unwrap_or_else(|| panic!("{workload} {tool}"))
+    };
+    for workload in ["pack", "unpack", "sync"] {
+        let case = find(workload, "keepsync");
+        assert_eq!(case["size_class"], "small");
+        assert_eq!(case["input_bytes"], 6 * 4096);
+        assert_eq!(case["files"], 6);
+        for metric in ["wall_s", "mb_per_s", "fsync_s"] {
+            assert_eq!(case["samples"][metric].as_array().map(Vec::len), Some(1), "{workload} {metric}");
+        }
+    }
+    let pack = find("pack", "keepsync");
+    let ratio = pack["samples"]["ratio"][0].as_f64().unwrap();
+    assert!(ratio > 0.1 && ratio < 1.1, "{ratio}");
+    assert!(pack["samples"].get("compute_busy").is_some());
+    // Summaries and peers are there for machines to read.
+    let summary = &json["summaries"][0]["metrics"]["wall_s"];
+    assert!(summary["median"].as_f64().unwrap() > 0.0 && summary["mad"].as_f64().unwrap() >= 0.0);
+    let peers = json["peers"].as_array().unwrap();
+    let status = |tool: &str| {
+        peers.iter().find(|p| p["tool"] == tool).unwrap()["status"].as_str().unwrap().to_string()
+    };
+    assert_eq!(status("lz4"), "not requested");
+    if status("zstd") == "ran" {
+        assert!(
+            json["vs_peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["peer"].as_str().unwrap().starts_with("zstd"))
+        );
+    }
+    let html = std::fs::read_to_string(dir.path().join("r.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("keepsync bench"));
+
+    let history = ks(dir.path(), &["bench", "history", "--db", "h.sqlite"]);
+    let text = String::from_utf8(history.ok().stdout.clone()).unwrap();
+    assert!(
+        text.contains(&format!("{id}")) && text.contains("first") && text.contains("pack small"),
+        "{text}"
+    );
+
+    let same = ks(dir.path(), &["bench", "compare", &id.to_string(), "first", "--db", "h.sqlite"]);
+    let text = String::from_utf8(same.ok().stdout.clone()).unwrap();
+    assert!(text.contains("0 keepsync regressions"), "{text}");
+
+    ks(dir.path(), &["bench", "baseline", "set", "first", "--db", "h.sqlite"]).ok();
+    let json =
+        ks(dir.path(), &["bench", "compare", "baseline", "latest", "--db", "h.sqlite", "--json"]).ok().json();
+    assert_eq!(json["regressions"], 0);
+}
+
+#[test]
+fn mistakes_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = ks(dir.path(), &["bench", "compare", "1", "2", "--db", "h.sqlite"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("no benchmark run `1`") && unknown.stderr.contains("bench history"));
+    let class = ks(dir.path(), &["bench", "--size-class", "huge"]);
+    assert_eq!(class.code, 2);
+    assert!(class.stderr.contains("not a size class"), "{}", class.stderr);
+    let peer = tiny_bench(dir.path(), &["--peers", "gzip"]);
+    assert_eq!(peer.code, 2);
+    assert!(peer.stderr.contains("not a known peer"), "{}", peer.stderr);
+    std::fs::write(dir.path().join("bad.sqlite"), vec![b'x'; 4096]).unwrap();
+    let db = ks(dir.path(), &["bench", "history", "--db", "bad.sqlite"]);
+    assert_eq!(db.code, 1);
+    assert!(db.stderr.contains("hint:") && db.stderr.contains("--db"), "{}", db.stderr);
+    let help = ks(dir.path(), &["bench", "--help"]);
+    let text = String::from_utf8(help.ok().stdout.clone()).unwrap();
+    assert!(text.contains("Regression rule") && text.contains("--size-class"), "{text}");
+}
