@@ -288,15 +288,21 @@ pub fn run(settings: &Settings) -> Result<Run> {
     let tools: Vec<Tool> = std::iter::once(Tool::Keepsync)
         .chain(PEERS.iter().zip(&peers).filter(|(_, s)| s.status == "ran").map(|(p, _)| Tool::Peer(p)))
         .collect();
+    let progress = std::io::stderr().is_terminal();
     let corpora: Vec<Corpus> = match &settings.input {
         Some(path) => vec![corpus::from_input(path)?],
         None => settings
             .size_classes
             .iter()
-            .map(|&class| Layout::new(class, settings.seed, settings.files).ensure(&cache))
+            .map(|&class| {
+                let layout = Layout::new(class, settings.seed, settings.files);
+                if progress && !cache.join(layout.key()).is_dir() {
+                    eprintln!("keepsync: bench: generating the {} corpus (once)", class.name());
+                }
+                layout.ensure(&cache)
+            })
             .collect::<Result<_>>()?,
     };
-    let progress = std::io::stderr().is_terminal();
     let mut cases = Vec::new();
     for corpus in &corpora {
         let out_dir = work.join("out").join(&corpus.class);

@@ -17,7 +17,7 @@ use crate::error::{Error, Result, exit};
 Each (workload, size class, tool) runs --warmup untimed times, then --repeat timed times; the
 report shows the median, min..max and MAD of each metric, and keepsync / peer ratios. pack and
 unpack work on the class's bytes as one file; sync mirrors its tree of files into a fresh
-directory (small = 2,000 files of 4 KiB: per-file costs). Corpora are generated once from
+directory (small = 1,000 files of 4 KiB: per-file costs). Corpora are generated once from
 --seed into --work-dir and reused; every run is stored in the history database.
 
 Peers (zstd, lz4, pigz, age, rage, rsync) run on the same corpus when installed; missing ones
@@ -75,7 +75,7 @@ struct RunArgs {
     /// Workloads, comma-separated: pack, unpack, sync.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "pack,unpack,sync", value_parser = parse_workload)]
     workload: Vec<Workload>,
-    /// Size classes, comma-separated: small (2,000 x 4 KiB), medium (32 x 1 MiB), large
+    /// Size classes, comma-separated: small (1,000 x 4 KiB), medium (32 x 1 MiB), large
     /// (256 MiB), very-large (2 GiB).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "small,medium", value_parser = parse_class)]
     size_class: Vec<SizeClass>,
@@ -238,8 +238,9 @@ fn run_bench(args: RunArgs) -> Result<ExitCode> {
         peers,
         files: args.files,
         threads: args.threads.map_or_else(crate::pack::default_threads, usize::from),
+        // Absolute, so peers started elsewhere and the reports name the same place.
         work_dir: match &args.work_dir {
-            Some(d) => d.clone(),
+            Some(d) => std::path::absolute(d).map_err(|e| Error::io("resolve", d, e))?,
             None => harness::default_work_dir()?,
         },
         tag: args.tag.clone(),
