@@ -91,6 +91,16 @@ fn a_run_is_stored_listed_compared_and_reported() {
     let text = String::from_utf8(same.ok().stdout.clone()).unwrap();
     assert!(text.contains("0 keepsync regressions"), "{text}");
 
+    // A stored run can be shown again, with its charts.
+    let again =
+        ks(dir.path(), &["bench", "report", "first", "--db", "h.sqlite", "--markdown", "--charts", "c"]);
+    let text = String::from_utf8(again.ok().stdout.clone()).unwrap();
+    assert!(text.contains("| workload |") && text.contains("keepsync pack"), "{text}");
+    for chart in ["throughput", "phases", "history"] {
+        let svg = std::fs::read_to_string(dir.path().join(format!("c/bench-{chart}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{chart}");
+    }
+
     ks(dir.path(), &["bench", "baseline", "set", "first", "--db", "h.sqlite"]).ok();
     let json =
         ks(dir.path(), &["bench", "compare", "baseline", "latest", "--db", "h.sqlite", "--json"]).ok().json();

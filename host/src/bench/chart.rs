@@ -7,6 +7,10 @@ use super::Case;
 use super::Run;
 use super::report::{median, summary};
 
+/// The y axis reaches this many times the highest value, so the legend (upper right, up to
+/// seven entries) sits above the bars and lines instead of over them.
+const HEADROOM: f64 = 1.6;
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -39,7 +43,7 @@ pub fn grouped_bars(title: &str, y_desc: &str, groups: &[String], series: &[BarS
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
-            .build_cartesian_2d(0f64..groups.len().max(1) as f64, 0f64..top * 1.15)?;
+            .build_cartesian_2d(0f64..groups.len().max(1) as f64, 0f64..top * HEADROOM)?;
         chart.configure_mesh().disable_x_mesh().x_labels(0).y_desc(y_desc).draw()?;
         let slot = 0.8 / series.len().max(1) as f64;
         for (i, (name, values)) in series.iter().enumerate() {
@@ -100,7 +104,7 @@ pub fn lines(title: &str, y_desc: &str, series: &[Line]) -> String {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
-            .build_cartesian_2d(x_min..x_max, 0f64..y_max.max(1e-9) * 1.15)?;
+            .build_cartesian_2d(x_min..x_max, 0f64..y_max.max(1e-9) * HEADROOM)?;
         chart
             .configure_mesh()
             .x_desc("run")

@@ -29,6 +29,7 @@ Examples:
   keepsync bench --input ~/photos --workload sync  your own data
   keepsync bench --report bench.html --markdown
   keepsync bench history
+  keepsync bench report 12 --report run12.html
   keepsync bench compare baseline latest           exit 3 on a regression
   keepsync bench baseline set 12
 
@@ -48,6 +49,8 @@ enum BenchCommand {
     History(HistoryArgs),
     /// Compare two runs metric by metric; exit 3 if keepsync regressed beyond the noise.
     Compare(CompareArgs),
+    /// Show a stored run again: tables, JSON, the HTML report or the charts.
+    Report(ReportArgs),
     /// Name the run that `baseline` refers to.
     Baseline(BaselineArgs),
 }
@@ -106,6 +109,16 @@ struct RunArgs {
     tag: Option<String>,
     #[command(flatten)]
     db: DbArg,
+    #[command(flatten)]
+    out: RunOutputs,
+    /// Files in the small and medium classes (for quick tests).
+    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    files: Option<u64>,
+}
+
+/// How a run is shown: by `bench` after it ran, and by `bench report` from the history.
+#[derive(Debug, Args)]
+struct RunOutputs {
     /// Print the run as JSON (samples, summaries, ratios) instead of tables.
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
@@ -115,12 +128,44 @@ struct RunArgs {
     /// Also write a self-contained HTML report with SVG charts to FILE.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Also write each chart as DIR/bench-NAME.svg (for docs).
+    /// Also write each chart as DIR/bench-NAME.svg (throughput, phases, history), e.g. for docs.
     #[arg(long, value_name = "DIR")]
     charts: Option<PathBuf>,
-    /// Files in the small and medium classes (for quick tests).
-    #[arg(long, value_name = "N", hide = true, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    files: Option<u64>,
+}
+
+impl RunOutputs {
+    /// Writes the requested files and prints the run.
+    fn show(&self, store: &Store, run: &Run) -> Result<()> {
+        if self.report.is_some() || self.charts.is_some() {
+            let charts = crate::bench::chart::charts(run, &history_series(store, run)?);
+            if let Some(path) = &self.report {
+                write_file(path, report::html(run, &charts).as_bytes())?;
+            }
+            if let Some(dir) = &self.charts {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+                for (name, svg) in &charts {
+                    write_file(&dir.join(format!("bench-{name}.svg")), svg.as_bytes())?;
+                }
+            }
+        }
+        if self.json {
+            json(&RunView::new(run));
+        } else {
+            println!("{}", report::render(&report::run_tables(run), format(self.markdown)));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The run: an id, a --tag name, `baseline` or `latest`.
+    #[arg(default_value = "latest")]
+    run: String,
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    out: RunOutputs,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +249,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         None => run_bench(args.run),
         Some(BenchCommand::History(a)) => history(a),
         Some(BenchCommand::Compare(a)) => compare(a),
+        Some(BenchCommand::Report(a)) => {
+            let store = a.db.open()?;
+            let run = store.load(store.resolve(&a.run)?)?;
+            a.out.show(&store, &run)?;
+            Ok(ExitCode::from(exit::OK))
+        }
         Some(BenchCommand::Baseline(BaselineArgs { action: BaselineAction::Set { run, db } })) => {
             let store = db.open()?;
             let id = store.resolve(&run)?;
@@ -248,23 +299,7 @@ fn run_bench(args: RunArgs) -> Result<ExitCode> {
     };
     let mut run = harness::run(&settings)?;
     run.id = Some(store.insert(&run)?);
-    if args.report.is_some() || args.charts.is_some() {
-        let charts = crate::bench::chart::charts(&run, &history_series(&store, &run)?);
-        if let Some(path) = &args.report {
-            write_file(path, report::html(&run, &charts).as_bytes())?;
-        }
-        if let Some(dir) = &args.charts {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-            for (name, svg) in &charts {
-                write_file(&dir.join(format!("bench-{name}.svg")), svg.as_bytes())?;
-            }
-        }
-    }
-    if args.json {
-        json(&RunView::new(&run));
-    } else {
-        println!("{}", report::render(&report::run_tables(&run), format(args.markdown)));
-    }
+    args.out.show(&store, &run)?;
     Ok(ExitCode::from(exit::OK))
 }
 

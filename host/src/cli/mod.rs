@@ -69,7 +69,7 @@ enum Command {
     Caps(caps::CapsArgs),
     /// Benchmark pack, unpack and sync against zstd, lz4, pigz, age, rage and rsync on seeded
     /// corpora; keep a history, compare runs, write reports.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// The key options shared by pack and unpack: exactly one is required.
@@ -195,7 +195,7 @@ pub fn main() -> ExitCode {
         Command::Unpack(a) => unpack::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Caps(a) => caps::run(a).map(|()| ExitCode::from(exit::OK)),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(*a),
     };
     match result {
         Ok(code) => code,
