@@ -5,14 +5,36 @@ use plotters::prelude::*;
 
 use super::Case;
 use super::Run;
-use super::report::{median, summary};
+use super::report::{html_escape, median, summary};
 
 /// The y axis reaches this many times the highest value, so the legend (upper right, up to
 /// seven entries) sits above the bars and lines instead of over them.
 const HEADROOM: f64 = 1.6;
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+/// Every chart's size in pixels (the SVG scales; this sets the proportions and text size).
+const SIZE: (u32, u32) = (960, 420);
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// Runs `paint` on a white SVG canvas and returns the document. Drawing errors (which the SVG
+/// backend only reports for impossible layouts) give an SVG that says so, not a panic.
+fn svg(paint: impl FnOnce(&Area<'_>) -> Drawn) -> String {
+    let mut svg = String::new();
+    let drawn = (|| -> Drawn {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        paint(&root)?;
+        root.present()?;
+        Ok(())
+    })();
+    match drawn {
+        Ok(()) => svg,
+        Err(e) => format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\"><text>chart failed: {}</text></svg>",
+            html_escape(&e.to_string())
+        ),
+    }
 }
 
 const COLORS: [RGBColor; 8] = [
@@ -29,16 +51,12 @@ const COLORS: [RGBColor; 8] = [
 /// One bar series of a grouped bar chart: a name and, per group, (median, min, max).
 pub type BarSeries = (String, Vec<Option<(f64, f64, f64)>>);
 
-/// A grouped bar chart with min..max whiskers, as an SVG document. Drawing errors (which the
-/// SVG backend only reports for impossible layouts) give an SVG that says so.
+/// A grouped bar chart with min..max whiskers, as an SVG document.
 pub fn grouped_bars(title: &str, y_desc: &str, groups: &[String], series: &[BarSeries]) -> String {
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
-        let root = SVGBackend::with_string(&mut svg, (960, 420)).into_drawing_area();
-        root.fill(&WHITE)?;
+    svg(|root| {
         let top =
             series.iter().flat_map(|s| s.1.iter().flatten().map(|v| v.2)).fold(0.0f64, f64::max).max(1e-9);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
@@ -74,16 +92,8 @@ pub fn grouped_bars(title: &str, y_desc: &str, groups: &[String], series: &[BarS
                 ));
             root.draw(&Text::new(label.as_str(), (x, y + 8), style))?;
         }
-        root.present()?;
         Ok(())
-    })();
-    match drawn {
-        Ok(()) => svg,
-        Err(e) => format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\"><text>chart failed: {}</text></svg>",
-            escape(&e.to_string())
-        ),
-    }
+    })
 }
 
 /// One line of a line chart: a name and its (x, y) points.
@@ -91,15 +101,12 @@ pub type Line = (String, Vec<(f64, f64)>);
 
 /// A line chart (x: run id), as an SVG document.
 pub fn lines(title: &str, y_desc: &str, series: &[Line]) -> String {
-    let mut svg = String::new();
-    let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
-        let root = SVGBackend::with_string(&mut svg, (960, 420)).into_drawing_area();
-        root.fill(&WHITE)?;
+    svg(|root| {
         let points = series.iter().flat_map(|s| s.1.iter());
         let (x_min, x_max, y_max) =
             points.fold((f64::MAX, f64::MIN, 0.0f64), |(a, b, c), &(x, y)| (a.min(x), b.max(x), c.max(y)));
         let (x_min, x_max) = if x_min > x_max { (0.0, 1.0) } else { (x_min - 0.5, x_max + 0.5) };
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
@@ -120,16 +127,8 @@ pub fn lines(title: &str, y_desc: &str, series: &[Line]) -> String {
             chart.draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
-        root.present()?;
         Ok(())
-    })();
-    match drawn {
-        Ok(()) => svg,
-        Err(e) => format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\"><text>chart failed: {}</text></svg>",
-            escape(&e.to_string())
-        ),
-    }
+    })
 }
 
 /// The charts of a run: throughput per size class, keepsync's phases, and (given the history

@@ -33,7 +33,8 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
-fn html_escape(text: &str) -> String {
+/// `text` safe inside HTML (and SVG) text and attributes.
+pub(crate) fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -473,7 +474,7 @@ pub fn history_table(runs: &[(super::store::RunInfo, Run)]) -> Table {
             format!("{}{}", info.id, if info.baseline { " (baseline)" } else { "" }),
             info.started_at.clone(),
             info.tag.clone().unwrap_or_default(),
-            info.git_rev.as_deref().map_or("", |r| &r[..r.len().min(10)]).to_string(),
+            info.git_rev.as_deref().unwrap_or_default().chars().take(10).collect(),
             figures.join(", "),
         ]);
     }

@@ -85,14 +85,7 @@ pub struct RunInfo {
 /// The default database: `$XDG_DATA_HOME/keepsync/bench.sqlite`, else
 /// `~/.local/share/keepsync/bench.sqlite`.
 pub fn default_path() -> Result<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/share"))
-        })
-        .ok_or_else(|| Error::Usage("neither XDG_DATA_HOME nor HOME is set: pass --db FILE".into()))?;
-    Ok(data.join("keepsync").join("bench.sqlite"))
+    super::xdg_path("XDG_DATA_HOME", ".local/share", "bench.sqlite", "--db FILE")
 }
 
 impl Store {
