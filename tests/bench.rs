@@ -127,3 +127,45 @@ fn mistakes_are_explained() {
     let text = String::from_utf8(help.ok().stdout.clone()).unwrap();
     assert!(text.contains("Regression rule") && text.contains("--size-class"), "{text}");
 }
+
+/// Two synthetic runs in a history: the head's keepsync pack is 20% slower.
+fn history_with_a_slowdown(db: &Path) {
+    let run = |wall: f64| keepsync::bench::Run {
+        id: None,
+        started_at: "2026-11-25T12:00:00Z".into(),
+        unix_time: 1_795_000_000,
+        tag: None,
+        git_rev: None,
+        version: "0.1.0".into(),
+        settings: serde_json::json!({"seed": 1}),
+        machine: serde_json::json!({"cores": 2}),
+        peers: Vec::new(),
+        cases: vec![keepsync::bench::Case {
+            workload: "pack".into(),
+            size_class: "medium".into(),
+            tool: "keepsync".into(),
+            command: "keepsync pack".into(),
+            input_bytes: 32 << 20,
+            files: 32,
+            samples: [("wall_s".to_string(), [1.0, 1.01, 0.99, 1.005, 0.995].map(|w| w * wall).to_vec())]
+                .into_iter()
+                .collect(),
+        }],
+    };
+    let mut store = keepsync::bench::store::Store::open(db).unwrap();
+    store.insert(&run(1.0)).unwrap();
+    store.insert(&run(1.2)).unwrap();
+}
+
+#[test]
+fn compare_exits_3_on_a_regression_and_0_the_other_way() {
+    let dir = tempfile::tempdir().unwrap();
+    history_with_a_slowdown(&dir.path().join("h.sqlite"));
+    let worse = ks(dir.path(), &["bench", "compare", "1", "2", "--db", "h.sqlite"]);
+    assert_eq!(worse.code, 3, "{}", worse.stderr);
+    let text = String::from_utf8_lossy(&worse.stdout);
+    assert!(text.contains("REGRESSION") && text.contains("+20.0%"), "{text}");
+    let better = ks(dir.path(), &["bench", "compare", "2", "1", "--db", "h.sqlite"]);
+    assert_eq!(better.code, 0, "{}", better.stderr);
+    assert!(String::from_utf8_lossy(&better.stdout).contains("better"));
+}

@@ -371,7 +371,12 @@ fn compare(args: CompareArgs) -> Result<ExitCode> {
         if rows.is_empty() {
             eprintln!("keepsync: the runs have no case in common (different workloads or size classes)");
         }
-        println!("{}", report::render(&[report::compare_table(&base, &head, &shown)], format(args.markdown)));
+        if !shown.is_empty() {
+            println!(
+                "{}",
+                report::render(&[report::compare_table(&base, &head, &shown)], format(args.markdown))
+            );
+        }
         println!(
             "{} of {} compared metrics moved beyond the noise; {} keepsync regression{}",
             rows.iter().filter(|r| r.shift.verdict != crate::bench::stats::Verdict::Noise).count(),
