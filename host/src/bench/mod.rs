@@ -50,18 +50,21 @@ pub struct Run {
     pub settings: serde_json::Value,
     /// The machine (see [`Machine`]).
     pub machine: serde_json::Value,
-    /// Each peer and whether it ran.
+    /// Each peer and whether it could run.
     pub peers: Vec<PeerStatus>,
     /// The measured cases.
     pub cases: Vec<Case>,
 }
 
-/// Whether a peer ran.
+/// The status of a peer that is installed and was requested: it ran in every case it does.
+pub const INSTALLED: &str = "installed";
+
+/// Whether a peer could run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
     /// The tool.
     pub tool: String,
-    /// `ran`, `not installed`, or `not requested`.
+    /// [`INSTALLED`], `not installed`, or `not requested`.
     pub status: String,
 }
 
@@ -282,14 +285,14 @@ pub fn run(settings: &Settings) -> Result<Run> {
                 "not requested".into()
             } else {
                 match peer_status(p, age.as_ref()) {
-                    Ok(()) => "ran".into(),
+                    Ok(()) => INSTALLED.into(),
                     Err(why) => why.into(),
                 }
             },
         })
         .collect();
     let tools: Vec<Tool> = std::iter::once(Tool::Keepsync)
-        .chain(PEERS.iter().zip(&peers).filter(|(_, s)| s.status == "ran").map(|(p, _)| Tool::Peer(p)))
+        .chain(PEERS.iter().zip(&peers).filter(|(_, s)| s.status == INSTALLED).map(|(p, _)| Tool::Peer(p)))
         .collect();
     let progress = std::io::stderr().is_terminal();
     let corpora: Vec<Corpus> = match &settings.input {

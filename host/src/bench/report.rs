@@ -261,7 +261,7 @@ pub fn run_tables(run: &Run) -> Vec<Table> {
     if !phases.rows.is_empty() {
         tables.push(phases);
     }
-    let absent: Vec<&super::PeerStatus> = run.peers.iter().filter(|p| p.status != "ran").collect();
+    let absent: Vec<&super::PeerStatus> = run.peers.iter().filter(|p| p.status != super::INSTALLED).collect();
     if !absent.is_empty() {
         let mut t = Table::new("peers that did not run", &[("peer", Left), ("why", Left)]);
         t.rows = absent.iter().map(|p| vec![p.tool.clone(), p.status.clone()]).collect();
