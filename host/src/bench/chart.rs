@@ -82,7 +82,12 @@ pub fn grouped_bars(title: &str, y_desc: &str, groups: &[String], series: &[BarS
             });
             chart.draw_series(whiskers)?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
         for (g, label) in groups.iter().enumerate() {
             let (x, y) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
             let style =
@@ -126,7 +131,12 @@ pub fn lines(title: &str, y_desc: &str, series: &[Line]) -> String {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
             chart.draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
         Ok(())
     })
 }
