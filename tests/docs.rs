@@ -33,3 +33,19 @@ fn format_md_worked_example_is_test_vector_two() {
     }
     assert_eq!(shown, container);
 }
+
+#[test]
+fn benchmarks_md_explains_every_bench_metric() {
+    let doc = include_str!("../docs/BENCHMARKS.md");
+    for metric in keepsync::bench::stats::METRICS {
+        assert!(
+            doc.contains(&format!("`{}`", metric.name)),
+            "docs/BENCHMARKS.md does not explain `{}`",
+            metric.name
+        );
+    }
+    // The regression rule is stated as the code applies it.
+    assert!(doc.contains("3 × 1.4826 × MAD_pool") && doc.contains("2% × |median(B)|"));
+    assert_eq!(keepsync::bench::stats::SIGMAS, 3.0);
+    assert_eq!(keepsync::bench::stats::MIN_RELATIVE_SHIFT, 0.02);
+}

@@ -94,13 +94,15 @@ fn measure(name: &'static str, crypto: CryptoChoice, mut encoder: impl Encoder, 
     Speed { name, seal_mb_per_s: seal, open_mb_per_s: open, ratio: sealed.len() as f64 / CHUNK as f64 }
 }
 
-fn meminfo_total() -> Option<u64> {
+/// Total memory in bytes (Linux `/proc/meminfo`), if known.
+pub fn meminfo_total() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
-fn cpu_model() -> Option<String> {
+/// The CPU model name (Linux `/proc/cpuinfo`), if known.
+pub fn cpu_model() -> Option<String> {
     let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("model name"))?;
     Some(line.split_once(':')?.1.trim().to_string())

@@ -30,6 +30,8 @@ pub mod exit {
     /// The peer broke the sync protocol, proved the wrong PSK, or refused the request
     /// (rsync's 12).
     pub const PROTOCOL: u8 = 12;
+    /// `keepsync bench compare` found a regression beyond the noise threshold.
+    pub const REGRESSION: u8 = 3;
 }
 
 /// Everything the host can fail with.
@@ -94,6 +96,22 @@ pub enum Error {
         /// Why, as far as the protocol says.
         reason: String,
     },
+    /// A peer tool run by `keepsync bench` failed.
+    Peer {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+    },
+    /// The benchmark history database cannot be used.
+    History {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A benchmark run named on the command line is not in the history.
+    UnknownRun(String),
 }
 
 /// Shorthand.
@@ -118,9 +136,10 @@ impl Error {
             },
             Self::BadKeyFile { .. } => exit::NO_INPUT,
             Self::OutputExists(_) | Self::OutputBusy(_) => exit::CANT_CREATE,
-            Self::NoPassphrase(_) | Self::Usage(_) => exit::USAGE,
             Self::Network { .. } | Self::Protocol { fault: ProtoError::TimedOut, .. } => exit::NETWORK,
             Self::Protocol { .. } | Self::Refused { .. } => exit::PROTOCOL,
+            Self::NoPassphrase(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
+            Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
         }
     }
 
@@ -191,6 +210,17 @@ impl Error {
             Self::Refused { .. } => {
                 "check the path in the ks:// URL: it must lie inside the served root".into()
             }
+            Self::Peer { .. } => {
+                "run that command by hand to see its error, or leave the tool out with --peers".into()
+            }
+            Self::History { path, .. } => format!(
+                "{} must be a keepsync bench database in a writable directory; choose another with --db",
+                path.display()
+            ),
+            Self::UnknownRun(_) => {
+                "name a run by its id, its --tag, `latest` or `baseline`; `keepsync bench history` lists them"
+                    .into()
+            }
         })
     }
 }
@@ -216,6 +246,9 @@ impl fmt::Display for Error {
             Self::Network { peer, action, source } => write!(f, "cannot {action} {peer}: {source}"),
             Self::Protocol { peer, fault } => write!(f, "{peer}: {fault}"),
             Self::Refused { peer, reason } => write!(f, "{peer} refused the request: {reason}"),
+            Self::Peer { command, status } => write!(f, "`{command}` failed ({status})"),
+            Self::History { path, reason } => write!(f, "benchmark history {}: {reason}", path.display()),
+            Self::UnknownRun(name) => write!(f, "no benchmark run `{name}` in the history"),
         }
     }
 }

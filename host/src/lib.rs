@@ -7,9 +7,11 @@
 //! - [`keys`]: key files and passphrases; [`output`]: crash-safe output files.
 //! - [`crypto`]: AES-256-GCM backends (RustCrypto by default, ring on request).
 //! - [`pipeline`]: the bounded, ordered parallel chunk pipeline.
+//! - [`bench`]: `keepsync bench`, its corpora, metrics history and reports.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod caps;
 pub mod cli;
 pub mod codec;

@@ -63,6 +63,7 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
+#[allow(unused_imports)] // not every test file needs sample data
 pub use keepsync::sample::mixed;
 
 /// A temp dir with a fresh key file named `key`.

@@ -1,5 +1,6 @@
 //! The `keepsync` command line: clap definitions and dispatch. One file per subcommand.
 
+mod bench;
 mod caps;
 mod inspect;
 mod keygen;
@@ -29,11 +30,14 @@ Examples:
   tar c dir | keepsync pack - -o - --passphrase-env PW > dir.tar.ks
   keepsync inspect photos.tar.ks --json
   keepsync caps
+  keepsync bench --report bench.html
+  keepsync bench compare baseline latest
 
 Exit codes:
   0   success
   1   failure not listed below
   2   the command line is wrong
+  3   bench compare: keepsync regressed beyond the noise threshold
   10  the network failed (cannot connect, connection lost, peer silent): run again to resume
   12  the peer broke the protocol, holds another PSK, or refused the path
   23  sync finished, but some entries could not be synced (they are listed)
@@ -71,6 +75,9 @@ enum Command {
     /// Show this machine's cores, memory, CPU crypto features, and measured codec and
     /// AES-GCM speeds (about 2 seconds).
     Caps(caps::CapsArgs),
+    /// Benchmark pack, unpack and sync against zstd, lz4, pigz, age, rage and rsync on seeded
+    /// corpora; keep a history, compare runs, write reports.
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// The key options shared by pack and unpack: exactly one is required.
@@ -197,6 +204,7 @@ pub fn main() -> ExitCode {
         Command::Unpack(a) => unpack::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Caps(a) => caps::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Bench(a) => bench::run(*a),
     };
     match result {
         Ok(code) => code,
