@@ -49,3 +49,52 @@ fn benchmarks_md_explains_every_bench_metric() {
     assert_eq!(keepsync::bench::stats::SIGMAS, 3.0);
     assert_eq!(keepsync::bench::stats::MIN_RELATIVE_SHIFT, 0.02);
 }
+
+/// docs/PROTOCOL.md's message table names each message's postcard enum index: encode one of
+/// each and compare the first byte.
+#[test]
+fn protocol_message_table_matches_the_encoding() {
+    use keepsync_core::sync::{Bytes, CloseCode, Direction, FileMeta, Have, Kind, Message, Status};
+    let doc = include_str!("../docs/PROTOCOL.md");
+    let meta = FileMeta {
+        id: 1,
+        path: "a",
+        kind: Kind::File,
+        size: 1,
+        mtime: 0,
+        mtime_nsec: 0,
+        mode: 0o644,
+        target: "",
+        hash: None,
+    };
+    let samples: [(&str, Message<'_>); 12] = [
+        ("Open", Message::Open { path: "p", direction: Direction::Push, delete: false, checksum: false }),
+        ("Opened", Message::Opened),
+        ("File", Message::File(meta)),
+        ("Have", Message::Have { id: 1, have: Have::Skip }),
+        ("Hashes", Message::Hashes { id: 1, first: 0, hashes: Bytes(&[0; 32]) }),
+        ("Data", Message::Data { id: 1, offset: 0, codec: 0, raw_len: 1, body: Bytes(b"x") }),
+        ("End", Message::End { id: 1, hash: [0; 32] }),
+        ("Done", Message::Done { id: 1, status: Status::Ok }),
+        ("Finished", Message::Finished),
+        ("Ping", Message::Ping),
+        ("Pong", Message::Pong),
+        ("Close", Message::Close(CloseCode::Done)),
+    ];
+    for (name, msg) in samples {
+        let row = doc
+            .lines()
+            .find(|l| l.contains(&format!("| `{name}` |")))
+            .unwrap_or_else(|| panic!("docs/PROTOCOL.md has no row for `{name}`"));
+        let index: u8 = row.trim_start_matches('|').split('|').next().unwrap().trim().parse().unwrap();
+        let mut buf = [0u8; 128];
+        let bytes = postcard::to_slice(&msg, &mut buf).unwrap();
+        assert_eq!(bytes[0], index, "docs/PROTOCOL.md gives `{name}` index {index}");
+    }
+    let limits = format!(
+        "at most `MAX_FRAME_BODY` = 1 MiB + {}, at least `MIN_FRAME_BODY` = 1 KiB + {}",
+        keepsync_core::budget::MAX_FRAME_BODY - (1 << 20),
+        keepsync_core::budget::MIN_FRAME_BODY - (1 << 10)
+    );
+    assert!(doc.replace('\n', " ").replace("   ", " ").contains(&limits), "frame limits in docs/PROTOCOL.md: {limits}");
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Network sync: keepsync serve + `keepsync sync ks://` against rsync's daemon, same data, same
+# run. Loopback by default; SHAPED=1 adds a 100 Mbit/s link between two network namespaces
+# (veth pair, tbf qdisc; needs root).
+#
+# Workloads
+#   big      one 256 MiB mixed file (benches/make-corpus.py), initial transfer
+#   small    10,000 small files (~150 MB, seeded), initial transfer and a no-op re-sync
+#   resume   the big file interrupted at ~50% (kill -9 of the client), then resumed
+#   shaped   the big file over the 100 Mbit/s link: rsync, rsync -z, keepsync (SHAPED=1)
+#
+# Environment: RUNS=5 (big, no-op), SMALL_RUNS=3, SKIP_BUILD=1, BENCH_DATA, WORK_DIR, SHAPED=0.
+# keepsync fsyncs every file before renaming it into place; rsync does not. Both are timed as
+# they come, and "rsync+sync" adds a `sync` after rsync for a like-for-like durability figure.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+RUNS=${RUNS:-5}
+SMALL_RUNS=${SMALL_RUNS:-3}
+SHAPED=${SHAPED:-0}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/ks-bench-target}
+DATA=${BENCH_DATA:-$ROOT/bench-data}
+W=${WORK_DIR:-$DATA/net}
+KS=$CARGO_TARGET_DIR/release/keepsync
+KPORT=7391
+RPORT=8731
+
+for tool in rsync hyperfine python3; do
+    command -v "$tool" >/dev/null || { apt-get install -y -qq rsync hyperfine python3 >/dev/null; break; }
+done
+[[ ${SKIP_BUILD:-0} == 1 ]] || (cd "$ROOT" && cargo build --release -p keepsync)
+mkdir -p "$DATA" "$W"
+CORPUS=$DATA/mixed-256MiB-seed1
+[[ -f $CORPUS ]] || python3 "$HERE/make-corpus.py" --size 256MiB --seed 1 -o "$CORPUS"
+
+rm -rf "$W/src-big" "$W/ks-root" "$W/rs-root"
+mkdir -p "$W/src-big" "$W/ks-root" "$W/rs-root"
+ln "$CORPUS" "$W/src-big/data.bin" 2>/dev/null || cp "$CORPUS" "$W/src-big/data.bin"
+[[ -f $W/psk ]] || "$KS" keygen -o "$W/psk" 2>/dev/null
+
+if [[ ! -d $W/src-small ]]; then
+    echo "==> generating 10,000 small files (seeded)"
+    python3 - "$W/src-small" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+r = random.Random(7)
+words = [b"status", b"ok", b"error", b"user", b"request", b"latency", b"cache", b"disk", b"sync"]
+for i in range(10_000):
+    d = os.path.join(root, f"d{i // 200:02d}")
+    os.makedirs(d, exist_ok=True)
+    size = r.randint(2_000, 28_000)
+    if i % 4 == 3:   # binary-ish
+        data = bytes(r.getrandbits(8) if r.random() < 0.5 else 0 for _ in range(size))
+    else:            # text-ish
+        out = bytearray()
+        while len(out) < size:
+            out += b" ".join(r.choice(words) for _ in range(8)) + b" %d\n" % r.randint(0, 10**6)
+        data = bytes(out[:size])
+    with open(os.path.join(d, f"f{i:05d}.dat"), "wb") as f:
+        f.write(data)
+PY
+fi
+
+cat > "$W/rsyncd.conf" <<CONF
+port = $RPORT
+address = 127.0.0.1
+use chroot = no
+pid file = $W/rsyncd.pid
+log file = $W/rsyncd.log
+[m]
+path = $W/rs-root
+read only = false
+uid = root
+gid = root
+CONF
+cleanup() {
+    [[ -f $W/rsyncd.pid ]] && kill "$(cat "$W/rsyncd.pid")" 2>/dev/null || true
+    [[ -n ${KS_PID:-} ]] && kill "$KS_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+rsync --daemon --config="$W/rsyncd.conf"
+"$KS" serve --root "$W/ks-root" --listen "127.0.0.1:$KPORT" --psk-file "$W/psk" 2>"$W/serve.log" &
+KS_PID=$!
+sleep 1
+
+KSYNC="$KS sync -q --psk-file $W/psk"
+median() { python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results']; [print(f\"{x['command']}\t{x['median']:.3f}\") for x in r]" "$1"; }
+
+echo "==> big: 256 MiB mixed file, initial transfer (median of $RUNS)"
+hyperfine --runs "$RUNS" --warmup 1 --export-json "$W/big.json" \
+    --prepare "rm -rf $W/ks-root/big $W/rs-root/big; sync" \
+    -n rsync "rsync -a $W/src-big/ rsync://127.0.0.1:$RPORT/m/big/" \
+    -n rsync+sync "rsync -a $W/src-big/ rsync://127.0.0.1:$RPORT/m/big/ && sync" \
+    -n keepsync "$KSYNC $W/src-big ks://127.0.0.1:$KPORT/big"
+median "$W/big.json" | tee "$W/big.tsv"
+full_bytes=$($KSYNC --json $W/src-big ks://127.0.0.1:$KPORT/big-bytes | python3 -c "import json,sys; print(json.load(sys.stdin)['bytes_sent'])")
+
+echo "==> small: 10,000 files, initial transfer into fresh directories (median of $SMALL_RUNS)"
+: > "$W/small.tsv"
+for i in $(seq 1 "$SMALL_RUNS"); do
+    sync
+    t0=$(date +%s.%N); rsync -a "$W/src-small/" "rsync://127.0.0.1:$RPORT/m/small-$i/"; t1=$(date +%s.%N)
+    sync
+    t2=$(date +%s.%N); $KSYNC "$W/src-small" "ks://127.0.0.1:$KPORT/small-$i"; t3=$(date +%s.%N)
+    printf 'rsync\t%s\nkeepsync\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" >> "$W/small.tsv"
+done
+python3 - "$W/small.tsv" <<'PY'
+import sys, statistics, collections
+t = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    k, v = line.split(); t[k].append(float(v))
+for k, v in t.items(): print(f"small initial {k}\t{statistics.median(v):.3f}")
+PY
+echo "==> small: no-op re-sync (median of $RUNS)"
+hyperfine --runs "$RUNS" --warmup 1 --export-json "$W/noop.json" \
+    -n rsync "rsync -a $W/src-small/ rsync://127.0.0.1:$RPORT/m/small-1/" \
+    -n keepsync "$KSYNC $W/src-small ks://127.0.0.1:$KPORT/small-1"
+median "$W/noop.json"
+
+echo "==> resume: kill -9 at ~50% of the big file, then resume"
+rm -rf "$W/ks-root/resume"; sync
+$KS sync -q --psk-file "$W/psk" --limit-rate 64MiB "$W/src-big" "ks://127.0.0.1:$KPORT/resume" &
+pid=$!
+half=$(( $(stat -c %s "$CORPUS") / 2 ))
+while :; do
+    got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%s\n' 2>/dev/null | head -1)
+    [[ -n $got && $got -ge $half ]] && break
+    sleep 0.02
+done
+kill -9 $pid; wait $pid 2>/dev/null || true
+t0=$(date +%s.%N)
+resumed_bytes=$($KSYNC --json "$W/src-big" "ks://127.0.0.1:$KPORT/resume" | python3 -c "import json,sys; print(json.load(sys.stdin)['bytes_sent'])")
+t1=$(date +%s.%N)
+full_time=$(awk -F'\t' '$1=="keepsync" {print $2}' "$W/big.tsv")
+python3 - "$resumed_bytes" "$full_bytes" "$(echo "$t1 - $t0" | bc)" "$full_time" <<'PY'
+import sys
+rb, fb, rt, ft = map(float, sys.argv[1:])
+print(f"resume: sent {rb/fb:.2f} of a full run's bytes ({rb/1e6:.1f} of {fb/1e6:.1f} MB), took {rt/ft:.2f} of a full run's time ({rt:.2f} s vs {ft:.2f} s)")
+PY
+
+if [[ $SHAPED == 1 ]]; then
+    echo "==> shaped: 100 Mbit/s between two network namespaces"
+    ip netns del ksa 2>/dev/null || true; ip netns del ksb 2>/dev/null || true
+    ip netns add ksa; ip netns add ksb
+    ip link add ksva type veth peer name ksvb
+    ip link set ksva netns ksa; ip link set ksvb netns ksb
+    ip -n ksa addr add 10.77.0.1/24 dev ksva; ip -n ksb addr add 10.77.0.2/24 dev ksvb
+    ip -n ksa link set ksva up; ip -n ksb link set ksvb up
+    ip -n ksa link set lo up; ip -n ksb link set lo up
+    for ns in ksa:ksva ksb:ksvb; do
+        tc -n "${ns%%:*}" qdisc add dev "${ns##*:}" root tbf rate 100mbit burst 64kb latency 50ms
+    done
+    sed "s/address = 127.0.0.1/address = 10.77.0.2/; s/port = $RPORT/port = 8732/; s#pid file = .*#pid file = $W/rsyncd-ns.pid#" \
+        "$W/rsyncd.conf" > "$W/rsyncd-ns.conf"
+    ip netns exec ksb rsync --daemon --config="$W/rsyncd-ns.conf"
+    ip netns exec ksb "$KS" serve --root "$W/ks-root" --listen 10.77.0.2:7392 --psk-file "$W/psk" 2>>"$W/serve.log" &
+    NS_KS=$!
+    sleep 1
+    hyperfine --runs 3 --export-json "$W/shaped.json" \
+        --prepare "rm -rf $W/ks-root/shaped $W/rs-root/shaped; sync" \
+        -n rsync "ip netns exec ksa rsync -a $W/src-big/ rsync://10.77.0.2:8732/m/shaped/" \
+        -n "rsync -z" "ip netns exec ksa rsync -az $W/src-big/ rsync://10.77.0.2:8732/m/shaped/" \
+        -n keepsync "ip netns exec ksa $KSYNC $W/src-big ks://10.77.0.2:7392/shaped"
+    median "$W/shaped.json"
+    kill $NS_KS; kill "$(cat "$W/rsyncd-ns.pid")" 2>/dev/null || true
+    ip netns del ksa; ip netns del ksb
+fi
+
+echo "==> cleaning up the small-file trees (outside the timed runs)"
+rm -rf "$W"/ks-root/small-* "$W"/rs-root/small-* "$W/ks-root/big-bytes"
