@@ -30,6 +30,7 @@ impl Server {
             .current_dir(dir)
             .args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"])
             .args(extra)
+            .env("XDG_CACHE_HOME", dir.join("server-cache"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -193,6 +194,45 @@ fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
     // The server logged the failed handshake and still serves.
     ks(d, &["sync", "src", &srv.url("ok"), "--psk-file", "psk"]).ok();
     assert!(srv.log().contains("did not prove the pre-shared key"), "{}", srv.log());
+}
+
+#[test]
+fn checksum_catches_content_changed_under_a_restored_mtime_and_keeps_an_index() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let url = srv.url("c");
+    let cache = d.join("client-cache");
+    let env = [("XDG_CACHE_HOME", cache.to_str().unwrap())];
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["sync", "src", &url, "--psk-file", "psk", "--json"];
+        args.extend_from_slice(extra);
+        let run = keepsync(d, &args, None, &env);
+        run.ok();
+        run
+    };
+    sync(&["--checksum"]);
+    let index_files = std::fs::read_dir(cache.join("keepsync/index")).unwrap().count();
+    assert_eq!(index_files, 1, "the source tree's hash index is kept in the cache dir");
+    assert_eq!(
+        std::fs::read_dir(d.join("server-cache/keepsync/index")).map_or(0, |r| r.count()),
+        0,
+        "the receiver had nothing to compare yet"
+    );
+
+    // Same size, other bytes, the old mtime put back: only --checksum sees it.
+    let f = d.join("src/f5.log");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let mut data = std::fs::read(&f).unwrap();
+    data[10] ^= 0xff;
+    std::fs::write(&f, &data).unwrap();
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(json_u64(&sync(&[]), "files_transferred"), 0, "size and mtime match: skipped");
+    let run = sync(&["--checksum"]);
+    assert_eq!(json_u64(&run, "files_transferred"), 1);
+    assert_eq!(json_u64(&run, "files_skipped"), 13);
+    assert_eq!(std::fs::read(d.join("srv/c/f5.log")).unwrap(), data);
+    assert_eq!(std::fs::read_dir(d.join("server-cache/keepsync/index")).unwrap().count(), 1);
 }
 
 // ---- a hostile client, speaking the protocol by hand -----------------------------------

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod codec;
 pub mod crypto;
 pub mod error;
+pub mod index;
 pub mod inspect;
 pub mod io;
 pub mod keys;

@@ -19,6 +19,7 @@ use super::recv::{CHECKPOINT_EVERY, RecvApp, RecvOptions, RecvSummary};
 use super::send::{Queue, SendApp, SendSummary, total_bytes, walk};
 use super::{Conn, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms};
 use crate::error::{Error, Result};
+use crate::index::{HashIndex, SharedIndex};
 
 /// Consecutive failed attempts of one connection before the run gives up.
 const MAX_ATTEMPTS: u32 = 5;
@@ -120,6 +121,8 @@ impl App<Conn> for OpenClient {
 struct Shared {
     opts: RemoteSync,
     addr: String,
+    /// `--checksum` pushes: the source tree's hash index.
+    index: Option<SharedIndex>,
 }
 
 /// Connects, proves the PSK and opens the tree.
@@ -205,7 +208,7 @@ async fn push_worker(
     let mut failures = 0;
     loop {
         let mut app =
-            SendApp::with_queue(queue.clone(), shared.opts.checksum, shared.opts.codec, bar.clone());
+            SendApp::with_queue(queue.clone(), shared.index.clone(), shared.opts.codec, bar.clone());
         let first = out.reconnects == 0 && failures == 0;
         let attempt = async {
             // A server that cannot be reached at all is reported at once, not retried.
@@ -235,7 +238,7 @@ async fn push_worker(
 }
 
 /// A pull: one connection; a retry reopens the session and resumes from the partials.
-async fn pull(shared: Arc<Shared>) -> Result<WorkerResult> {
+async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
     let mut out = WorkerResult::default();
     let mut failures = 0;
     let root = shared.opts.local.clone();
@@ -245,7 +248,7 @@ async fn pull(shared: Arc<Shared>) -> Result<WorkerResult> {
             checksum: shared.opts.checksum,
             checkpoint_every: CHECKPOINT_EVERY,
         };
-        let mut app = RecvApp::new(root.clone(), opts);
+        let mut app = RecvApp::new(root.clone(), opts).with_progress(bar.clone());
         let first = failures == 0;
         let attempt = async {
             let (mut link, conn) = open(&shared, shared.opts.delete).await.map_err(|e| (e, first))?;
@@ -288,7 +291,8 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
     let (delete, local) = (opts.delete, opts.local.clone());
     let mut problems = Vec::new();
     let connections = opts.connections.max(1);
-    let shared = Arc::new(Shared { opts, addr });
+    let index = (opts.checksum && direction == Direction::Push).then(|| HashIndex::shared(&local));
+    let shared = Arc::new(Shared { opts, addr, index });
     match direction {
         Direction::Push => {
             summary.direction = "push";
@@ -346,7 +350,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             if !local.exists() {
                 std::fs::create_dir_all(&local).map_err(|e| Error::io("create", &local, e))?;
             }
-            let r = runtime.block_on(pull(Arc::clone(&shared)))?;
+            let r = runtime.block_on(pull(Arc::clone(&shared), bar.clone()))?;
             summary.files_transferred = r.recv.files_received;
             summary.files_skipped = r.recv.files_skipped;
             summary.files_resumed = r.recv.files_resumed;
@@ -356,6 +360,9 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             summary.reconnects = r.reconnects;
             problems.extend(r.recv.problems);
         }
+    }
+    if let Some(index) = &shared.index {
+        index.lock().unwrap_or_else(|e| e.into_inner()).save();
     }
     summary.problems = problems;
     summary.seconds = started.elapsed().as_secs_f64();

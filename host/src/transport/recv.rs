@@ -24,8 +24,9 @@ use super::driver::{App, proto};
 use super::{BLOCK_LOG2, NEW_FILE_BLOCK_LOG2};
 use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
+use crate::index::{HashIndex, SharedIndex, hash_with};
 use crate::output::{sync_parent, write_small_file_atomically};
-use crate::sync::{blake3_of, entries, is_ours, remove};
+use crate::sync::{entries, is_ours, remove};
 
 /// The directory under a receiving tree's root that holds partial files and checkpoints.
 pub const PARTIAL_DIR: &str = ".keepsync-partial";
@@ -132,6 +133,8 @@ pub struct RecvApp {
     closed: bool,
     log_as: Option<String>,
     local_max_body: usize,
+    index: Option<SharedIndex>,
+    bar: indicatif::ProgressBar,
     /// What happened so far.
     pub summary: RecvSummary,
 }
@@ -186,8 +189,16 @@ impl RecvApp {
             closed: false,
             log_as: None,
             local_max_body: 0,
+            index: None,
+            bar: indicatif::ProgressBar::hidden(),
             summary: RecvSummary::default(),
         }
+    }
+
+    /// Shows progress on `bar`: its length grows as files are announced.
+    pub fn with_progress(mut self, bar: indicatif::ProgressBar) -> Self {
+        self.bar = bar;
+        self
     }
 
     /// Also prints each problem on stderr as it happens, naming `peer` (the server's log).
@@ -277,12 +288,16 @@ impl RecvApp {
         max_body: usize,
     ) -> Result<()> {
         let id = meta.id;
+        self.bar.inc_length(meta.size);
         let existing = fs::symlink_metadata(&dest).ok().filter(|m| m.is_file());
         if let Some(m) = &existing
             && m.len() == meta.size
         {
             let same = match (self.opts.checksum, meta.hash) {
-                (true, Some(want)) => blake3_of(&dest).is_ok_and(|h| h == want),
+                (true, Some(want)) => {
+                    self.index.get_or_insert_with(|| HashIndex::shared(&self.root));
+                    hash_with(self.index.as_ref(), &rel, &dest).is_ok_and(|h| h == want)
+                }
                 _ => (m.mtime(), m.mtime_nsec() as u32) == (meta.mtime, meta.mtime_nsec),
             };
             if same {
@@ -290,6 +305,7 @@ impl RecvApp {
                     let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(meta.mode));
                 }
                 self.summary.files_skipped += 1;
+                self.bar.inc(meta.size);
                 self.replies.push_back(Reply::Have(id, Have::Skip));
                 return Ok(());
             }
@@ -326,6 +342,7 @@ impl RecvApp {
         data.seek(SeekFrom::Start(resume)).map_err(|e| Error::io("write", &data_path, e))?;
         if resume > 0 {
             self.summary.files_resumed += 1;
+            self.bar.inc(resume);
         }
         let mut old = existing.and_then(|_| File::open(&dest).ok());
         let hashes = match old.as_mut() {
@@ -438,6 +455,7 @@ impl RecvApp {
         if inc.failed.is_some() {
             return Ok(());
         }
+        let before = inc.written;
         if let Err(why) = Self::fill_from_old(inc, offset, &mut self.buf) {
             inc.failed = Some(why);
             return Ok(());
@@ -453,6 +471,7 @@ impl RecvApp {
         }
         inc.hasher.update(&self.buf);
         inc.written += u64::from(raw_len);
+        self.bar.inc(inc.written - before);
         inc.since_ckpt += u64::from(raw_len);
         if inc.since_ckpt >= self.opts.checkpoint_every
             && let Err(why) = Self::checkpoint(inc)
@@ -518,6 +537,9 @@ impl RecvApp {
         }
         let partial = self.root.join(PARTIAL_DIR);
         let _ = fs::remove_dir(&partial); // only when empty: partials of failed files stay
+        if let Some(index) = &self.index {
+            index.lock().unwrap_or_else(|e| e.into_inner()).save();
+        }
         Ok(())
     }
 

@@ -19,7 +19,8 @@ use super::driver::{App, proto};
 use super::effort::{Effort, SyncCodec};
 use crate::codec::HostEncoder;
 use crate::error::{Error, Result};
-use crate::sync::{blake3_of, entries};
+use crate::index::{SharedIndex, hash_with};
+use crate::sync::entries;
 
 /// One entry of the tree being sent.
 #[derive(Debug, Clone)]
@@ -173,7 +174,7 @@ struct Pending {
 /// The sending application on one connection.
 pub struct SendApp {
     entries: Queue,
-    checksum: bool,
+    index: Option<SharedIndex>,
     next_id: u32,
     flying: HashMap<u32, Outgoing>,
     ready: VecDeque<u32>,
@@ -192,18 +193,20 @@ pub struct SendApp {
 impl SendApp {
     /// Sends `entries`; `checksum` sends each file's BLAKE3 up front for the receiver to
     /// compare.
-    pub fn new(entries: Vec<Entry>, checksum: bool, codec: SyncCodec, bar: ProgressBar) -> Self {
+    pub fn new(entries: Vec<Entry>, index: Option<SharedIndex>, codec: SyncCodec, bar: ProgressBar) -> Self {
         bar.set_length(entries.iter().map(|e| e.size).sum());
-        Self::with_queue(Queue::new(entries), checksum, codec, bar)
+        Self::with_queue(Queue::new(entries), index, codec, bar)
     }
 
-    /// Sends entries taken from `queue`, which other connections of the run share.
-    pub fn with_queue(queue: Queue, checksum: bool, codec: SyncCodec, bar: ProgressBar) -> Self {
+    /// Sends entries taken from `queue`, which other connections of the run share. With
+    /// `index` (`--checksum`), each file's BLAKE3 goes with its offer, from the index when
+    /// the file is unchanged.
+    pub fn with_queue(queue: Queue, index: Option<SharedIndex>, codec: SyncCodec, bar: ProgressBar) -> Self {
         let effort = Effort::new(codec);
         let effort_name = effort.name();
         Self {
             entries: queue,
-            checksum,
+            index,
             next_id: 0,
             flying: HashMap::new(),
             ready: VecDeque::new(),
@@ -234,8 +237,10 @@ impl SendApp {
 
     fn offer(&mut self, ep: &mut Sender<RustCrypto, Vec<u8>>, now: u64) -> Result<bool> {
         let Some(entry) = self.entries.pop_front() else { return Ok(false) };
-        let hash =
-            if self.checksum && entry.kind == Kind::File { Some(blake3_of(&entry.path)?) } else { None };
+        let hash = match (&self.index, entry.kind) {
+            (Some(index), Kind::File) => Some(hash_with(Some(index), &entry.rel, &entry.path)?),
+            _ => None,
+        };
         let meta = FileMeta {
             id: self.next_id,
             path: &entry.rel,

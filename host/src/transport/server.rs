@@ -16,6 +16,7 @@ use super::recv::{RecvApp, RecvOptions, net_path};
 use super::send::{SendApp, walk};
 use super::{Conn, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms};
 use crate::error::{Error, Result};
+use crate::index::HashIndex;
 
 /// What a client asked for in `Open`.
 #[derive(Debug, Clone)]
@@ -182,7 +183,12 @@ async fn session(
             let mut problems = Vec::new();
             let entries = walk(&tree, &mut problems)?;
             let mut ep = Sender::new(conn);
-            let mut app = SendApp::new(entries, req.checksum, SyncCodec::Auto, ProgressBar::hidden());
+            let mut app = SendApp::new(
+                entries,
+                req.checksum.then(|| HashIndex::shared(&tree)),
+                SyncCodec::Auto,
+                ProgressBar::hidden(),
+            );
             drive(link, &mut ep, &mut app, limit).await?;
             let s = &app.summary;
             Ok(format!(
