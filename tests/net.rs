@@ -165,6 +165,24 @@ fn push_noop_delta_and_pull_over_loopback() {
 }
 
 #[test]
+fn many_connections_creating_the_same_directories_do_not_trip_over_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    for i in 0..120 {
+        let sub = d.join(format!("src/d{}/e{}", i % 30, i % 7));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i}")), mixed(100 + i * 50, i as u64)).unwrap();
+    }
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let run = ks(d, &["sync", "src", &srv.url("m"), "--psk-file", "psk", "--connections", "6", "--json"]);
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 120);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/m")));
+}
+
+#[test]
 fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
     let dir = setup();
     let d = dir.path();
