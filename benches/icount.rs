@@ -11,11 +11,15 @@ use iai_callgrind::{library_benchmark, library_benchmark_group, main};
 use keepsync::codec::{CodecChoice, CodecPlan, HostDecoder, HostEncoder};
 use keepsync::sample::mixed;
 use keepsync_core::FormatError;
-use keepsync_core::budget::{HEADER_LEN, RECORD_HEADER_LEN, TAG_LEN, compress_bound, packer_workspace_len};
+use keepsync_core::budget::{
+    FRAME_HEADER_LEN, HEADER_LEN, RECORD_HEADER_LEN, TAG_LEN, compress_bound, frame_body_for_block,
+    packer_workspace_len,
+};
 use keepsync_core::checkpoint::Checkpoint;
 use keepsync_core::compress::{Codec, Lz4Encoder};
 use keepsync_core::crypto::{FileKeys, RustCrypto, RustCryptoAesGcm, SecretKey, open_header};
 use keepsync_core::stream::{Packer, open_chunk, seal_chunk};
+use keepsync_core::sync::{Connection, FileMeta, Have, Kind, Receiver, ReceiverEvent, Sender};
 use keepsync_core::wire::{HeaderRepr, KeySource, Record, RecordRepr};
 
 const CHUNK: usize = 64 << 10;
@@ -148,9 +152,102 @@ fn packer_256k_device(data: Vec<u8>) -> u64 {
     black_box(total)
 }
 
+type Conn = Connection<RustCrypto, Vec<u8>>;
+
+/// Moves every queued byte of `from` into `to`, handing each complete frame's message out.
+fn pump(from: &mut Conn, to: &mut Conn) {
+    let bytes = from.pending_transmit().to_vec();
+    from.consume_transmit(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        at += to.handle_input(0, &bytes[at..]).expect("honest peer");
+        let _ = to.poll_message(0);
+    }
+}
+
+fn conn_pair() -> (Conn, Conn) {
+    let buf = || vec![0u8; FRAME_HEADER_LEN + frame_body_for_block(12)];
+    let psk = || SecretKey::from_bytes([5; 32]);
+    let c = Connection::client(RustCrypto, psk(), [1; 32], 0, buf(), buf()).unwrap();
+    let s = Connection::server(RustCrypto, psk(), [2; 32], 0, buf(), buf()).unwrap();
+    (c, s)
+}
+
+// The PSK handshake, both sides (HKDF, proofs, key schedules), to an open connection.
+#[library_benchmark]
+#[bench::psk(setup = conn_pair)]
+fn sync_handshake((mut c, mut s): (Conn, Conn)) -> bool {
+    pump(&mut c, &mut s);
+    pump(&mut s, &mut c);
+    pump(&mut c, &mut s);
+    black_box(c.is_open() && s.is_open())
+}
+
+struct Transfer {
+    sender: Sender<RustCrypto, Vec<u8>>,
+    receiver: Receiver<RustCrypto, Vec<u8>>,
+    data: Vec<u8>,
+}
+
+fn transfer_setup() -> Transfer {
+    let (mut c, mut s) = conn_pair();
+    pump(&mut c, &mut s);
+    pump(&mut s, &mut c);
+    pump(&mut c, &mut s);
+    Transfer { sender: Sender::new(c), receiver: Receiver::new(s), data: mixed(256 << 10, 7) }
+}
+
+// A 256 KiB file through Sender and Receiver in 4 KiB stored blocks (the device setting):
+// framing, AES-GCM both ways and the transfer rules, without codec or file costs.
+#[library_benchmark]
+#[bench::store_4k(setup = transfer_setup)]
+fn sync_transfer_256k(mut t: Transfer) -> u64 {
+    let meta = FileMeta {
+        id: 1,
+        path: "sensor.log",
+        kind: Kind::File,
+        size: t.data.len() as u64,
+        mtime: 0,
+        mtime_nsec: 0,
+        mode: 0o644,
+        target: "",
+        hash: None,
+    };
+    // One frame each way: the offer, then the answer.
+    t.sender.offer(0, &meta).unwrap();
+    let offer = t.sender.pending_transmit().to_vec();
+    t.sender.consume_transmit(offer.len());
+    assert_eq!(t.receiver.handle_input(0, &offer), Ok(offer.len()));
+    assert!(matches!(t.receiver.poll_event(0), Some(Ok(ReceiverEvent::File(_)))));
+    t.receiver.have(0, 1, Have::Need { resume_from: 0, block_log2: 12, blocks: 0 }).unwrap();
+    let answer = t.receiver.pending_transmit().to_vec();
+    t.receiver.consume_transmit(answer.len());
+    assert_eq!(t.sender.handle_input(0, &answer), Ok(answer.len()));
+    assert!(t.sender.poll_event(0).is_some_and(|e| e.is_ok()));
+    let mut received = 0u64;
+    for (i, block) in t.data.chunks(4096).enumerate() {
+        t.sender.send_data(0, 1, (i * 4096) as u64, 0, block.len() as u32, block).unwrap();
+        let bytes = t.sender.pending_transmit().to_vec();
+        t.sender.consume_transmit(bytes.len());
+        let mut at = 0;
+        while at < bytes.len() {
+            at += t.receiver.handle_input(0, &bytes[at..]).unwrap();
+            while let Some(Ok(ReceiverEvent::Data { raw_len, .. })) = t.receiver.poll_event(0) {
+                received += u64::from(raw_len);
+            }
+        }
+    }
+    black_box(received)
+}
+
 library_benchmark_group!(
     name = chunks;
     benchmarks = seal_64k, open_64k, open_header_raw_key, checkpoint_encode_decode, packer_256k_device
 );
 
-main!(library_benchmark_groups = chunks);
+library_benchmark_group!(
+    name = sync;
+    benchmarks = sync_handshake, sync_transfer_256k
+);
+
+main!(library_benchmark_groups = chunks, sync);
