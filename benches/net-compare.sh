@@ -124,7 +124,7 @@ $KS sync -q --psk-file "$W/psk" --limit-rate 64MiB "$W/src-big" "ks://127.0.0.1:
 pid=$!
 half=$(( $(stat -c %s "$CORPUS") / 2 ))
 while :; do
-    got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%s\n' 2>/dev/null | head -1)
+    got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%s\n' 2>/dev/null | head -1 || true)
     [[ -n $got && $got -ge $half ]] && break
     sleep 0.02
 done
