@@ -182,6 +182,8 @@ pub struct SendApp {
     finished: bool,
     closed: bool,
     effort: Effort,
+    /// When the send queue was last found full (the wait until the next call is idle time).
+    blocked_at: Option<std::time::Instant>,
     encoder: HostEncoder,
     block: Vec<u8>,
     out: Vec<u8>,
@@ -215,6 +217,7 @@ impl SendApp {
             closed: false,
             encoder: effort.encoder(),
             effort,
+            blocked_at: None,
             block: Vec::new(),
             out: Vec::new(),
             bar,
@@ -305,6 +308,7 @@ impl SendApp {
                 continue;
             }
             self.out.resize(compress_bound(n), 0);
+            let started = std::time::Instant::now();
             let (codec, len) = match self.encoder.encode(&self.block, &mut self.out) {
                 Some((codec, len)) => (codec as u8, len),
                 None => {
@@ -313,7 +317,8 @@ impl SendApp {
                 }
             };
             self.pending = Some(Pending { id, offset, codec, raw_len: n as u32, len });
-            if self.effort.on_block(n as u64, std::time::Instant::now()) {
+            let now = std::time::Instant::now();
+            if self.effort.on_block(n as u64, now - started, now) {
                 self.encoder = self.effort.encoder();
                 self.summary.codec = self.effort.name();
             }
@@ -332,6 +337,9 @@ impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
         if !ep.is_open() {
             return Ok(());
         }
+        if let Some(since) = self.blocked_at.take() {
+            self.effort.on_idle(since.elapsed());
+        }
         while ep.can_offer() && self.offer(ep, now)? {}
         while let Some(&id) = self.ready.front() {
             if let Some(p) = &self.pending {
@@ -342,7 +350,15 @@ impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
                         self.summary.data_bytes_compressed += p.len as u64;
                         self.pending = None;
                     }
-                    Err(SendError::Blocked) => return Ok(()),
+                    Err(SendError::Blocked) => {
+                        let now = std::time::Instant::now();
+                        self.blocked_at = Some(now);
+                        if self.effort.on_blocked(now) {
+                            self.encoder = self.effort.encoder();
+                            self.summary.codec = self.effort.name();
+                        }
+                        return Ok(());
+                    }
                     Err(e) => return Err(internal(e)),
                 }
             }
