@@ -14,3 +14,4 @@
 
 pub mod device;
 pub mod flash;
+pub mod link;
