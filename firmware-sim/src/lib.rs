@@ -15,3 +15,6 @@
 pub mod device;
 pub mod flash;
 pub mod link;
+pub mod net;
+mod slots;
+pub mod uplink;

@@ -118,7 +118,14 @@ impl<const SLOTS: usize, const MTU: usize> Link<SLOTS, MTU> {
         let mut z = config.seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Self { config, rng: (z ^ (z >> 31)) | 1, queue: [None; SLOTS], busy_until: 0, seq: 0, stats: LinkStats::default() }
+        Self {
+            config,
+            rng: (z ^ (z >> 31)) | 1,
+            queue: [None; SLOTS],
+            busy_until: 0,
+            seq: 0,
+            stats: LinkStats::default(),
+        }
     }
 
     /// What the link did so far.
@@ -157,7 +164,8 @@ impl<const SLOTS: usize, const MTU: usize> Link<SLOTS, MTU> {
             self.stats.bytes += len as u64;
             // Serialization at the link's rate, then the propagation delay.
             let start = now.max(self.busy_until);
-            self.busy_until = start + (len as u64 * 1000).div_ceil(u64::from(self.config.bytes_per_sec.max(1)));
+            self.busy_until =
+                start + (len as u64 * 1000).div_ceil(u64::from(self.config.bytes_per_sec.max(1)));
             segment.due = self.busy_until + u64::from(self.config.latency_ms);
             let (lost, reordered, corrupted, duplicated) = (
                 self.chance(self.config.loss_per_mille),
