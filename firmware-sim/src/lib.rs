@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod device;
+pub mod downlink;
 pub mod flash;
 pub mod link;
 pub mod net;
