@@ -81,6 +81,10 @@ fn containers_upload_over_a_clean_link_and_open_on_the_host() {
     assert!(files.iter().all(|f| f.len > 2 * 4096), "several blocks per container: {files:?}");
     let mut sim = Sim::new(UploadHost::default(), LinkConfig::clean(1));
     let report = run(&mut flash, &files, &mut sim, 1);
+    eprintln!(
+        "containers: {:?} bytes; clean link: {report:?}",
+        files.iter().map(|f| f.len).collect::<Vec<_>>()
+    );
     assert_eq!(report.connections.made, 1);
     assert_eq!(report.files_done, 2);
     for (file, log) in files.iter().zip(&logs) {
@@ -99,6 +103,7 @@ fn containers_upload_over_a_lossy_link_with_reconnects_and_resume() {
     let blocks: u32 = files.iter().map(|f| f.len.div_ceil(4096)).sum();
     let mut randoms = HashSet::new();
     let mut resent_less_than_restarting = 0;
+    let (mut auth_failures, mut timeouts) = (0, 0);
     for seed in 1..=6u64 {
         // 10% of segments hit: lost, duplicated, reordered or corrupted (2.5% each).
         let mut sim = Sim::new(UploadHost::default(), LinkConfig::clean(seed).faulty(100));
@@ -113,8 +118,20 @@ fn containers_upload_over_a_lossy_link_with_reconnects_and_resume() {
             assert!(unpack(got).unwrap() == *log, "seed {seed}: {} does not authenticate", file.path);
         }
         assert!(sim.host.partial.is_empty());
+        // The durable prefix never shrinks: each offer of a file resumes at least where the
+        // one before did.
+        for name in NAMES {
+            let offsets: Vec<u64> = sim.host.resumes.iter().filter(|(p, _)| p == name).map(|r| r.1).collect();
+            assert!(offsets.is_sorted(), "seed {seed}: {name} lost durable progress: {offsets:?}");
+            assert!(
+                offsets.iter().any(|&o| o > 0) || offsets.len() == 1,
+                "seed {seed}: {name} never resumed"
+            );
+        }
         // Resume: a broken connection costs only the blocks not yet durable at the host,
         // so the device sends far fewer blocks than a restart-from-zero per connection would.
+        auth_failures += report.connections.auth_failed;
+        timeouts += report.connections.timed_out;
         if report.blocks_sent < blocks * report.connections.made / 2 {
             resent_less_than_restarting += 1;
         }
@@ -132,6 +149,8 @@ fn containers_upload_over_a_lossy_link_with_reconnects_and_resume() {
             sim.host_errors.iter().map(|e| format!("{e:?}")).collect::<std::collections::BTreeSet<_>>()
         );
     }
+    // Both ways a lossy link breaks a connection, as seen by the device, were exercised.
+    assert!(auth_failures > 0 && timeouts > 0, "auth failures {auth_failures}, timeouts {timeouts}");
     assert!(
         resent_less_than_restarting >= 5,
         "resume must save resending ({resent_less_than_restarting} of 6)"

@@ -306,6 +306,8 @@ pub struct UploadHost {
     incoming: Option<(u32, String, Vec<u8>)>,
     replies: VecDeque<Message<'static>>,
     pub mismatches: usize,
+    /// Every offer's path and the offset the host answered it with, in order.
+    pub resumes: Vec<(String, u64)>,
 }
 
 impl HostRole for UploadHost {
@@ -338,10 +340,13 @@ impl HostRole for UploadHost {
                         self.replies.push_back(Message::Have { id: meta.id, have: Have::Skip });
                         continue;
                     }
-                    let partial = self.partial.remove(&path).unwrap_or_default();
+                    // The partial stays durable until a block extends it (a connection that
+                    // breaks before then must not lose it).
+                    let partial = self.partial.get(&path).cloned().unwrap_or_default();
                     // Only whole blocks count as durable (a torn block is re-sent).
                     let resume = (partial.len() / 4096 * 4096).min(meta.size as usize);
                     let have = Have::Need { resume_from: resume as u64, block_log2: 12, blocks: 0 };
+                    self.resumes.push((path.clone(), resume as u64));
                     self.replies.push_back(Message::Have { id: meta.id, have });
                     self.incoming = Some((meta.id, path, partial[..resume].to_vec()));
                 }
