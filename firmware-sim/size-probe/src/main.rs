@@ -70,6 +70,77 @@ fn unpack() -> usize {
     n + usize::from(u.finish().is_ok())
 }
 
+/// The sync sender role: the board's flash and link are stand-ins whose behaviour the optimizer
+/// cannot see through (`black_box`), so the whole upload path is kept.
+#[cfg(feature = "sync-sender")]
+mod sync_sender {
+    use core::hint::black_box;
+
+    use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+    use keepsync_core::crypto::SecretKey;
+    use keepsync_core::sync::Millis;
+    use keepsync_firmware_sim::flash::FlashError;
+    use keepsync_firmware_sim::net::{LinkError, SyncBuffers, Transport};
+    use keepsync_firmware_sim::uplink::{FlashFile, upload};
+
+    static mut SYNC: SyncBuffers = SyncBuffers::new();
+
+    struct Flash;
+    impl ErrorType for Flash {
+        type Error = FlashError;
+    }
+    impl ReadNorFlash for Flash {
+        const READ_SIZE: usize = 1;
+        fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+            bytes.fill(black_box(offset as u8));
+            Ok(())
+        }
+        fn capacity(&self) -> usize {
+            black_box(1 << 20)
+        }
+    }
+    impl NorFlash for Flash {
+        const WRITE_SIZE: usize = 4;
+        const ERASE_SIZE: usize = 4096;
+        fn erase(&mut self, _: u32, _: u32) -> Result<(), FlashError> {
+            black_box(Ok(()))
+        }
+        fn write(&mut self, _: u32, _: &[u8]) -> Result<(), FlashError> {
+            black_box(Ok(()))
+        }
+    }
+
+    struct Link(Millis);
+    impl Transport for Link {
+        fn now(&mut self) -> Millis {
+            black_box(self.0)
+        }
+        fn connect(&mut self) -> Result<(), LinkError> {
+            black_box(Ok(()))
+        }
+        fn write(&mut self, bytes: &[u8]) -> Result<usize, LinkError> {
+            Ok(black_box(bytes).len())
+        }
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, LinkError> {
+            buf.fill(black_box(0));
+            Ok(black_box(buf.len()))
+        }
+        fn wait(&mut self, deadline: Millis) {
+            self.0 = black_box(deadline);
+        }
+        fn close(&mut self) {}
+    }
+
+    pub fn run() -> usize {
+        // SAFETY: the only reference to the static, in a single-threaded program.
+        let buffers = unsafe { &mut *core::ptr::addr_of_mut!(SYNC) };
+        let files = [FlashFile { path: "probe.ks", start: 0, len: black_box(20_000), mtime: 0 }];
+        let psk = SecretKey::from_bytes(black_box([3; 32]));
+        upload(&mut Flash, &files, "device", &psk, black_box(1), &mut Link(0), buffers)
+            .map_or(0, |r| r.blocks_sent as usize)
+    }
+}
+
 #[entry]
 fn main() -> ! {
     #[cfg(feature = "pack-store")]
@@ -80,6 +151,8 @@ fn main() -> ! {
     black_box(pack(keepsync_core::compress::Lz4Encoder::new(), true));
     #[cfg(feature = "unpack")]
     black_box(unpack());
+    #[cfg(feature = "sync-sender")]
+    black_box(pack(keepsync_core::compress::Lz4Encoder::new(), true) + sync_sender::run());
     loop {
         cortex_m::asm::wfi();
     }
