@@ -96,5 +96,8 @@ fn protocol_message_table_matches_the_encoding() {
         keepsync_core::budget::MAX_FRAME_BODY - (1 << 20),
         keepsync_core::budget::MIN_FRAME_BODY - (1 << 10)
     );
-    assert!(doc.replace('\n', " ").replace("   ", " ").contains(&limits), "frame limits in docs/PROTOCOL.md: {limits}");
+    assert!(
+        doc.replace('\n', " ").replace("   ", " ").contains(&limits),
+        "frame limits in docs/PROTOCOL.md: {limits}"
+    );
 }
