@@ -30,7 +30,7 @@ pub const MAX_FRUITLESS_CONNECTIONS: u32 = 200;
 const INPUT_CHUNK: usize = 256;
 
 /// The RAM a sync role borrows: receive and send buffers sized for [`BLOCK`]-byte blocks and
-/// one block of plaintext. Put it in a `static` on a board (12,372 bytes).
+/// one block of plaintext. Put it in a `static` on a board (12,456 bytes).
 pub struct SyncBuffers {
     /// Receive buffer: bounds the largest frame this device accepts (announced in its hello).
     pub rx: [u8; SYNC_BUF],
