@@ -174,6 +174,8 @@ impl Wire {
         while !conn.pending_transmit().is_empty() {
             match t.write(conn.pending_transmit()) {
                 Ok(0) => {
+                    // The link is full: give it a moment to drain, but do not wait for a peer
+                    // that may be gone (the connection is ending anyway).
                     let now = t.now();
                     t.wait(now + 100);
                     if t.now() == now {

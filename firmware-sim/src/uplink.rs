@@ -14,7 +14,7 @@
 use embedded_storage::nor_flash::NorFlash;
 use keepsync_core::crypto::SecretKey;
 use keepsync_core::sync::{
-    CloseCode, Direction, FileMeta, Have, Kind, SendError, Sender, SenderEvent, Status,
+    CloseCode, Direction, FileMeta, Have, Kind, ProtoError, SendError, Sender, SenderEvent, Status,
 };
 
 use crate::device::{DeviceError, Trng};
@@ -120,13 +120,16 @@ fn connection<F: NorFlash<Error = FlashError>, T: Transport>(
     let mut current: Option<Current> = None;
     let mut next_id = 0u32;
     let mut finished = false;
+    // The hash of the file about to be offered: kept while the send queue is full, so a
+    // blocked offer does not re-read the whole file from flash.
+    let mut hashed: Option<(usize, [u8; 32])> = None;
     loop {
         let now = t.now();
         while let Some(event) = sender.poll_event(now) {
             let Some(cur) = current.as_mut() else {
                 match event? {
                     SenderEvent::Closed(CloseCode::Done) if finished => return Ok(()),
-                    _ => return Err(Broken::Proto(keepsync_core::sync::ProtoError::Closed)),
+                    _ => return Err(Broken::Proto(ProtoError::Closed)),
                 }
             };
             match event? {
@@ -155,12 +158,14 @@ fn connection<F: NorFlash<Error = FlashError>, T: Transport>(
                 SenderEvent::Done { status: Status::HashMismatch, .. }
                     if state.mismatches < MAX_HASH_MISMATCHES =>
                 {
-                    // The receiver dropped a partial from another version; offer it again.
+                    // The receiver dropped a partial from another version; offer it again,
+                    // hashed afresh.
                     state.mismatches += 1;
                     current = None;
+                    hashed = None;
                 }
                 SenderEvent::Done { .. } => return Err(Broken::Device(DeviceError::Refused)),
-                SenderEvent::Closed(_) => return Err(Broken::Proto(keepsync_core::sync::ProtoError::Closed)),
+                SenderEvent::Closed(_) => return Err(Broken::Proto(ProtoError::Closed)),
             }
         }
         let now = t.now();
@@ -169,7 +174,11 @@ fn connection<F: NorFlash<Error = FlashError>, T: Transport>(
             None => {
                 if let Some(index) = (0..files.len()).find(|i| state.done & (1 << i) == 0) {
                     let file = &files[index];
-                    let hash = hash_file(flash, file, block)?;
+                    let hash = match hashed {
+                        Some((i, hash)) if i == index => hash,
+                        _ => hash_file(flash, file, block)?,
+                    };
+                    hashed = Some((index, hash));
                     let meta = FileMeta {
                         id: next_id,
                         path: file.path,
