@@ -14,7 +14,7 @@ fi
 [ -n "$size_tool" ] || { echo "size-report: llvm-size not found (rustup component add llvm-tools)" >&2; exit 1; }
 echo "| role (4 KiB chunks, AES-256-GCM) | .text | .rodata | .bss + .data (static RAM) |"
 echo "|---|---:|---:|---:|"
-for role in pack-store pack-lz4 pack-lz4-checkpoint unpack; do
+for role in pack-store pack-lz4 pack-lz4-checkpoint unpack sync-sender sync-receiver; do
   env -u CARGO_TARGET_DIR cargo build --release --quiet --features "$role"
   elf=target/thumbv7em-none-eabihf/release/keepsync-size-probe
   read -r text rodata data bss < <("$size_tool" -A "$elf" | awk '$1==".text"{t=$2} $1==".rodata"{r=$2} $1==".data"{d=$2} $1==".bss"{b=$2} END{print t+0, r+0, d+0, b+0}')

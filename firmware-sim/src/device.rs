@@ -30,6 +30,7 @@ use keepsync_core::stream::{Packer, ResumePoint};
 use keepsync_core::wire::{Header, HeaderRepr, KeySource};
 
 use crate::flash::{FlashError, Partition};
+use crate::slots::{FLAG_COMPLETE, newest_slot, write_slot};
 
 /// Chunk size on the device: 4 KiB (the smallest, for the smallest RAM).
 pub const CHUNK_LOG2: u8 = 12;
@@ -37,10 +38,6 @@ pub const CHUNK_LOG2: u8 = 12;
 pub const CHECKPOINT_EVERY_CHUNKS: u64 = 2;
 /// Word staging buffer: output is written in whole flash words.
 const STAGE: usize = 256;
-const SLOT_MAGIC: [u8; 4] = *b"KSSL";
-const SLOT_HEADER: usize = 16;
-const SLOT_BYTES: usize = SLOT_HEADER + Checkpoint::MAX_ENCODED_LEN;
-const FLAG_COMPLETE: u32 = 1;
 
 /// Where the device's plaintext comes from (a sensor ring buffer in a real device). It must
 /// be re-readable from any offset after a reboot.
@@ -78,6 +75,12 @@ pub enum DeviceError {
     /// The random number generator returned the salt of the container being replaced: it is
     /// broken, and using it would reuse nonces. Nothing was written.
     RngFailure,
+    /// The host could not be reached, or every connection broke before making progress,
+    /// [`MAX_FRUITLESS_CONNECTIONS`](crate::net::MAX_FRUITLESS_CONNECTIONS) times in a row.
+    LinkDown,
+    /// The host refused the transfer (a path it does not serve, a block size or codec this
+    /// device does not support, a file larger than its partition).
+    Refused,
 }
 
 impl From<FlashError> for DeviceError {
@@ -114,57 +117,6 @@ impl From<FlashError> for Stop {
     fn from(e: FlashError) -> Self {
         Self::Device(e.into())
     }
-}
-
-/// The newest valid checkpoint slot: (slot index, seq, flags, checkpoint).
-fn newest_slot<F: NorFlash<Error = FlashError>>(
-    part: &mut Partition<'_, F>,
-) -> Result<Option<(u32, u32, u32, Checkpoint)>, FlashError> {
-    let mut best = None;
-    for slot in 0..2u32 {
-        let mut buf = [0u8; SLOT_BYTES];
-        part.read(slot * F::ERASE_SIZE as u32, &mut buf)?;
-        if buf[..4] != SLOT_MAGIC {
-            continue;
-        }
-        let seq = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let flags = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let len = u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]]) as usize;
-        if len > Checkpoint::MAX_ENCODED_LEN {
-            continue;
-        }
-        let Ok(ckpt) = Checkpoint::decode(&buf[SLOT_HEADER..SLOT_HEADER + len]) else { continue };
-        if best.as_ref().is_none_or(|(_, s, _, _)| seq > *s) {
-            best = Some((slot, seq, flags, ckpt));
-        }
-    }
-    Ok(best)
-}
-
-/// Writes a checkpoint into the slot that does not hold the newest one.
-fn write_slot<F: NorFlash<Error = FlashError>>(
-    part: &mut Partition<'_, F>,
-    seq: u32,
-    flags: u32,
-    ckpt: &Checkpoint,
-) -> Result<(), FlashError> {
-    let newest = newest_slot(part)?;
-    let slot = match newest {
-        Some((s, _, _, _)) => 1 - s,
-        None => 0,
-    };
-    let sector = F::ERASE_SIZE as u32;
-    part.erase(slot * sector, (slot + 1) * sector)?;
-    let mut buf = [0xFFu8; SLOT_BYTES + 8];
-    buf[..4].copy_from_slice(&SLOT_MAGIC);
-    buf[4..8].copy_from_slice(&seq.to_le_bytes());
-    buf[8..12].copy_from_slice(&flags.to_le_bytes());
-    let mut rec = [0u8; Checkpoint::MAX_ENCODED_LEN];
-    let bytes = ckpt.encode(&mut rec).expect("buffer is MAX_ENCODED_LEN");
-    buf[12..16].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-    buf[SLOT_HEADER..SLOT_HEADER + bytes.len()].copy_from_slice(bytes);
-    let len = (SLOT_HEADER + bytes.len()).next_multiple_of(F::WRITE_SIZE);
-    part.write(slot * sector, &buf[..len])
 }
 
 /// Appends container bytes to DATA in whole words, comparing with what is already there.
@@ -248,18 +200,18 @@ fn drain<F: NorFlash<Error = FlashError>>(
 }
 
 /// A tiny PRNG standing in for the device's TRNG (seeded per boot by the simulation).
-struct Trng(u64);
+pub(crate) struct Trng(u64);
 
 impl Trng {
     /// Seeds through splitmix64 so that distinct seeds give distinct streams.
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         Self((z ^ (z >> 31)) | 1)
     }
 
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for b in buf {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
@@ -288,6 +240,17 @@ pub fn boot_and_pack<F: NorFlash<Error = FlashError>>(
             Err(Stop::Device(e)) => return Err(e),
         }
     }
+}
+
+/// Length of the complete container in DATA, or `None` while there is none (never packed,
+/// or a pack was interrupted): what the device may upload.
+pub fn finished_container<F: NorFlash<Error = FlashError>>(
+    flash: &mut F,
+    layout: &Layout,
+) -> Result<Option<u64>, DeviceError> {
+    let sectors = 2 * F::ERASE_SIZE as u32;
+    let newest = newest_slot(&mut Partition::new(flash, layout.checkpoint, sectors))?;
+    Ok(newest.and_then(|(_, _, flags, ckpt)| (flags & FLAG_COMPLETE != 0).then_some(ckpt.sealed_offset)))
 }
 
 fn attempt<F: NorFlash<Error = FlashError>>(

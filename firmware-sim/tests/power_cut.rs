@@ -2,54 +2,21 @@
 //! result unpacks to exactly the source, nothing is lost or duplicated, and no (salt, chunk)
 //! nonce ever appears in flash with two different ciphertexts.
 
+mod support;
+
 use std::collections::HashMap;
 
-use keepsync_core::budget::{HEADER_LEN, RECORD_HEADER_LEN, TAG_LEN, unpacker_workspace_len};
-use keepsync_core::compress::CoreDecoder;
-use keepsync_core::crypto::{RustCrypto, SecretKey, open_header};
-use keepsync_core::stream::Unpacker;
+use keepsync_core::budget::{HEADER_LEN, RECORD_HEADER_LEN, TAG_LEN};
+use keepsync_core::crypto::SecretKey;
 use keepsync_core::wire::Header;
-use keepsync_core::{FormatError, wire::Record};
-use keepsync_firmware_sim::device::{DeviceError, Layout, Report, Source, boot_and_pack};
+use keepsync_core::wire::Record;
+use keepsync_firmware_sim::device::{DeviceError, Layout, Report, boot_and_pack};
 use keepsync_firmware_sim::flash::MemFlash;
+use support::{KEY, SensorLog, unpack};
 
 /// 192 KiB of flash, 4 KiB sectors, 4-byte words (nRF52-like pages).
 type Flash = MemFlash<{ 192 * 1024 }, 4096, 4>;
 const LAYOUT: Layout = Layout { checkpoint: 0, data: 2 * 4096, data_len: 184 * 1024 };
-const KEY: [u8; 32] = [0x42; 32];
-
-/// A sensor log of 32-byte records; `changed_from` makes later records differ (a new log).
-struct SensorLog {
-    records: u64,
-    changed_from: Option<u64>,
-}
-
-impl SensorLog {
-    fn record(&self, i: u64) -> [u8; 32] {
-        let generation = u64::from(self.changed_from.is_some_and(|c| i >= c));
-        let mut r = [b' '; 32];
-        let line = format!("t={:06} temp={:+.1}C g{generation}", i * 10, 20.0 + (i % 37) as f64 / 10.0);
-        r[..line.len().min(31)].copy_from_slice(&line.as_bytes()[..line.len().min(31)]);
-        r[31] = b'\n';
-        r
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        (0..self.records).flat_map(|i| self.record(i)).collect()
-    }
-}
-
-impl Source for SensorLog {
-    fn len(&self) -> u64 {
-        self.records * 32
-    }
-    fn read(&self, offset: u64, buf: &mut [u8]) {
-        for (k, b) in buf.iter_mut().enumerate() {
-            let pos = offset + k as u64;
-            *b = self.record(pos / 32)[(pos % 32) as usize];
-        }
-    }
-}
 
 fn new_flash() -> Box<Flash> {
     Box::new(Flash::new())
@@ -57,29 +24,6 @@ fn new_flash() -> Box<Flash> {
 
 fn data(flash: &Flash) -> &[u8] {
     &flash.contents()[LAYOUT.data as usize..(LAYOUT.data + LAYOUT.data_len) as usize]
-}
-
-fn unpack(container: &[u8]) -> Result<Vec<u8>, FormatError> {
-    let key = SecretKey::from_bytes(KEY);
-    let (repr, keys) = open_header::<FormatError>(container, |_| Ok(key))?;
-    let mut ws = vec![0u8; unpacker_workspace_len(repr.chunk_size())];
-    let mut u = Unpacker::new(&RustCrypto, &keys, &repr, CoreDecoder::new(), &mut ws).unwrap();
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    let mut input = &container[HEADER_LEN..];
-    while !input.is_empty() {
-        let n = u.write(input)?;
-        input = &input[n..];
-        loop {
-            let m = u.read(&mut buf);
-            if m == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..m]);
-        }
-    }
-    u.finish()?;
-    Ok(out)
 }
 
 /// Every chunk record visible in a snapshot of DATA, as far as its bytes are present:
