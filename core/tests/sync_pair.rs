@@ -473,7 +473,9 @@ fn receive(
     match ev {
         Ev::File { id, path, size } => {
             let old = store.files.get(&path).cloned().unwrap_or_default();
-            let partial = store.partial.remove(&path).unwrap_or_default();
+            // The durable prefix stays until the file lands: a link that breaks before the
+            // next block must not cost it.
+            let partial = store.partial.get(&path).cloned().unwrap_or_default();
             let resume = (partial.len() / BLOCK * BLOCK).min(size as usize);
             let hashes: Vec<u8> = old.chunks(BLOCK).flat_map(hash).collect();
             r.have(
