@@ -26,7 +26,13 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::output::{AtomicFile, sync_parent};
+use crate::output::{AtomicFile, commit_batch, sync_parent};
+
+/// Files copied before their batch is committed (see [`commit_batch`]).
+const BATCH_FILES: usize = 256;
+
+/// Bytes copied before their batch is committed: bounds what a crash can cost again.
+const BATCH_BYTES: u64 = 256 << 20;
 
 /// Settings of one sync.
 #[derive(Debug, Clone, Default)]
@@ -304,7 +310,9 @@ fn confined(root: &Path, rel: &Path) -> Result<PathBuf> {
     Ok(root.join(rel))
 }
 
-fn copy_file(src: &Path, dst: &Path, meta: &Metadata, bar: &ProgressBar) -> Result<u64> {
+/// Copies `src` into `dst`'s partial file with `meta`'s permissions and mtime; the caller
+/// commits it (in a batch).
+fn copy_file(src: &Path, dst: &Path, meta: &Metadata, bar: &ProgressBar) -> Result<(AtomicFile, u64)> {
     let mut input = File::open(src).map_err(|e| Error::io("open", src, e))?;
     let out = AtomicFile::open(dst, true)?;
     out.truncate()?;
@@ -327,8 +335,7 @@ fn copy_file(src: &Path, dst: &Path, meta: &Metadata, bar: &ProgressBar) -> Resu
         .map_err(|e| Error::io("set permissions of", out.partial(), e))?;
     let times = fs::FileTimes::new().set_modified(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
     out.file().set_times(times).map_err(|e| Error::io("set times of", out.partial(), e))?;
-    out.commit(copied)?;
-    Ok(copied)
+    Ok((out, copied))
 }
 
 pub(crate) fn remove(path: &Path) -> Result<()> {
@@ -372,6 +379,9 @@ pub fn sync(src: &Path, dst: &Path, opts: &SyncOptions, bar: &ProgressBar) -> Re
     if !dst.exists() {
         fs::create_dir_all(dst).map_err(|e| Error::io("create", dst, e))?;
     }
+    // Copied files are committed in batches: one flush for many files (see `commit_batch`).
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0u64;
     for action in &plan.actions {
         match action {
             Action::CreateDir { path } => {
@@ -383,8 +393,15 @@ pub fn sync(src: &Path, dst: &Path, opts: &SyncOptions, bar: &ProgressBar) -> Re
                 let at = confined(dst, path)?;
                 let from = src.join(path);
                 let meta = fs::symlink_metadata(&from).map_err(|e| Error::io("read", &from, e))?;
-                summary.bytes_sent += copy_file(&from, &at, &meta, bar)?;
+                let (file, len) = copy_file(&from, &at, &meta, bar)?;
+                summary.bytes_sent += len;
                 summary.files_transferred += 1;
+                batch_bytes += len;
+                batch.push((file, len));
+                if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+                    commit_batch(std::mem::take(&mut batch))?;
+                    batch_bytes = 0;
+                }
             }
             Action::Symlink { path, target } => {
                 let at = confined(dst, path)?;
@@ -405,6 +422,7 @@ pub fn sync(src: &Path, dst: &Path, opts: &SyncOptions, bar: &ProgressBar) -> Re
             }
         }
     }
+    commit_batch(batch)?;
     mirror_dir_metadata(src, dst, Path::new(""))?;
     sync_parent(&dst.join("x"))?;
     summary.seconds = started.elapsed().as_secs_f64();
