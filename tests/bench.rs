@@ -108,6 +108,39 @@ fn a_run_is_stored_listed_compared_and_reported() {
 }
 
 #[test]
+fn the_loopback_workload_pushes_the_tree_through_an_in_process_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_bench(dir.path(), &["--workload", "loopback", "--json"]);
+    let json = run.ok().json();
+    let case = json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["workload"] == "loopback")
+        .expect("a loopback case");
+    assert_eq!(case["tool"], "keepsync");
+    assert_eq!(case["input_bytes"], 6 * 4096);
+    // The link bytes over the input bytes: compressed, plus handshake and framing.
+    let ratio = case["samples"]["ratio"][0].as_f64().unwrap();
+    assert!(ratio > 0.05 && ratio < 1.5, "{ratio}");
+    // Each run's tree was removed after the case, not left in the work dir.
+    let out = dir.path().join("work");
+    let leftovers: Vec<_> = walk_names(&out).into_iter().filter(|n| n.starts_with("sync-keepsync")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk_names(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
 fn mistakes_are_explained() {
     let dir = tempfile::tempdir().unwrap();
     let unknown = ks(dir.path(), &["bench", "compare", "1", "2", "--db", "h.sqlite"]);

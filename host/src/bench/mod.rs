@@ -243,7 +243,7 @@ fn run_case(ctx: &Context<'_>, tool: Tool, workload: Workload, settings: &Settin
         }
         Ok(())
     })();
-    if workload == Workload::Sync {
+    if workload.is_tree() {
         for run in 0..total {
             let dest = ctx.sync_dest(tool, run);
             if dest.exists() {
@@ -319,18 +319,19 @@ pub fn run(settings: &Settings) -> Result<Run> {
             key_file: key_file.clone(),
             age: age.clone(),
             threads: settings.threads,
+            loopback: std::sync::OnceLock::new(),
         };
         for &workload in &settings.workloads {
             let applies = match workload {
                 Workload::Pack | Workload::Unpack => corpus.bundle.is_some(),
-                Workload::Sync => corpus.tree.is_some(),
+                Workload::Sync | Workload::Loopback => corpus.tree.is_some(),
             };
             if !applies {
                 eprintln!(
                     "keepsync: bench: {} skipped: --input is not a {}",
                     workload.name(),
                     match workload {
-                        Workload::Sync => "directory",
+                        Workload::Sync | Workload::Loopback => "directory",
                         _ => "file",
                     }
                 );

@@ -16,7 +16,13 @@ use crate::keys::KeySpec;
 use crate::pack::{PackOptions, pack};
 use crate::pipeline::PipelineStats;
 use crate::sync::{SyncOptions, sync};
+use crate::transport::client::{RemoteSync, sync_remote};
+use crate::transport::effort::SyncCodec;
+use crate::transport::server::spawn_loopback;
+use crate::transport::{RateLimiter, Remote};
 use crate::unpack::unpack;
+use keepsync_core::crypto::SecretKey;
+use keepsync_core::sync::Direction;
 
 /// What is timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,11 +34,14 @@ pub enum Workload {
     Unpack,
     /// Mirror the corpus's tree into a fresh directory.
     Sync,
+    /// Push the corpus's tree over loopback TCP to an in-process `keepsync serve`
+    /// (handshake, sealed frames, compression, the receiver's writes: both ends' costs).
+    Loopback,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 3] = [Workload::Pack, Workload::Unpack, Workload::Sync];
+    pub const ALL: [Workload; 4] = [Workload::Pack, Workload::Unpack, Workload::Sync, Workload::Loopback];
 
     /// The name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -40,7 +49,13 @@ impl Workload {
             Workload::Pack => "pack",
             Workload::Unpack => "unpack",
             Workload::Sync => "sync",
+            Workload::Loopback => "loopback",
         }
+    }
+
+    /// Mirrors a tree (into a fresh directory per run).
+    pub fn is_tree(self) -> bool {
+        matches!(self, Workload::Sync | Workload::Loopback)
     }
 
     /// Parses a name as [`Workload::name`] prints it.
@@ -143,6 +158,8 @@ pub struct Context<'a> {
     pub age: Option<AgeKey>,
     /// Worker threads for keepsync and for the peers that take a thread count.
     pub threads: usize,
+    /// The in-process server of the loopback workload, started on first use.
+    pub loopback: std::sync::OnceLock<(std::net::SocketAddr, SecretKey)>,
 }
 
 /// One timed run.
@@ -304,9 +321,42 @@ impl Context<'_> {
                 }
                 (None, self.corpus.bytes, None, m)
             }
+            Workload::Loopback => {
+                let (src, dest) = (self.tree()?, self.sync_dest(Tool::Keepsync, run));
+                let (addr, psk) = self.loopback_server()?;
+                let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let opts = RemoteSync {
+                    remote: Remote { host: addr.ip().to_string(), port: addr.port(), path: name },
+                    local: src.to_path_buf(),
+                    direction: Direction::Push,
+                    delete: false,
+                    checksum: false,
+                    psk,
+                    limit: RateLimiter::unlimited(),
+                    connections: self.threads.clamp(1, 4),
+                    codec: SyncCodec::Auto,
+                };
+                let (s, m) = measure::in_process(|| sync_remote(opts, &bar))?;
+                if let Some(problem) = s.problems.first() {
+                    return Err(Error::Usage(format!(
+                        "loopback sync of the corpus did not complete: {problem}"
+                    )));
+                }
+                (None, self.corpus.bytes, Some(s.bytes_sent), m)
+            }
         };
         let fsync_s = Some(crate::output::commit_seconds() - fsync_before);
         Ok(Sample { measured, bytes_in, bytes_out, pipeline, fsync_s })
+    }
+
+    /// The loopback server (serving `out_dir`, so a run's tree lands where `sync_dest` says).
+    fn loopback_server(&self) -> Result<(std::net::SocketAddr, SecretKey)> {
+        if let Some(server) = self.loopback.get() {
+            return Ok(server.clone());
+        }
+        let psk = SecretKey::from_bytes(crate::transport::fresh_random()?);
+        let addr = spawn_loopback(self.out_dir.clone(), psk.clone())?;
+        Ok(self.loopback.get_or_init(|| (addr, psk)).clone())
     }
 
     fn run_peer(&self, peer: &'static Peer, workload: Workload, run: u32) -> Result<Sample> {
@@ -315,7 +365,7 @@ impl Context<'_> {
         let (stdout, bytes_out) = match workload {
             Workload::Pack => (Some(self.packed(Tool::Peer(peer))), true),
             Workload::Unpack => (Some(self.unpacked(Tool::Peer(peer))), false),
-            Workload::Sync => (None, false),
+            Workload::Sync | Workload::Loopback => (None, false),
         };
         let measured = measure::child(peer.tool, &args, Redirect { stdin: None, stdout: stdout.as_deref() })?;
         let bytes_out = match (bytes_out, &stdout) {

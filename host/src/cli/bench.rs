@@ -75,7 +75,8 @@ impl DbArg {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Workloads, comma-separated: pack, unpack, sync.
+    /// Workloads, comma-separated: pack, unpack, sync, loopback (a push to an in-process
+    /// `keepsync serve` over loopback TCP; not in the default set).
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "pack,unpack,sync", value_parser = parse_workload)]
     workload: Vec<Workload>,
     /// Size classes, comma-separated: small (1,000 x 4 KiB), medium (32 x 1 MiB), large
@@ -220,7 +221,8 @@ enum BaselineAction {
 }
 
 fn parse_workload(text: &str) -> std::result::Result<Workload, String> {
-    Workload::parse(text).ok_or_else(|| format!("`{text}` is not a workload (use pack, unpack, sync)"))
+    Workload::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a workload (use pack, unpack, sync, loopback)"))
 }
 
 fn parse_class(text: &str) -> std::result::Result<SizeClass, String> {

@@ -167,6 +167,28 @@ fn set_mtime(file: &File, (secs, nsec): (i64, u32)) -> std::io::Result<()> {
     file.set_times(fs::FileTimes::new().set_modified(t))
 }
 
+/// Opens (creating when needed) a partial data file and its directory. Connections of one
+/// push race here: one may make the directory, or remove it when empty at its end, between
+/// another's steps; a step that finds the work done (or undone) simply tries again.
+fn open_partial(dir: &Path, path: &Path) -> Result<File> {
+    let mut last = None;
+    for _ in 0..3 {
+        if let Err(e) = fs::DirBuilder::new().mode(0o700).create(dir)
+            && !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
+        {
+            return Err(Error::io("create", dir, e));
+        }
+        let opened =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path);
+        match opened {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => last = Some(e),
+            Err(e) => return Err(Error::io("create", path, e)),
+        }
+    }
+    Err(Error::io("create", path, last.unwrap_or_else(|| std::io::ErrorKind::NotFound.into())))
+}
+
 /// Hashes of the 64 KiB blocks of `file`.
 fn block_hashes(file: &mut File) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -329,12 +351,6 @@ impl RecvApp {
             }
         }
         let partial_dir = self.root.join(PARTIAL_DIR);
-        if !partial_dir.is_dir() {
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&partial_dir)
-                .map_err(|e| Error::io("create", &partial_dir, e))?;
-        }
         let name = hex(&blake3::hash(rel.as_bytes()).as_bytes()[..16]);
         let data_path = partial_dir.join(format!("{name}.data"));
         let ckpt_path = partial_dir.join(format!("{name}.ckpt"));
@@ -347,14 +363,7 @@ impl RecvApp {
         binding.update(&meta.mtime_nsec.to_le_bytes());
         let binding = *binding.finalize().as_bytes();
 
-        let mut data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&data_path)
-            .map_err(|e| Error::io("create", &data_path, e))?;
+        let mut data = open_partial(&partial_dir, &data_path)?;
         let (resume, hasher) = self.durable_prefix(&mut data, &ckpt_path, &binding);
         data.set_len(resume).map_err(|e| Error::io("write", &data_path, e))?;
         data.seek(SeekFrom::Start(resume)).map_err(|e| Error::io("write", &data_path, e))?;

@@ -99,17 +99,25 @@ fn open_tree(root: &Path, req: &OpenRequest) -> std::result::Result<PathBuf, Str
 
 /// Serves until killed.
 pub async fn serve(opts: ServeOptions) -> Result<()> {
-    let root = std::fs::canonicalize(&opts.root).map_err(|e| Error::io("open", &opts.root, e))?;
-    if !root.is_dir() {
-        return Err(Error::Usage(format!("--root {}: not a directory", opts.root.display())));
-    }
     let listener = TcpListener::bind(&opts.listen).await.map_err(|e| Error::Network {
         peer: opts.listen.clone(),
         action: "listen on",
         source: e,
     })?;
+    serve_on(listener, opts, true).await
+}
+
+/// Serves connections from `listener` until the process ends; `log` prints a line per
+/// connection on stderr.
+pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> Result<()> {
+    let root = std::fs::canonicalize(&opts.root).map_err(|e| Error::io("open", &opts.root, e))?;
+    if !root.is_dir() {
+        return Err(Error::Usage(format!("--root {}: not a directory", opts.root.display())));
+    }
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| opts.listen.clone());
-    eprintln!("keepsync: serving {} on {addr}", root.display());
+    if log {
+        eprintln!("keepsync: serving {} on {addr}", root.display());
+    }
     let shared = Arc::new((root, opts.psk, opts.limit, opts.checkpoint_every));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -124,11 +132,49 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             let mut link = Link::new(stream, peer.to_string());
             let (root, psk, limit, every) = &*shared;
             match session(&mut link, root, psk, limit, *every).await {
-                Ok(what) => eprintln!("keepsync: {peer}: {what}"),
+                Ok(what) if log => eprintln!("keepsync: {peer}: {what}"),
+                Ok(_) => {}
                 Err(e) => eprintln!("keepsync: {peer}: {e}"),
             }
         });
     }
+}
+
+/// Starts a quiet server for `root` on a free loopback port in a background thread (for
+/// `keepsync bench`'s loopback workload) and returns its address.
+pub fn spawn_loopback(root: PathBuf, psk: SecretKey) -> Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| Error::Network { peer: "127.0.0.1:0".into(), action: "listen on", source: e })?;
+    let addr = listener.local_addr().map_err(|e| Error::Network {
+        peer: "127.0.0.1:0".into(),
+        action: "listen on",
+        source: e,
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let opts = ServeOptions {
+                root,
+                listen: addr.to_string(),
+                psk,
+                limit: RateLimiter::unlimited(),
+                checkpoint_every: super::recv::CHECKPOINT_EVERY,
+            };
+            match TcpListener::from_std(listener) {
+                Ok(l) => {
+                    if let Err(e) = serve_on(l, opts, false).await {
+                        eprintln!("keepsync: loopback server: {e}");
+                    }
+                }
+                Err(e) => eprintln!("keepsync: loopback server: {e}"),
+            }
+        });
+    });
+    Ok(addr)
 }
 
 /// One connection, start to end. Returns a line for the log.
