@@ -12,8 +12,8 @@
 //!
 //! Nothing is ever written through a symlink found in DEST, and DEST may not lie inside SRC.
 //! An interrupted sync leaves finished files in place and at most hidden partial files, which
-//! the next run replaces: it resumes at file granularity. (Chunk-level resume and the network
-//! transport are the protocol's work.)
+//! the next run replaces: it resumes at file granularity. (Over the network, `ks://` paths go
+//! through [`crate::transport`], which resumes inside files.)
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, Metadata};
