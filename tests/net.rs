@@ -295,10 +295,6 @@ impl Raw {
             let mut at = 0;
             while at < n {
                 at += self.ep.handle_input(0, &buf[at..n]).unwrap();
-                self.flush();
-                if self.ep.is_open() && at < n {
-                    continue;
-                }
             }
             self.flush();
         }
