@@ -278,16 +278,10 @@ impl Raw {
     }
 
     /// Reads until the connection yields a message (handshake frames yield none).
+    /// Reads until a message arrives (the server sends one at a time in these tests).
     fn read_message(&mut self) -> Option<Message<'static>> {
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(m) = self.ep.poll_message(0) {
-                return Some(match m.unwrap() {
-                    Message::Opened => Message::Opened,
-                    Message::Close(c) => Message::Close(c),
-                    other => panic!("unexpected {other:?}"),
-                });
-            }
             let n = self.stream.read(&mut buf).ok()?;
             if n == 0 {
                 return None;
@@ -295,8 +289,14 @@ impl Raw {
             let mut at = 0;
             while at < n {
                 at += self.ep.handle_input(0, &buf[at..n]).unwrap();
+                if let Some(m) = self.ep.poll_message(0) {
+                    return Some(match m.unwrap() {
+                        Message::Opened => Message::Opened,
+                        Message::Close(c) => Message::Close(c),
+                        other => panic!("unexpected {other:?}"),
+                    });
+                }
             }
-            self.flush();
         }
     }
 
