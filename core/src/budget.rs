@@ -129,8 +129,9 @@ pub const fn frame_body_for_block(block_log2: u8) -> usize {
 }
 
 /// Files a sync sender may have offered and not yet seen finished, per connection. Both state
-/// machines keep one fixed slot per file.
-pub const MAX_FILES_IN_FLIGHT: usize = 8;
+/// machines keep one fixed slot per file (32 bytes each). 32 keeps a link busy
+/// through a batch of small files whose commit (one flush for all) is pending.
+pub const MAX_FILES_IN_FLIGHT: usize = 32;
 
 /// Longest relative path (bytes of UTF-8) a sync message may carry.
 pub const MAX_PATH_LEN: usize = 4096;

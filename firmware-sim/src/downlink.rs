@@ -18,7 +18,7 @@
 //! - At `End`, the whole blob is read back from flash and hashed: only if it equals the
 //!   sender's BLAKE3 is a record flagged complete written. [`valid_blob`] trusts nothing else.
 //!
-//! RAM: the [`SyncBuffers`] (lent), the `Receiver` (1,168 bytes on thumbv7em), a BLAKE3 state
+//! RAM: the [`SyncBuffers`] (lent), the `Receiver` (1,936 bytes on thumbv7em), a BLAKE3 state
 //! and a 256-byte input buffer; the decoder for compressed blocks is lent too (`CoreDecoder`,
 //! 10,500 bytes, decodes store, LZ4 and DEFLATE; a host sending zstd is refused).
 
