@@ -68,7 +68,16 @@ fn protocol_message_table_matches_the_encoding() {
         hash: None,
     };
     let samples: [(&str, Message<'_>); 12] = [
-        ("Open", Message::Open { path: "p", direction: Direction::Push, delete: false, checksum: false }),
+        (
+            "Open",
+            Message::Open {
+                path: "p",
+                direction: Direction::Push,
+                delete: false,
+                checksum: false,
+                dry_run: false,
+            },
+        ),
         ("Opened", Message::Opened),
         ("File", Message::File(meta)),
         ("Have", Message::Have { id: 1, have: Have::Skip }),

@@ -165,6 +165,44 @@ fn push_noop_delta_and_pull_over_loopback() {
 }
 
 #[test]
+fn dry_run_over_the_network_lists_what_would_change_and_changes_nothing() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    // Push into a tree that does not exist yet: nothing may be created, not even the tree.
+    let run = ks(d, &["sync", "src", &srv.url("dry/tree"), "--psk-file", "psk", "--dry-run"]);
+    run.ok();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("copy        sub/big.bin (3145728 bytes)"), "{out}");
+    assert!(out.contains("create dir  sub/deeper"), "{out}");
+    assert!(out.contains("symlink     sub/link -> ../f1.log"), "{out}");
+    assert!(!d.join("srv/dry").exists(), "a dry run creates nothing");
+
+    // After a real push, a dry run lists only the change, and --delete's removal.
+    ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk"]).ok();
+    std::fs::write(d.join("src/f2.log"), b"changed").unwrap();
+    std::fs::write(d.join("srv/t/extra"), b"only there").unwrap();
+    let before = snapshot(&d.join("srv/t"));
+    let run = ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk", "--dry-run", "--delete", "--json"]);
+    run.ok();
+    let json = run.json();
+    assert_eq!(json["dry_run"], true);
+    assert_eq!(json["files_transferred"], 1);
+    let planned: Vec<&str> =
+        json["planned"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(planned, ["copy        f2.log (7 bytes)"]);
+    assert_eq!(snapshot(&d.join("srv/t")), before, "nothing changed at the server");
+
+    // A pull dry run into a missing directory creates nothing locally.
+    let run =
+        ks(d, &["sync", &srv.url("t"), "restore", "--psk-file", "psk", "--dry-run", "--delete", "--json"]);
+    run.ok();
+    let json = run.json();
+    assert_eq!(json["files_transferred"], 15);
+    assert!(!d.join("restore").exists());
+}
+
+#[test]
 fn many_connections_creating_the_same_directories_do_not_trip_over_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -312,7 +350,13 @@ impl Raw {
             }
             raw.flush();
         }
-        let open = Message::Open { path, direction: Direction::Push, delete: false, checksum: false };
+        let open = Message::Open {
+            path,
+            direction: Direction::Push,
+            delete: false,
+            checksum: false,
+            dry_run: false,
+        };
         raw.ep.send(0, &open).unwrap();
         raw.flush();
         assert_eq!(raw.read_message(), Some(Message::Opened));

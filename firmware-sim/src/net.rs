@@ -217,7 +217,10 @@ pub(crate) fn dial<'b>(
             }
         }
         if conn.is_open() && !open_sent {
-            conn.send(t.now(), &Message::Open { path, direction, delete: false, checksum: true })?;
+            conn.send(
+                t.now(),
+                &Message::Open { path, direction, delete: false, checksum: true, dry_run: false },
+            )?;
             open_sent = true;
         }
         if !wire.pump(&mut conn, t)? {

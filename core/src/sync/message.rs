@@ -126,6 +126,9 @@ pub enum Message<'a> {
         delete: bool,
         /// `--checksum`: compare content hashes instead of size and mtime.
         checksum: bool,
+        /// `--dry-run`: the receiver changes nothing; it answers `Done(Ok)` right after `File`
+        /// for each entry it would write, and `Have(Skip)` for files it has.
+        dry_run: bool,
     },
     /// Server → client: the tree is open.
     Opened,

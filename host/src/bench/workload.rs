@@ -335,6 +335,7 @@ impl Context<'_> {
                     limit: RateLimiter::unlimited(),
                     connections: self.threads.clamp(1, 4),
                     codec: SyncCodec::Auto,
+                    dry_run: false,
                 };
                 let (s, m) = measure::in_process(|| sync_remote(opts, &bar))?;
                 if let Some(problem) = s.problems.first() {

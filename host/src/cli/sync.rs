@@ -25,7 +25,9 @@ Network sync: either side may be ks://HOST[:PORT]/PATH, served by `keepsync serv
 link is encrypted and authenticated (AES-256-GCM, keys from the PSK and fresh randoms);
 blocks are compressed on the way; a changed file sends only the 64 KiB blocks that differ
 from the receiver's copy. An interrupted transfer resumes at the last durable block: run the
-same command again. A push spreads files over --connections connections.
+same command again. A push spreads files over --connections connections. --dry-run asks the
+receiving side what it would write and changes nothing (a push's --delete removals are only
+counted, in the server's log).
 
 Examples:
   keepsync sync ~/photos /mnt/backup/photos --delete
@@ -76,9 +78,6 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
             "{remote} is a network path: pass --psk-file FILE (the key `keepsync serve` uses there)"
         )));
     };
-    if args.dry_run {
-        return Err(Error::Usage("--dry-run works between local paths only (not with ks:// yet)".into()));
-    }
     let psk = crate::keys::read_key_file(psk_file)?;
     let limit = match &args.limit_rate {
         Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,
@@ -104,10 +103,16 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
         limit,
         connections,
         codec: args.codec,
+        dry_run: args.dry_run,
     };
     let summary = sync_remote(opts, &bar);
     bar.finish_and_clear();
     let summary = summary?;
+    if summary.dry_run && !args.out.json {
+        for line in &summary.planned {
+            println!("{line}");
+        }
+    }
     for problem in &summary.problems {
         eprintln!("keepsync: warning: {problem}");
     }

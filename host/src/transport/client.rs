@@ -44,6 +44,8 @@ pub struct RemoteSync {
     pub connections: usize,
     /// `--codec` (pushes; the server compresses a pull with `auto`).
     pub codec: SyncCodec,
+    /// `--dry-run`: the receiving side changes nothing and says what it would do.
+    pub dry_run: bool,
 }
 
 /// What a network sync did (the `--json` output).
@@ -73,6 +75,11 @@ pub struct RemoteSummary {
     pub reconnects: u32,
     /// Entries that were not synced, with the reason.
     pub problems: Vec<String>,
+    /// Nothing was changed (`--dry-run`).
+    pub dry_run: bool,
+    /// With `--dry-run`: what would be done, one line per entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -80,6 +87,7 @@ pub struct RemoteSummary {
 /// Sends `Open` once the handshake is done, then waits for `Opened`.
 struct OpenClient {
     request: (String, Direction, bool, bool),
+    dry_run: bool,
     sent: bool,
     opened: bool,
 }
@@ -88,7 +96,13 @@ impl App<Conn> for OpenClient {
     fn produce(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         if conn.is_open() && !self.sent {
             let (path, direction, delete, checksum) = &self.request;
-            let open = Message::Open { path, direction: *direction, delete: *delete, checksum: *checksum };
+            let open = Message::Open {
+                path,
+                direction: *direction,
+                delete: *delete,
+                checksum: *checksum,
+                dry_run: self.dry_run,
+            };
             self.sent = conn.send(now, &open).is_ok();
         }
         Ok(())
@@ -151,6 +165,7 @@ async fn open(shared: &Shared, delete: bool) -> Result<(Link, Conn)> {
     .map_err(|e| Error::Usage(format!("internal error: {e}")))?;
     let mut app = OpenClient {
         request: (opts.remote.path.clone(), opts.direction, delete, opts.checksum),
+        dry_run: opts.dry_run,
         sent: false,
         opened: false,
     };
@@ -189,6 +204,7 @@ fn add_send(into: &mut SendSummary, from: SendSummary) {
     into.data_bytes += from.data_bytes;
     into.data_bytes_compressed += from.data_bytes_compressed;
     into.codec = from.codec;
+    into.planned.extend(from.planned);
     into.problems.extend(from.problems);
 }
 
@@ -208,7 +224,8 @@ async fn push_worker(
     let mut failures = 0;
     loop {
         let mut app =
-            SendApp::with_queue(queue.clone(), shared.index.clone(), shared.opts.codec, bar.clone());
+            SendApp::with_queue(queue.clone(), shared.index.clone(), shared.opts.codec, bar.clone())
+                .dry_run(shared.opts.dry_run);
         let first = out.reconnects == 0 && failures == 0;
         let attempt = async {
             // A server that cannot be reached at all is reported at once, not retried.
@@ -247,6 +264,7 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
             delete: shared.opts.delete,
             checksum: shared.opts.checksum,
             checkpoint_every: CHECKPOINT_EVERY,
+            dry_run: shared.opts.dry_run,
         };
         let mut app = RecvApp::new(root.clone(), opts).with_progress(bar.clone());
         let first = failures == 0;
@@ -264,6 +282,7 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
         out.recv.files_resumed += summary.files_resumed;
         out.recv.deleted += summary.deleted;
         out.recv.problems.extend(summary.problems);
+        out.recv.planned.extend(summary.planned);
         match attempt {
             Ok(()) => return Ok(out),
             Err((e, false)) if retryable(&e) && failures + 1 < MAX_ATTEMPTS => {
@@ -288,7 +307,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
     let addr = format!("{}:{}", opts.remote.host, opts.remote.port);
     let mut summary = RemoteSummary::default();
     let direction = opts.direction;
-    let (delete, local) = (opts.delete, opts.local.clone());
+    let (delete, local, dry_run) = (opts.delete, opts.local.clone(), opts.dry_run);
     let mut problems = Vec::new();
     let connections = opts.connections.max(1);
     let index = (opts.checksum && direction == Direction::Push).then(|| HashIndex::shared(&local));
@@ -300,6 +319,8 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             bar.set_length(total_bytes(&entries));
             // Enough files for every connection to matter; otherwise fewer connections.
             let n = connections.min(entries.len().div_ceil(4).max(1));
+            // A dry run moves no data: one connection lists everything (and --delete inline).
+            let n = if dry_run { 1 } else { n };
             summary.connections = n;
             let queue = Queue::new(entries);
             // With several connections, --delete needs the whole listing on one: it runs as
@@ -330,6 +351,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                 summary.files_skipped += r.send.files_skipped;
                 summary.data_bytes += r.send.data_bytes;
                 problems.extend(r.send.problems);
+                summary.planned.extend(r.send.planned);
                 summary.bytes_sent += r.stats.written;
                 summary.link_bytes += r.stats.written + r.stats.read;
                 summary.reconnects += r.reconnects;
@@ -347,7 +369,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
         Direction::Pull => {
             summary.direction = "pull";
             summary.connections = 1;
-            if !local.exists() {
+            if !local.exists() && !dry_run {
                 std::fs::create_dir_all(&local).map_err(|e| Error::io("create", &local, e))?;
             }
             let r = runtime.block_on(pull(Arc::clone(&shared), bar.clone()))?;
@@ -359,12 +381,15 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             summary.link_bytes = r.stats.written + r.stats.read;
             summary.reconnects = r.reconnects;
             problems.extend(r.recv.problems);
+            summary.planned = r.recv.planned;
+            summary.deleted = r.recv.deleted;
         }
     }
     if let Some(index) = &shared.index {
         index.lock().unwrap_or_else(|e| e.into_inner()).save();
     }
     summary.problems = problems;
+    summary.dry_run = dry_run;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

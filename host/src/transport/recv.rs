@@ -26,6 +26,7 @@ use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
 use crate::index::{HashIndex, SharedIndex, hash_with};
 use crate::output::write_small_file_atomically;
+use crate::sync::blake3_of;
 use crate::sync::{entries, is_ours, remove};
 
 /// The directory under a receiving tree's root that holds partial files and checkpoints.
@@ -39,8 +40,9 @@ const MAX_QUEUED_REPLIES: usize = 64;
 
 /// Checks a path from the network and returns where it lives under `root`: relative, no
 /// `.`/`..`/empty components, no reserved names, and no ancestor that is a symlink or a
-/// file (missing ancestors are created as real directories). Never follows a symlink.
-pub fn net_path(root: &Path, rel: &str) -> Result<PathBuf, String> {
+/// file. Missing ancestors are created as real directories when `create` is set (left
+/// missing otherwise: a dry run). Never follows a symlink.
+pub fn net_path(root: &Path, rel: &str, create: bool) -> Result<PathBuf, String> {
     if rel.is_empty() || rel.len() > MAX_PATH_LEN || rel.starts_with('/') || rel.contains('\0') {
         return Err(format!("{rel:?}: not a relative path"));
     }
@@ -56,6 +58,7 @@ pub fn net_path(root: &Path, rel: &str) -> Result<PathBuf, String> {
             Ok(_) => {
                 return Err(format!("{}: not a real directory; refusing to write through it", at.display()));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match fs::DirBuilder::new().mode(0o755).create(&at) {
                     Ok(()) => {}
@@ -79,6 +82,8 @@ pub struct RecvOptions {
     pub checksum: bool,
     /// Bytes between durable checkpoints of a file: what an interruption can cost again.
     pub checkpoint_every: u64,
+    /// Change nothing: answer `Done(Ok)` for what would be written, and list it.
+    pub dry_run: bool,
 }
 
 /// What the receiving end did.
@@ -96,6 +101,9 @@ pub struct RecvSummary {
     pub deleted: u64,
     /// Entries refused or not written, with the reason.
     pub problems: Vec<String>,
+    /// With `dry_run`: what would be done, one line per entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<String>,
 }
 
 enum Reply {
@@ -254,6 +262,48 @@ impl RecvApp {
         self.replies.push_back(Reply::Done(id, status));
     }
 
+    /// A dry run's answer to an entry: what would happen, nothing changed.
+    fn plan(&mut self, meta: &FileMeta<'_>, rel: &str, dest: &Path) {
+        let there = fs::symlink_metadata(dest).ok();
+        let same_kind = there.as_ref().map(|m| match meta.kind {
+            Kind::Dir => m.is_dir(),
+            Kind::File | Kind::Symlink => !m.is_dir(),
+        });
+        if same_kind == Some(false) && !self.opts.delete {
+            let why = format!("{rel}: another kind of entry is in the way (use --delete)");
+            return self.problem(meta.id, Status::Failed, why);
+        }
+        let line = match meta.kind {
+            // Nothing to do: `Skip` tells the sender so (it lists what is answered `Done`).
+            Kind::Dir if there.as_ref().is_some_and(|m| m.is_dir()) => {
+                return self.replies.push_back(Reply::Have(meta.id, Have::Skip));
+            }
+            Kind::Dir => Some(format!("create dir  {rel}")),
+            Kind::Symlink if fs::read_link(dest).is_ok_and(|t| t.as_os_str() == meta.target) => {
+                return self.replies.push_back(Reply::Have(meta.id, Have::Skip));
+            }
+            Kind::Symlink => Some(format!("symlink     {rel} -> {}", meta.target)),
+            Kind::File => {
+                let unchanged =
+                    there.as_ref().filter(|m| m.is_file() && m.len() == meta.size).is_some_and(|m| {
+                        match (self.opts.checksum, meta.hash) {
+                            (true, Some(want)) => blake3_of(dest).is_ok_and(|h| h == want),
+                            _ => (m.mtime(), m.mtime_nsec() as u32) == (meta.mtime, meta.mtime_nsec),
+                        }
+                    });
+                if unchanged {
+                    self.summary.files_skipped += 1;
+                    return self.replies.push_back(Reply::Have(meta.id, Have::Skip));
+                }
+                // Counted as received: a dry run's summary says what a real run would do.
+                self.summary.files_received += 1;
+                Some(format!("copy        {rel} ({} bytes)", meta.size))
+            }
+        };
+        self.summary.planned.extend(line);
+        self.replies.push_back(Reply::Done(meta.id, Status::Ok));
+    }
+
     /// Makes room for a `kind` entry at `dest`: an entry of another kind goes only with
     /// `--delete`. Returns false (and reports) when it stays in the way.
     fn clear_way(&mut self, id: u32, rel: &str, dest: &Path, kind: Kind) -> bool {
@@ -279,7 +329,7 @@ impl RecvApp {
 
     fn on_file(&mut self, meta: &FileMeta<'_>, max_body: usize) -> Result<()> {
         let (id, rel) = (meta.id, meta.path.to_owned());
-        let dest = match net_path(&self.root, &rel) {
+        let dest = match net_path(&self.root, &rel, !self.opts.dry_run) {
             Ok(d) => d,
             Err(why) => {
                 self.problem(id, Status::Rejected, format!("refused a path from the sender: {why}"));
@@ -287,6 +337,10 @@ impl RecvApp {
             }
         };
         self.seen.insert(rel.clone());
+        if self.opts.dry_run {
+            self.plan(meta, &rel, &dest);
+            return Ok(());
+        }
         if !self.clear_way(id, &rel, &dest, meta.kind) {
             return Ok(());
         }
@@ -600,6 +654,12 @@ impl RecvApp {
 
     /// After the sender's `Finished`: directory metadata (children first), `--delete`.
     fn finish(&mut self) -> Result<()> {
+        if self.opts.dry_run {
+            if self.opts.delete && self.root.is_dir() {
+                self.delete_unseen(String::new())?;
+            }
+            return Ok(());
+        }
         self.commit_verified();
         for (dir, mode, mtime) in self.dirs.drain(..).rev() {
             let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode));
@@ -623,7 +683,11 @@ impl RecvApp {
             let Some(name) = name.to_str() else { continue };
             let child = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
             if !self.seen.contains(&child) {
-                remove(&self.root.join(&child))?;
+                if self.opts.dry_run {
+                    self.summary.planned.push(format!("delete      {child}"));
+                } else {
+                    remove(&self.root.join(&child))?;
+                }
                 self.summary.deleted += 1;
             } else if meta.is_dir() {
                 self.delete_unseen(child)?;

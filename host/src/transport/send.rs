@@ -148,6 +148,8 @@ pub struct SendSummary {
     pub data_bytes_compressed: u64,
     /// The compression the sender ended on (`auto` moves it with the bottleneck).
     pub codec: String,
+    /// With a dry run: the entries the receiver would write.
+    pub planned: Vec<String>,
     /// Entries the receiver refused or could not write.
     pub problems: Vec<String>,
 }
@@ -182,6 +184,7 @@ pub struct SendApp {
     finished: bool,
     closed: bool,
     effort: Effort,
+    dry_run: bool,
     /// When the send queue was last found full (the wait until the next call is idle time).
     blocked_at: Option<std::time::Instant>,
     encoder: HostEncoder,
@@ -217,12 +220,19 @@ impl SendApp {
             closed: false,
             encoder: effort.encoder(),
             effort,
+            dry_run: false,
             blocked_at: None,
             block: Vec::new(),
             out: Vec::new(),
             bar,
             summary: SendSummary { codec: effort_name, ..SendSummary::default() },
         }
+    }
+
+    /// Asks for a dry run: the receiver answers what it would write and changes nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 
     /// Puts the entries this connection had in flight back in the queue (the connection
@@ -391,7 +401,10 @@ impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
                 SenderEvent::Have { id, have: Have::Skip } => {
                     if let Some(o) = self.flying.remove(&id) {
                         self.bar.inc(o.entry.size);
-                        self.summary.files_skipped += 1;
+                        // Only a dry run skips a directory (one that exists).
+                        if o.entry.kind == Kind::File {
+                            self.summary.files_skipped += 1;
+                        }
                     }
                 }
                 SenderEvent::Have { id, have: Have::Need { resume_from, block_log2, blocks } } => {
@@ -414,6 +427,13 @@ impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
                 SenderEvent::Done { id, status } => {
                     let Some(o) = self.flying.remove(&id) else { continue };
                     let rel = &o.entry.rel;
+                    if self.dry_run && status == Status::Ok {
+                        self.summary.planned.push(match o.entry.kind {
+                            Kind::File => format!("copy        {rel} ({} bytes)", o.entry.size),
+                            Kind::Dir => format!("create dir  {rel}"),
+                            Kind::Symlink => format!("symlink     {rel} -> {}", o.entry.target),
+                        });
+                    }
                     match status {
                         Status::Ok if o.entry.kind == Kind::File => self.summary.files_transferred += 1,
                         Status::Ok => self.summary.other_entries += 1,

@@ -29,6 +29,8 @@ pub struct OpenRequest {
     pub delete: bool,
     /// `--checksum`.
     pub checksum: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
 }
 
 /// Waits for the client's `Open`.
@@ -45,8 +47,9 @@ impl App<Conn> for AwaitOpen {
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         if let Some(msg) = conn.poll_message(now) {
             match msg.map_err(|e| proto("the client", e))? {
-                Message::Open { path, direction, delete, checksum } => {
-                    self.request = Some(OpenRequest { path: path.to_owned(), direction, delete, checksum });
+                Message::Open { path, direction, delete, checksum, dry_run } => {
+                    self.request =
+                        Some(OpenRequest { path: path.to_owned(), direction, delete, checksum, dry_run });
                 }
                 _ => {
                     return Err(proto(
@@ -83,10 +86,12 @@ fn open_tree(root: &Path, req: &OpenRequest) -> std::result::Result<PathBuf, Str
     if req.path.is_empty() {
         return Ok(root.to_path_buf());
     }
-    let tree = net_path(root, &req.path)?;
+    let tree = net_path(root, &req.path, !req.dry_run)?;
     match std::fs::symlink_metadata(&tree) {
         Ok(m) if m.is_dir() => Ok(tree),
         Ok(_) => Err(format!("{}: not a directory", req.path)),
+        // A dry run creates nothing: the tree it would make is simply empty.
+        Err(_) if req.direction == Direction::Push && req.dry_run => Ok(tree),
         Err(_) if req.direction == Direction::Push => match std::fs::create_dir(&tree) {
             Ok(()) => Ok(tree),
             // Another connection of the same push made it a moment ago.
@@ -209,7 +214,12 @@ async fn session(
     match req.direction {
         Direction::Push => {
             let mut ep = Receiver::new(conn);
-            let opts = RecvOptions { delete: req.delete, checksum: req.checksum, checkpoint_every };
+            let opts = RecvOptions {
+                delete: req.delete,
+                checksum: req.checksum,
+                checkpoint_every,
+                dry_run: req.dry_run,
+            };
             let mut app = RecvApp::new(tree, opts).log_problems_as(link.peer.clone());
             let result = drive(link, &mut ep, &mut app, limit).await;
             let s = &app.summary;
