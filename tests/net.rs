@@ -491,15 +491,7 @@ fn a_hostile_client_is_confined_to_the_root_and_the_server_keeps_serving() {
 
 /// Incompressible bytes, so link bytes track file bytes.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    keepsync::sample::generate(keepsync::sample::Kind::Random, len, seed)
 }
 
 fn partial_bytes(dir: &Path) -> u64 {

@@ -285,15 +285,7 @@ mod tests {
     use keepsync_core::budget::compress_bound;
 
     fn random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        crate::sample::generate(crate::sample::Kind::Random, len, seed)
     }
 
     fn text(len: usize) -> Vec<u8> {

@@ -59,20 +59,13 @@ pub struct HashIndex {
 /// An index shared by the connections of one run.
 pub type SharedIndex = Arc<Mutex<HashIndex>>;
 
-fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("keepsync").join("index"))
-}
-
 impl HashIndex {
     /// The index of the tree at `root` (empty when there is none yet).
     pub fn open(root: &Path) -> Self {
         let file = std::fs::canonicalize(root).ok().and_then(|real| {
             let name = blake3::hash(real.as_os_str().as_encoded_bytes()).to_hex();
-            Some(cache_dir()?.join(format!("{}.json", &name[..32])))
+            let dir = crate::io::xdg_path("XDG_CACHE_HOME", ".cache", "index", "").ok()?;
+            Some(dir.join(format!("{}.json", &name[..32])))
         });
         Self::at(file)
     }

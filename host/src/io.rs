@@ -104,3 +104,13 @@ pub fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(filled)
 }
+
+/// `$VAR/keepsync/NAME`, else `$HOME/FALLBACK/keepsync/NAME` (the XDG base directory rule);
+/// `flag` is the option that overrides it, named when neither variable is set.
+pub fn xdg_path(var: &str, fallback: &str, name: &str, flag: &str) -> Result<PathBuf> {
+    let set = |v: &str| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = set(var)
+        .or_else(|| set("HOME").map(|h| h.join(fallback)))
+        .ok_or_else(|| Error::Usage(format!("neither {var} nor HOME is set: pass {flag}")))?;
+    Ok(base.join("keepsync").join(name))
+}

@@ -260,6 +260,15 @@ impl Drop for Flusher {
     }
 }
 
+/// Makes `at` a symlink to `target`, replacing whatever link or file is there atomically: the
+/// link is made beside it (`.NAME.keepsync-tmp`) and renamed over it.
+pub fn place_symlink(target: &Path, at: &Path) -> Result<()> {
+    let tmp = sibling(at, "keepsync-tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    std::fs::rename(&tmp, at).map_err(|e| Error::io("rename into place", at, e))
+}
+
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, directory fsync).
 pub fn write_small_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = sibling(path, "tmp");

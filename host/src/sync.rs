@@ -26,7 +26,7 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::output::{AtomicFile, commit_batch, sync_parent};
+use crate::output::{AtomicFile, commit_batch, place_symlink, sync_parent};
 
 /// Files copied before their batch is committed (see [`commit_batch`]).
 const BATCH_FILES: usize = 256;
@@ -404,15 +404,7 @@ pub fn sync(src: &Path, dst: &Path, opts: &SyncOptions, bar: &ProgressBar) -> Re
                 }
             }
             Action::Symlink { path, target } => {
-                let at = confined(dst, path)?;
-                // Create beside it and rename over: the link is replaced atomically.
-                let tmp = at.with_file_name(format!(
-                    ".{}.keepsync-tmp",
-                    at.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-                ));
-                let _ = fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io("create", &tmp, e))?;
-                fs::rename(&tmp, &at).map_err(|e| Error::io("rename into place", &at, e))?;
+                place_symlink(target, &confined(dst, path)?)?;
                 summary.symlinks += 1;
             }
             Action::Delete { path } => {

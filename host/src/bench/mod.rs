@@ -149,19 +149,9 @@ impl Machine {
     }
 }
 
-/// `$VAR/keepsync/NAME`, else `$HOME/FALLBACK/keepsync/NAME` (the XDG base directory rule);
-/// `flag` is the option that overrides it, named when neither variable is set.
-pub(crate) fn xdg_path(var: &str, fallback: &str, name: &str, flag: &str) -> Result<PathBuf> {
-    let set = |v: &str| std::env::var_os(v).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = set(var)
-        .or_else(|| set("HOME").map(|h| h.join(fallback)))
-        .ok_or_else(|| Error::Usage(format!("neither {var} nor HOME is set: pass {flag}")))?;
-    Ok(base.join("keepsync").join(name))
-}
-
 /// The default work directory: `$XDG_CACHE_HOME/keepsync/bench`, else `~/.cache/keepsync/bench`.
 pub fn default_work_dir() -> Result<PathBuf> {
-    xdg_path("XDG_CACHE_HOME", ".cache", "bench", "--work-dir DIR")
+    crate::io::xdg_path("XDG_CACHE_HOME", ".cache", "bench", "--work-dir DIR")
 }
 
 /// `git rev-parse HEAD` in the current directory, if git and a repository are there.

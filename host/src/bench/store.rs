@@ -85,7 +85,7 @@ pub struct RunInfo {
 /// The default database: `$XDG_DATA_HOME/keepsync/bench.sqlite`, else
 /// `~/.local/share/keepsync/bench.sqlite`.
 pub fn default_path() -> Result<PathBuf> {
-    super::xdg_path("XDG_DATA_HOME", ".local/share", "bench.sqlite", "--db FILE")
+    crate::io::xdg_path("XDG_DATA_HOME", ".local/share", "bench.sqlite", "--db FILE")
 }
 
 impl Store {

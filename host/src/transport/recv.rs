@@ -25,7 +25,7 @@ use super::{BLOCK_LOG2, NEW_FILE_BLOCK_LOG2};
 use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
 use crate::index::{HashIndex, SharedIndex, hash_with};
-use crate::output::write_small_file_atomically;
+use crate::output::{place_symlink, write_small_file_atomically};
 use crate::sync::blake3_of;
 use crate::sync::{entries, is_ours, remove};
 
@@ -160,10 +160,6 @@ pub struct RecvApp {
     bar: indicatif::ProgressBar,
     /// What happened so far.
     pub summary: RecvSummary,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn set_mtime(file: &File, (secs, nsec): (i64, u32)) -> std::io::Result<()> {
@@ -356,19 +352,10 @@ impl RecvApp {
                 self.dirs.push((dest, meta.mode, (meta.mtime, meta.mtime_nsec)));
                 self.replies.push_back(Reply::Done(id, Status::Ok));
             }
-            Kind::Symlink => {
-                let tmp = dest.with_file_name(format!(
-                    ".{}.keepsync-tmp",
-                    dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-                ));
-                let _ = fs::remove_file(&tmp);
-                let made =
-                    std::os::unix::fs::symlink(meta.target, &tmp).and_then(|()| fs::rename(&tmp, &dest));
-                match made {
-                    Ok(()) => self.replies.push_back(Reply::Done(id, Status::Ok)),
-                    Err(e) => self.problem(id, Status::Failed, format!("{rel}: cannot create symlink: {e}")),
-                }
-            }
+            Kind::Symlink => match place_symlink(Path::new(meta.target), &dest) {
+                Ok(()) => self.replies.push_back(Reply::Done(id, Status::Ok)),
+                Err(e) => self.problem(id, Status::Failed, format!("{rel}: {e}")),
+            },
             Kind::File => self.on_regular_file(meta, rel, dest, max_body)?,
         }
         Ok(())
@@ -405,7 +392,7 @@ impl RecvApp {
             }
         }
         let partial_dir = self.root.join(PARTIAL_DIR);
-        let name = hex(&blake3::hash(rel.as_bytes()).as_bytes()[..16]);
+        let name = hex::encode(&blake3::hash(rel.as_bytes()).as_bytes()[..16]);
         let data_path = partial_dir.join(format!("{name}.data"));
         let ckpt_path = partial_dir.join(format!("{name}.ckpt"));
         let mut binding = blake3::Hasher::new();
