@@ -158,14 +158,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         tx: B,
     ) -> Result<Self, UsageError> {
         let mut conn = Self::new(provider, Role::Client, psk, random, now, rx, tx)?;
-        let mut hello = [0u8; CLIENT_HELLO_LEN];
-        HelloRepr {
-            version_min: PROTO_VERSION,
-            version_max: PROTO_VERSION,
-            max_body: conn.local_max_body as u32,
-            random,
-        }
-        .emit(&mut hello);
+        let hello = conn.own_hello();
         conn.transcript.update(hello);
         conn.queue_clear(&[&hello]);
         Ok(conn)
@@ -206,6 +199,20 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
     /// Largest frame body this end accepts (its `rx` buffer).
     pub fn local_max_body(&self) -> usize {
         self.local_max_body
+    }
+
+    /// This end's hello (the first 44 bytes of a ServerHello): the one version this build
+    /// speaks, its frame limit and its random.
+    fn own_hello(&self) -> [u8; CLIENT_HELLO_LEN] {
+        let mut hello = [0u8; CLIENT_HELLO_LEN];
+        HelloRepr {
+            version_min: PROTO_VERSION,
+            version_max: PROTO_VERSION,
+            max_body: self.local_max_body as u32,
+            random: self.random,
+        }
+        .emit(&mut hello);
+        hello
     }
 
     fn fail(&mut self, error: ProtoError) -> ProtoError {
@@ -320,14 +327,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
                 }
                 self.peer_max_body = (hello.max_body as usize).min(MAX_FRAME_BODY);
                 self.transcript.update(body);
-                let mut reply = [0u8; CLIENT_HELLO_LEN];
-                HelloRepr {
-                    version_min: PROTO_VERSION,
-                    version_max: PROTO_VERSION,
-                    max_body: self.local_max_body as u32,
-                    random: self.random,
-                }
-                .emit(&mut reply);
+                let reply = self.own_hello();
                 self.transcript.update(reply);
                 let secrets = self.derive(&hello.random, &self.random.clone());
                 self.expected_proof = secrets.client_proof;

@@ -53,9 +53,10 @@ const FREE: Slot =
     Slot { id: 0, state: State::Free, size: 0, next: 0, block_log2: 0, hashes_next: 0, hashes_total: 0 };
 
 impl Slot {
-    /// Accepts a `Have::Need` for this file; `max_body` is the receiver's frame limit.
-    fn need(&mut self, have: Have, max_body: usize) -> Result<(), &'static str> {
-        let Have::Need { resume_from, block_log2, blocks } = have else { return Ok(()) };
+    /// Accepts a `Have` for this file (`Skip` ends it); `max_body` is the receiver's frame
+    /// limit.
+    fn have(&mut self, have: Have, max_body: usize) -> Result<(), &'static str> {
+        let Have::Need { resume_from, block_log2, blocks } = have else { return self.done() };
         if self.state != State::Offered {
             return Err("Have for a file that is not waiting for one");
         }
@@ -145,6 +146,24 @@ impl Table {
         let slot =
             self.0.iter_mut().find(|s| s.state == State::Free).ok_or("more files in flight than allowed")?;
         *slot = Slot { id, state: State::Offered, size, ..FREE };
+        Ok(())
+    }
+
+    /// Moves file `id`'s slot with `step`, but only once `send` has queued the message that
+    /// announces the move: a refused or blocked send leaves the slot as it was, so the caller
+    /// can simply call again.
+    fn transition<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        conn: &mut Connection<P, B>,
+        id: u32,
+        step: impl FnOnce(&mut Slot) -> Result<(), &'static str>,
+        send: impl FnOnce(&mut Connection<P, B>) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        let slot = self.find(id).map_err(SendError::Usage)?;
+        let mut next = *slot;
+        step(&mut next).map_err(SendError::Usage)?;
+        send(conn)?;
+        *slot = next;
         Ok(())
     }
 
@@ -281,21 +300,18 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Sender<P, B> {
         raw_len: u32,
         body: &[u8],
     ) -> Result<(), SendError> {
-        let slot = self.files.find(id).map_err(SendError::Usage)?;
-        let mut next = *slot;
-        next.data(offset, raw_len, body.len()).map_err(SendError::Usage)?;
-        self.conn.send(now, &Message::Data { id, offset, codec, raw_len, body: Bytes(body) })?;
-        *self.files.find(id).map_err(SendError::Usage)? = next;
-        Ok(())
+        self.files.transition(
+            &mut self.conn,
+            id,
+            |slot| slot.data(offset, raw_len, body.len()),
+            |conn| conn.send(now, &Message::Data { id, offset, codec, raw_len, body: Bytes(body) }),
+        )
     }
 
     /// Ends file `id` with the BLAKE3 of its whole content.
     pub fn end_file(&mut self, now: Millis, id: u32, hash: [u8; 32]) -> Result<(), SendError> {
-        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
-        next.end().map_err(SendError::Usage)?;
-        self.conn.send(now, &Message::End { id, hash })?;
-        *self.files.find(id).map_err(SendError::Usage)? = next;
-        Ok(())
+        self.files
+            .transition(&mut self.conn, id, Slot::end, |conn| conn.send(now, &Message::End { id, hash }))
     }
 
     /// Tells the receiver no more entries follow.
@@ -318,10 +334,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Sender<P, B> {
             Message::Have { id, have } => self
                 .files
                 .find(id)
-                .and_then(|slot| match have {
-                    Have::Skip => slot.done(),
-                    Have::Need { .. } => slot.need(have, max_body),
-                })
+                .and_then(|slot| slot.have(have, max_body))
                 .map(|()| SenderEvent::Have { id, have }),
             Message::Hashes { id, first, hashes } => self.files.find(id).and_then(|slot| {
                 slot.hashes(first, hashes.0.len())?;
@@ -378,34 +391,29 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Receiver<P, B> {
     /// number of hashes with [`hashes`](Self::hashes) next.
     pub fn have(&mut self, now: Millis, id: u32, have: Have) -> Result<(), SendError> {
         let max_body = self.conn.local_max_body();
-        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
-        match have {
-            Have::Skip => next.done(),
-            Have::Need { .. } => next.need(have, max_body),
-        }
-        .map_err(SendError::Usage)?;
-        self.conn.send(now, &Message::Have { id, have })?;
-        *self.files.find(id).map_err(SendError::Usage)? = next;
-        Ok(())
+        self.files.transition(
+            &mut self.conn,
+            id,
+            |slot| slot.have(have, max_body),
+            |conn| conn.send(now, &Message::Have { id, have }),
+        )
     }
 
     /// Sends hashes of the old copy's blocks `first..` (32 bytes each) of file `id`.
     pub fn hashes(&mut self, now: Millis, id: u32, first: u32, hashes: &[u8]) -> Result<(), SendError> {
-        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
-        next.hashes(first, hashes.len()).map_err(SendError::Usage)?;
-        self.conn.send(now, &Message::Hashes { id, first, hashes: Bytes(hashes) })?;
-        *self.files.find(id).map_err(SendError::Usage)? = next;
-        Ok(())
+        self.files.transition(
+            &mut self.conn,
+            id,
+            |slot| slot.hashes(first, hashes.len()),
+            |conn| conn.send(now, &Message::Hashes { id, first, hashes: Bytes(hashes) }),
+        )
     }
 
     /// Finishes file `id`: right after its `File` (directories, symlinks, refusals) or after
     /// its `End`.
     pub fn done(&mut self, now: Millis, id: u32, status: Status) -> Result<(), SendError> {
-        let mut next = *self.files.find(id).map_err(SendError::Usage)?;
-        next.done().map_err(SendError::Usage)?;
-        self.conn.send(now, &Message::Done { id, status })?;
-        *self.files.find(id).map_err(SendError::Usage)? = next;
-        Ok(())
+        self.files
+            .transition(&mut self.conn, id, Slot::done, |conn| conn.send(now, &Message::Done { id, status }))
     }
 
     /// The next event from the sender, checked against the transfer rules.

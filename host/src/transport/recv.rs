@@ -26,7 +26,6 @@ use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
 use crate::index::{HashIndex, SharedIndex, hash_with};
 use crate::output::{place_symlink, write_small_file_atomically};
-use crate::sync::blake3_of;
 use crate::sync::{entries, is_ours, remove};
 
 /// The directory under a receiving tree's root that holds partial files and checkpoints.
@@ -171,6 +170,14 @@ fn set_mtime(file: &File, (secs, nsec): (i64, u32)) -> std::io::Result<()> {
     file.set_times(fs::FileTimes::new().set_modified(t))
 }
 
+/// Whether an existing entry `m` can take a `kind` entry's place without removing it.
+fn same_kind(kind: Kind, m: &fs::Metadata) -> bool {
+    match kind {
+        Kind::Dir => m.is_dir(),
+        Kind::File | Kind::Symlink => !m.is_dir(),
+    }
+}
+
 /// Opens (creating when needed) a partial data file and its directory. Connections of one
 /// push race here: one may make the directory, or remove it when empty at its end, between
 /// another's steps; a step that finds the work done (or undone) simply tries again.
@@ -258,14 +265,25 @@ impl RecvApp {
         self.replies.push_back(Reply::Done(id, status));
     }
 
+    /// Whether the regular file `dest` (metadata `m`) already holds what the sender offers:
+    /// same size and mtime, or with `--checksum` the same BLAKE3 (through the hash index).
+    fn unchanged(&mut self, meta: &FileMeta<'_>, rel: &str, m: &fs::Metadata, dest: &Path) -> bool {
+        if !m.is_file() || m.len() != meta.size {
+            return false;
+        }
+        match (self.opts.checksum, meta.hash) {
+            (true, Some(want)) => {
+                let index = self.index.get_or_insert_with(|| HashIndex::shared(&self.root));
+                hash_with(Some(index), rel, dest).is_ok_and(|h| h == want)
+            }
+            _ => (m.mtime(), m.mtime_nsec() as u32) == (meta.mtime, meta.mtime_nsec),
+        }
+    }
+
     /// A dry run's answer to an entry: what would happen, nothing changed.
     fn plan(&mut self, meta: &FileMeta<'_>, rel: &str, dest: &Path) {
         let there = fs::symlink_metadata(dest).ok();
-        let same_kind = there.as_ref().map(|m| match meta.kind {
-            Kind::Dir => m.is_dir(),
-            Kind::File | Kind::Symlink => !m.is_dir(),
-        });
-        if same_kind == Some(false) && !self.opts.delete {
+        if there.as_ref().is_some_and(|m| !same_kind(meta.kind, m)) && !self.opts.delete {
             let why = format!("{rel}: another kind of entry is in the way (use --delete)");
             return self.problem(meta.id, Status::Failed, why);
         }
@@ -280,14 +298,7 @@ impl RecvApp {
             }
             Kind::Symlink => Some(format!("symlink     {rel} -> {}", meta.target)),
             Kind::File => {
-                let unchanged =
-                    there.as_ref().filter(|m| m.is_file() && m.len() == meta.size).is_some_and(|m| {
-                        match (self.opts.checksum, meta.hash) {
-                            (true, Some(want)) => blake3_of(dest).is_ok_and(|h| h == want),
-                            _ => (m.mtime(), m.mtime_nsec() as u32) == (meta.mtime, meta.mtime_nsec),
-                        }
-                    });
-                if unchanged {
+                if there.as_ref().is_some_and(|m| self.unchanged(meta, rel, m, dest)) {
                     self.summary.files_skipped += 1;
                     return self.replies.push_back(Reply::Have(meta.id, Have::Skip));
                 }
@@ -304,11 +315,7 @@ impl RecvApp {
     /// `--delete`. Returns false (and reports) when it stays in the way.
     fn clear_way(&mut self, id: u32, rel: &str, dest: &Path, kind: Kind) -> bool {
         let Ok(m) = fs::symlink_metadata(dest) else { return true };
-        let same = match kind {
-            Kind::Dir => m.is_dir(),
-            Kind::File | Kind::Symlink => !m.is_dir(),
-        };
-        if same {
+        if same_kind(kind, &m) {
             return true;
         }
         if self.opts.delete && remove(dest).is_ok() {
@@ -372,24 +379,15 @@ impl RecvApp {
         self.bar.inc_length(meta.size);
         let existing = fs::symlink_metadata(&dest).ok().filter(|m| m.is_file());
         if let Some(m) = &existing
-            && m.len() == meta.size
+            && self.unchanged(meta, &rel, m, &dest)
         {
-            let same = match (self.opts.checksum, meta.hash) {
-                (true, Some(want)) => {
-                    self.index.get_or_insert_with(|| HashIndex::shared(&self.root));
-                    hash_with(self.index.as_ref(), &rel, &dest).is_ok_and(|h| h == want)
-                }
-                _ => (m.mtime(), m.mtime_nsec() as u32) == (meta.mtime, meta.mtime_nsec),
-            };
-            if same {
-                if m.permissions().mode() & 0o7777 != meta.mode {
-                    let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(meta.mode));
-                }
-                self.summary.files_skipped += 1;
-                self.bar.inc(meta.size);
-                self.replies.push_back(Reply::Have(id, Have::Skip));
-                return Ok(());
+            if m.permissions().mode() & 0o7777 != meta.mode {
+                let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(meta.mode));
             }
+            self.summary.files_skipped += 1;
+            self.bar.inc(meta.size);
+            self.replies.push_back(Reply::Have(id, Have::Skip));
+            return Ok(());
         }
         let partial_dir = self.root.join(PARTIAL_DIR);
         let name = hex::encode(&blake3::hash(rel.as_bytes()).as_bytes()[..16]);
