@@ -2,11 +2,16 @@
 # Builds the keepsync-core self-test firmware (firmware-sim/qemu) for thumbv7em-none-eabihf,
 # runs it on an emulated Cortex-M4 (qemu-system-arm -machine mps2-an386) and reports its size.
 #
-#   firmware-sim/qemu-selftest.sh [OUTPUT_FILE]
+#   firmware-sim/qemu-selftest.sh [--defmt] [OUTPUT_FILE]
 #
 # OUTPUT_FILE (optional) receives the firmware's semihosting output, which holds the finished
 # container as hex between KS-CONTAINER-BEGIN/KS-CONTAINER-END: feed it to
 # firmware-sim/qemu/check-container.sh to open that container with the keepsync CLI.
+#
+# --defmt builds the image with `--features defmt` (log lines as defmt frames, keepsync-core's
+# `defmt::Format` impls included; target dir firmware-sim/qemu/target/defmt) and decodes its
+# output with `defmt-print` (installed with cargo when missing). OUTPUT_FILE then receives the
+# decoded log; that build prints no container hex dump.
 #
 # Exits 0 only if QEMU exited 0 *and* the firmware printed `selftest: ok`. Works from any
 # directory; installs the Rust target and (as root, via apt) QEMU and binutils when missing.
@@ -15,6 +20,11 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 crate="$here/qemu"
+defmt=0
+if [ "${1:-}" = "--defmt" ]; then
+  defmt=1
+  shift
+fi
 out_file="${1:-}"
 # The build runs from the crate's directory: make the output path absolute first.
 if [ -n "$out_file" ]; then
@@ -22,7 +32,14 @@ if [ -n "$out_file" ]; then
 fi
 timeout_s="${KS_QEMU_TIMEOUT:-60}"
 target=thumbv7em-none-eabihf
-elf="$crate/target/$target/release/keepsync-qemu-selftest"
+if [ "$defmt" = 1 ]; then
+  target_dir="$crate/target/defmt"
+  features=(--features defmt)
+else
+  target_dir="$crate/target"
+  features=()
+fi
+elf="$target_dir/$target/release/keepsync-qemu-selftest"
 started=$SECONDS
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -60,10 +77,15 @@ if ! command -v qemu-system-arm >/dev/null; then
   }
 fi
 
-log "cargo build --release (board mps2-an386)"
+if [ "$defmt" = 1 ] && ! command -v defmt-print >/dev/null; then
+  log "installing defmt-print (decodes the image's defmt frames)"
+  cargo install --locked defmt-print --version 1.2.0
+fi
+
+log "cargo build --release ${features[*]:-} (board mps2-an386)"
 # Its own workspace and target dir (firmware-sim/qemu/target), whatever the caller's env says.
 env -u CARGO_TARGET_DIR KEEPSYNC_BOARD=mps2-an386 \
-  cargo build --release --manifest-path "$crate/Cargo.toml"
+  cargo build --release --manifest-path "$crate/Cargo.toml" --target-dir "$target_dir" "${features[@]}"
 
 log "qemu-system-arm -machine mps2-an386 (timeout ${timeout_s}s)"
 output="$(mktemp)"
@@ -73,6 +95,14 @@ timeout "$timeout_s" qemu-system-arm -cpu cortex-m4 -machine mps2-an386 -nograph
   -semihosting-config enable=on,target=native -kernel "$elf" </dev/null >"$output" 2>&1
 qemu_status=$?
 set -e
+if [ "$defmt" = 1 ]; then
+  # The semihosting stdout is defmt frames: decode them with the image's string table.
+  decoded="$(mktemp)"
+  trap 'rm -f "$output" "$decoded"' EXIT
+  defmt-print -e "$elf" stdin <"$output" >"$decoded" 2>&1 || true
+  echo "(defmt: $(wc -c <"$output") bytes of frames from the image, decoded by defmt-print)"
+  cp "$decoded" "$output"
+fi
 if [ -n "$out_file" ]; then
   cp "$output" "$out_file"
 fi

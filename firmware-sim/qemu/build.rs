@@ -29,6 +29,10 @@ fn main() {
     println!("cargo::rerun-if-changed={}", layout.display());
     println!("cargo::rustc-link-search={}", out.display());
     println!("cargo::rustc-env=KEEPSYNC_BOARD={board}");
+    // defmt's linker script (the interned format strings' section), next to cortex-m-rt's.
+    if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo::rustc-link-arg=-Tdefmt.x");
+    }
     if board == "mps2-an386" {
         println!("cargo::rustc-cfg=ks_ram_partitions");
     }

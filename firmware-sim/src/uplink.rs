@@ -11,7 +11,7 @@
 //! RAM: the [`SyncBuffers`] (12,456 bytes, lent), the `Sender` (1,936 bytes on thumbv7em), a
 //! 256-byte input buffer and a BLAKE3 state on the stack.
 
-use embedded_storage::nor_flash::NorFlash;
+use embedded_storage::nor_flash::ReadNorFlash;
 use keepsync_core::crypto::SecretKey;
 use keepsync_core::sync::{
     CloseCode, Direction, FileMeta, Have, Kind, ProtoError, SendError, Sender, SenderEvent, Status,
@@ -54,9 +54,9 @@ pub struct UploadReport {
     pub files_skipped: u32,
 }
 
-/// Sends `files` to the host tree `tree`, reconnecting with a fresh random until every file is
+/// Sends `files` to the host tree `tree` (it only reads `flash`), reconnecting with a fresh random until every file is
 /// confirmed. `trng_seed` seeds the simulated TRNG (a hardware RNG on a board).
-pub fn upload<F: NorFlash<Error = FlashError>, T: Transport>(
+pub fn upload<F: ReadNorFlash<Error = FlashError>, T: Transport>(
     flash: &mut F,
     files: &[FlashFile<'_>],
     tree: &str,
@@ -101,7 +101,7 @@ struct Current {
 }
 
 #[allow(clippy::too_many_arguments)] // one connection's context; kept flat to borrow parts
-fn connection<F: NorFlash<Error = FlashError>, T: Transport>(
+fn connection<F: ReadNorFlash<Error = FlashError>, T: Transport>(
     flash: &mut F,
     files: &[FlashFile<'_>],
     tree: &str,
@@ -251,7 +251,7 @@ fn connection<F: NorFlash<Error = FlashError>, T: Transport>(
 }
 
 /// BLAKE3 of a file in flash, read through the block buffer.
-fn hash_file<F: NorFlash<Error = FlashError>>(
+fn hash_file<F: ReadNorFlash<Error = FlashError>>(
     flash: &mut F,
     file: &FlashFile<'_>,
     block: &mut [u8; BLOCK],

@@ -23,9 +23,14 @@
 //!    the checkpoint fails its source hash, and one changed after it is caught when the
 //!    re-sealed record differs from what DATA holds, before a byte is written (no nonce is
 //!    ever used for two plaintexts; docs/SECURITY.md, "Resume").
-//! 8. **Footprint**: state object sizes, static RAM from the linker symbols and the stack
+//! 8. **Upload** (module [`uplink`]): the finished container goes to a host peer in this image
+//!    over the sync protocol (PSK handshake, AES-GCM frames) with the firmware-sim's
+//!    `uplink::upload`; the peer drops the first connection after two blocks and the device
+//!    resumes at the peer's durable prefix. The peer's copy must equal the container.
+//! 9. **Footprint**: state object sizes, static RAM from the linker symbols and the stack
 //!    high-water mark of each phase (the reset handler paints the stack, see cortex-m-rt's
-//!    `paint-stack`; [`stack::measure`] paints again before each phase).
+//!    `paint-stack`; [`stack::measure`] paints again before each phase), and the RAM of the
+//!    sync sender role (pack with LZ4 and checkpoints, then upload).
 //!
 //! The workspaces *and the codec states* are statics; the packer and unpacker borrow the
 //! codecs by `&mut`, which keeps them small (2.4 KiB / 0.4 KiB) and cheap to move.
@@ -41,7 +46,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use cortex_m as _;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
-use cortex_m_semihosting::{debug, hprintln};
+use cortex_m_semihosting::debug;
 use keepsync_core::budget::{HEADER_LEN, max_record_len, packer_workspace_len, unpacker_workspace_len};
 use keepsync_core::checkpoint::SourceHasher;
 use keepsync_core::compress::{Codec, CoreDecoder, Lz4Encoder};
@@ -49,6 +54,22 @@ use keepsync_core::crypto::{FileKeys, RustCrypto, RustCryptoAesGcm, SecretKey, o
 use keepsync_core::stream::{Packer, ResumePoint, Unpacker};
 use keepsync_core::wire::{HeaderRepr, KeySource};
 use keepsync_core::{Checkpoint, FormatError};
+use keepsync_firmware_sim::net::SyncBuffers;
+
+/// Log lines: through semihosting as text, or (`--features defmt`) as defmt frames that the
+/// host decodes with `defmt-print`. The format strings are written to suit both.
+#[cfg(not(feature = "defmt"))]
+macro_rules! say {
+    ($($arg:tt)*) => { cortex_m_semihosting::hprintln!($($arg)*) };
+}
+#[cfg(feature = "defmt")]
+macro_rules! say {
+    ($($arg:tt)*) => { defmt::println!($($arg)*) };
+}
+#[cfg(feature = "defmt")]
+use defmt_semihosting as _;
+
+mod uplink;
 
 /// Chunk size: the smallest the format allows, for the smallest workspaces.
 const CHUNK_LOG2: u8 = 12;
@@ -77,6 +98,10 @@ static mut UNPACKER_WS: [u8; UNPACKER_WS_LEN] = [0; UNPACKER_WS_LEN];
 // needs over 100 KiB of stack to build a Packer (docs/EMBEDDED.md).
 static mut LZ4: MaybeUninit<Lz4Encoder> = MaybeUninit::uninit();
 static mut INFLATE: MaybeUninit<CoreDecoder> = MaybeUninit::uninit();
+/// The sync role's lent buffers (frames of one 4 KiB block each way, and one block).
+static mut SYNC: SyncBuffers = SyncBuffers::new();
+/// The host peer of the upload: test scaffolding, not device RAM.
+static mut PEER: MaybeUninit<uplink::Peer> = MaybeUninit::uninit();
 
 /// What a packer borrows: its workspace and the LZ4 encoder.
 struct PackRam {
@@ -95,15 +120,17 @@ type DeviceUnpacker<'a> = Unpacker<'a, RustCryptoAesGcm, &'a mut CoreDecoder>;
 
 #[entry]
 fn main() -> ! {
-    hprintln!(
+    say!(
         "keepsync-core self-test: board {}, {} bytes of sensor records, {} KiB chunks, lz4",
         env!("KEEPSYNC_BOARD"),
         sensor_log::LEN,
         CHUNK >> 10
     );
-    let (mut pack_ram, mut unpack_ram) = take_ram();
+    let startup = stack::high_water();
+    let (mut pack_ram, stack_init_pack) = stack::measure(take_pack_ram);
+    let (mut unpack_ram, stack_init_unpack) = stack::measure(take_unpack_ram);
     let (mut ckpt_part, mut data_part) = flash::partitions();
-    hprintln!(
+    say!(
         "partitions: CHECKPOINT {:#010x} +{:#x} ({} B slots), DATA {:#010x} +{:#x} ({} B sectors)",
         ckpt_part.address(),
         ckpt_part.len(),
@@ -128,11 +155,10 @@ fn main() -> ! {
     };
 
     // (a) + (b): pack with checkpoints until the power is cut.
-    let startup = stack::high_water();
     let (cut, stack_pack) = stack::measure(|| {
         pack_until_power_cut(&master, &repr, &mut pack_ram, &mut ckpt_part, &mut data_part)
     });
-    hprintln!(
+    say!(
         "pack: power cut after {} chunks, {} container bytes in DATA (last record torn), checkpoints at chunks {:?} (last one torn)",
         cut.chunks_sealed,
         cut.bytes_written,
@@ -150,14 +176,14 @@ fn main() -> ! {
     let (uninterrupted, stack_compare) =
         stack::measure(|| compare_with_uninterrupted_pack(&master, &repr, &mut pack_ram, container));
     assert_eq!(uninterrupted, len, "the uninterrupted pack has a different length");
-    hprintln!("resume: container of {} bytes equals the uninterrupted pack byte for byte", len);
+    say!("resume: container of {} bytes equals the uninterrupted pack byte for byte", len);
 
     // (d): unpack and compare with the source.
     let (plain, stack_unpack) = stack::measure(|| unpack_and_verify(&master, &mut unpack_ram, container));
     let plain = plain.expect("unpack the container");
     assert_eq!(plain.len, sensor_log::LEN, "plaintext length");
     assert_eq!(plain.crc, sensor_log::crc32(), "plaintext CRC-32");
-    hprintln!("unpack: {} bytes in {} chunks, equal to the source", plain.len, plain.chunks);
+    say!("unpack: {} bytes in {} chunks, equal to the source", plain.len, plain.chunks);
 
     // (e): tampering is refused.
     tamper_checks(&master, &mut unpack_ram, &mut data_part, len);
@@ -167,9 +193,31 @@ fn main() -> ! {
 
     // (f): the container and what the host check compares.
     let container = data_part.read(0, len);
-    hprintln!("container: len={} crc32={:08x}", len, crc32(container));
-    hprintln!("plaintext: len={} crc32={:08x}", sensor_log::LEN, sensor_log::crc32());
+    say!("container: len={} crc32={:08x}", len, crc32(container));
+    say!("plaintext: len={} crc32={:08x}", sensor_log::LEN, sensor_log::crc32());
     hex_dump(container);
+
+    // (h): the container goes to a host over the sync protocol, across a dropped link.
+    let (sync, peer) = take_sync_ram();
+    let up = uplink::run(peer, sync, container);
+    let blocks = len.div_ceil(keepsync_firmware_sim::net::BLOCK) as u32;
+    assert_eq!(up.report.files_done, 1, "the host confirmed the container");
+    assert_eq!(up.report.connections.made, 2, "one dropped link, one reconnect");
+    assert_eq!(up.offers, 2, "offered once per connection");
+    assert_eq!(up.resumes[0], 0, "first offer starts at 0");
+    assert_eq!(up.resumes[1], 2 * keepsync_firmware_sim::net::BLOCK as u64, "resumed at the durable prefix");
+    // Resent: at most what was in flight when the link dropped (the pipe holds < one block).
+    assert!(up.report.blocks_sent <= blocks + 1, "{} blocks sent for {blocks}", up.report.blocks_sent);
+    say!(
+        "upload: {} bytes to the host as {}, {} blocks sent for {} ({} connections, the second resumed at {}), host copy equal",
+        len,
+        uplink::PATH,
+        up.report.blocks_sent,
+        blocks,
+        up.report.connections.made,
+        up.resumes[1]
+    );
+    let stack_upload = up.device_stack;
 
     // (g): a source that changed since the interrupted run is never sealed again under the
     // same nonces: before the checkpoint it fails the source hash; after it, the re-sealed
@@ -182,7 +230,7 @@ fn main() -> ! {
     let r = resume_after_reset(&master, &mut pack_ram, &mut ckpt_part, &mut data_part).err();
     sensor_log::change_byte(None);
     assert_eq!(r, Some(ResumeRefused::PrefixChanged), "source byte 100 changed");
-    hprintln!("changed source: byte 100 (before the checkpoint) -> refused: PrefixChanged");
+    say!("changed source: byte 100 (before the checkpoint) -> refused: PrefixChanged");
     let at = 2 * CHUNK + 100;
     sensor_log::change_byte(Some(at));
     let r = resume_after_reset(&master, &mut pack_ram, &mut ckpt_part, &mut data_part).err();
@@ -191,7 +239,7 @@ fn main() -> ! {
         panic!("source byte {at} changed: {r:?}");
     };
     assert!(offset < cut.bytes_written, "conflict past what the interrupted run wrote");
-    hprintln!(
+    say!(
         "changed source: byte {} (after the checkpoint) -> refused: TailChanged at container byte {}",
         at,
         offset
@@ -200,33 +248,57 @@ fn main() -> ! {
 
     footprint(&[
         ("startup", startup),
+        ("init lz4", stack_init_pack),
+        ("init inflate", stack_init_unpack),
         ("pack", stack_pack),
         ("resume", stack_resume),
         ("uninterrupted pack", stack_compare),
         ("unpack", stack_unpack),
+        ("upload", stack_upload),
     ]);
-    hprintln!("selftest: ok");
+    say!("selftest: ok");
     exit(true)
 }
 
-/// The workspaces and codec states, borrowed `'static` exactly once. Not inlined: building
-/// the codec states may go through temporaries on the stack, which must not stay in `main`'s
-/// frame.
+/// The packer's workspace and the LZ4 encoder, borrowed `'static` exactly once. Not inlined:
+/// building a codec state may go through temporaries on the stack, which must not stay in
+/// `main`'s frame (the self-test measures it as its own phase).
 #[inline(never)]
-fn take_ram() -> (PackRam, UnpackRam) {
+fn take_pack_ram() -> PackRam {
     static TAKEN: AtomicBool = AtomicBool::new(false);
-    assert!(!TAKEN.swap(true, Ordering::Relaxed), "RAM taken twice");
-    // SAFETY: the flag above makes these the only references ever made to the four statics.
+    assert!(!TAKEN.swap(true, Ordering::Relaxed), "pack RAM taken twice");
+    // SAFETY: the flag above makes these the only references ever made to the two statics.
     // (`&mut *&raw mut` is edition 2024's way to borrow a `static mut`; clippy misreads it.)
     #[allow(clippy::deref_addrof)]
     unsafe {
-        (
-            PackRam { ws: &mut *(&raw mut PACKER_WS), lz4: (*(&raw mut LZ4)).write(Lz4Encoder::new()) },
-            UnpackRam {
-                ws: &mut *(&raw mut UNPACKER_WS),
-                inflate: (*(&raw mut INFLATE)).write(CoreDecoder::new()),
-            },
-        )
+        PackRam { ws: &mut *(&raw mut PACKER_WS), lz4: (*(&raw mut LZ4)).write(Lz4Encoder::new()) }
+    }
+}
+
+/// The unpacker's workspace and the inflate state, as [`take_pack_ram`].
+#[inline(never)]
+fn take_unpack_ram() -> UnpackRam {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    assert!(!TAKEN.swap(true, Ordering::Relaxed), "unpack RAM taken twice");
+    // SAFETY: the flag above makes these the only references ever made to the two statics.
+    #[allow(clippy::deref_addrof)]
+    unsafe {
+        UnpackRam {
+            ws: &mut *(&raw mut UNPACKER_WS),
+            inflate: (*(&raw mut INFLATE)).write(CoreDecoder::new()),
+        }
+    }
+}
+
+/// The sync buffers and the host peer, borrowed `'static` exactly once.
+#[inline(never)]
+fn take_sync_ram() -> (&'static mut SyncBuffers, &'static mut uplink::Peer) {
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    assert!(!TAKEN.swap(true, Ordering::Relaxed), "sync RAM taken twice");
+    // SAFETY: the flag above makes these the only references ever made to the two statics.
+    #[allow(clippy::deref_addrof)]
+    unsafe {
+        (&mut *(&raw mut SYNC), uplink::Peer::init(&mut *(&raw mut PEER)))
     }
 }
 
@@ -312,13 +384,13 @@ fn resume_after_reset(
     for slot in 0..2 {
         match load_checkpoint(ckpt, slot) {
             Ok(ck) if ck.header_mac == header_mac => {
-                hprintln!("resume: slot {} holds a checkpoint at chunk {}", slot, ck.chunks_done);
+                say!("resume: slot {} holds a checkpoint at chunk {}", slot, ck.chunks_done);
                 if best.as_ref().is_none_or(|b| ck.chunks_done > b.chunks_done) {
                     best = Some(ck);
                 }
             }
-            Ok(_) => hprintln!("resume: slot {} belongs to another container", slot),
-            Err(e) => hprintln!("resume: slot {} refused: {:?}", slot, e),
+            Ok(_) => say!("resume: slot {} belongs to another container", slot),
+            Err(e) => say!("resume: slot {} refused: {:?}", slot, e),
         }
     }
     let ck = best.ok_or(ResumeRefused::NoCheckpoint)?;
@@ -339,7 +411,7 @@ fn resume_after_reset(
     }
 
     let mut written = usize::try_from(ck.sealed_offset).unwrap();
-    hprintln!(
+    say!(
         "resume: from chunk {} (plaintext offset {}, container offset {})",
         ck.chunks_done,
         plain_offset,
@@ -376,7 +448,7 @@ fn resume_after_reset(
         drain_resumed(&mut packer, data, &mut written)?;
     }
     assert_eq!(packer.sealed_offset(), written as u64);
-    hprintln!(
+    say!(
         "resume: finished, {} chunks, {} container bytes, chunks per codec [store, lz4, deflate, zstd] = {:?} (this run)",
         packer.chunks_sealed(),
         written,
@@ -484,6 +556,7 @@ fn compare_with_uninterrupted_pack(
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[allow(dead_code, reason = "fields are read through Debug")]
 enum SlotError {
     Empty,
@@ -594,7 +667,7 @@ fn tamper_checks(master: &SecretKey, ram: &mut UnpackRam, data: &mut flash::Part
     data.corrupt(at, 0x01);
     match r {
         Err(VerifyError::Format(e @ FormatError::ChunkAuthFailed { .. })) => {
-            hprintln!("tamper: flipped container byte {} -> refused: {:?}", at, e)
+            say!("tamper: flipped container byte {} -> refused: {:?}", at, e)
         }
         Err(e) => panic!("flipped byte {at}: unexpected error {e:?}"),
         Ok(_) => panic!("flipped byte {at} was accepted"),
@@ -604,11 +677,11 @@ fn tamper_checks(master: &SecretKey, ram: &mut UnpackRam, data: &mut flash::Part
     let r = unpack_and_verify(master, ram, data.read(0, len));
     data.corrupt(20, 0x80);
     assert!(matches!(r, Err(VerifyError::Format(FormatError::WrongKey))), "flipped header byte: {r:?}");
-    hprintln!("tamper: flipped header byte 20 -> refused: WrongKey");
+    say!("tamper: flipped header byte 20 -> refused: WrongKey");
     // The wrong key.
     let r = unpack_and_verify(&SecretKey::from_bytes([0x43; 32]), ram, data.read(0, len));
     assert!(matches!(r, Err(VerifyError::Format(FormatError::WrongKey))), "wrong key: {r:?}");
-    hprintln!("tamper: wrong key -> refused: WrongKey");
+    say!("tamper: wrong key -> refused: WrongKey");
     // And the restored container still opens.
     unpack_and_verify(master, ram, data.read(0, len)).expect("restored container");
 }
@@ -618,7 +691,7 @@ fn host_fixture(master: &SecretKey, ram: &mut UnpackRam) {
     static HOST_CONTAINER: &[u8] = include_bytes!("../fixtures/host-lz4-4k.ks");
     let plain = unpack_and_verify(master, ram, HOST_CONTAINER).expect("unpack the host-packed container");
     assert_eq!(plain.len, sensor_log::LEN, "host container plaintext length");
-    hprintln!(
+    say!(
         "host container: {} bytes packed by `keepsync pack --codec lz4 --for-device --chunk-size 4KiB` -> {} bytes in {} chunks, equal to the source",
         HOST_CONTAINER.len(),
         plain.len,
@@ -628,7 +701,7 @@ fn host_fixture(master: &SecretKey, ram: &mut UnpackRam) {
 
 #[cfg(not(ks_host_fixture))]
 fn host_fixture(_: &SecretKey, _: &mut UnpackRam) {
-    hprintln!("host container: skipped (no fixtures/host-lz4-4k.ks)");
+    say!("host container: skipped (no fixtures/host-lz4-4k.ks)");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,22 +715,37 @@ fn crc32(bytes: &[u8]) -> u32 {
     CRC32.checksum(bytes)
 }
 
+/// Under defmt the log is binary frames, which check-container.sh does not read: the plain
+/// build carries the container out.
+#[cfg(feature = "defmt")]
+fn hex_dump(bytes: &[u8]) {
+    say!("container hex dump: {} bytes, in the plain (non-defmt) build only", bytes.len());
+}
+
+#[cfg(not(feature = "defmt"))]
 fn hex_dump(bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    hprintln!("KS-CONTAINER-BEGIN");
+    say!("KS-CONTAINER-BEGIN");
     let mut line = [0u8; 64];
     for row in bytes.chunks(32) {
         for (i, b) in row.iter().enumerate() {
             line[2 * i] = DIGITS[usize::from(b >> 4)];
             line[2 * i + 1] = DIGITS[usize::from(b & 15)];
         }
-        hprintln!("{}", core::str::from_utf8(&line[..2 * row.len()]).unwrap());
+        say!("{}", core::str::from_utf8(&line[..2 * row.len()]).unwrap());
     }
-    hprintln!("KS-CONTAINER-END");
+    say!("KS-CONTAINER-END");
 }
 
-/// Stack high-water per phase, largest first in importance: `(name, bytes)`.
-type StackMarks = [(&'static str, usize); 5];
+/// Stack high-water per phase: `(name, bytes)`.
+type StackMarks = [(&'static str, usize)];
+
+/// The phases a sync sender (a device that packs with LZ4 and checkpoints, then uploads) goes
+/// through; the others (unpacking, the comparison pack) belong to other roles or the test.
+const SYNC_SENDER_PHASES: [&str; 4] = ["init lz4", "pack", "resume", "upload"];
+/// The RAM budget of that role (issue 7's target, docs/EMBEDDED.md): statics plus measured
+/// stack. The self-test fails if a change makes the role outgrow it.
+const SYNC_SENDER_RAM_BUDGET: usize = 48 * 1024;
 
 fn footprint(marks: &StackMarks) {
     unsafe extern "C" {
@@ -674,8 +762,7 @@ fn footprint(marks: &StackMarks) {
         sym(&raw const __ebss) - sym(&raw const __sbss),
         sym(&raw const __euninit) - sym(&raw const __suninit),
     );
-    let stack = marks.iter().map(|m| m.1).max().unwrap_or(0);
-    hprintln!(
+    say!(
         "sizes: Packer {} B, Unpacker {} B, packer workspace {} B, unpacker workspace {} B, checkpoint record <= {} B",
         core::mem::size_of::<DevicePacker<'static>>(),
         core::mem::size_of::<DeviceUnpacker<'static>>(),
@@ -683,28 +770,48 @@ fn footprint(marks: &StackMarks) {
         UNPACKER_WS_LEN,
         Checkpoint::MAX_ENCODED_LEN
     );
-    hprintln!(
-        "stack: {}: {} B, {}: {} B, {}: {} B, {}: {} B, {}: {} B",
-        marks[0].0,
-        marks[0].1,
-        marks[1].0,
-        marks[1].1,
-        marks[2].0,
-        marks[2].1,
-        marks[3].0,
-        marks[3].1,
-        marks[4].0,
-        marks[4].1
+    say!(
+        "sizes: Lz4Encoder {} B, CoreDecoder {} B, SyncBuffers {} B, host peer {} B (test scaffolding)",
+        core::mem::size_of::<Lz4Encoder>(),
+        core::mem::size_of::<CoreDecoder>(),
+        core::mem::size_of::<SyncBuffers>(),
+        core::mem::size_of::<uplink::Peer>()
     );
-    hprintln!(
+    for (phase, bytes) in marks {
+        say!("stack: {}: {} B", phase, bytes);
+    }
+    let stack = marks.iter().map(|m| m.1).max().unwrap_or(0);
+    let statics = data + bss + uninit;
+    say!(
         "ram: .data {} B, .bss {} B, .uninit {} B, static total {} B; stack high-water {} B (of {} B); total {} B",
         data,
         bss,
         uninit,
-        data + bss + uninit,
+        statics,
         stack,
         stack::size(),
-        data + bss + uninit + stack
+        statics + stack
+    );
+    // What a device in the sync sender role needs: its own statics (not the unpacker's, the
+    // inflate state's or the host peer's) and the deepest stack of its phases.
+    let role_static =
+        PACKER_WS_LEN + core::mem::size_of::<Lz4Encoder>() + core::mem::size_of::<SyncBuffers>();
+    let role_stack =
+        marks.iter().filter(|m| SYNC_SENDER_PHASES.contains(&m.0)).map(|m| m.1).max().unwrap_or(0);
+    say!(
+        "ram, sync sender role (pack with lz4 + checkpoints, then upload): static {} B (packer workspace {} + Lz4Encoder {} + SyncBuffers {}) + stack {} B = {} B",
+        role_static,
+        PACKER_WS_LEN,
+        core::mem::size_of::<Lz4Encoder>(),
+        core::mem::size_of::<SyncBuffers>(),
+        role_stack,
+        role_static + role_stack
+    );
+    assert!(
+        role_static + role_stack <= SYNC_SENDER_RAM_BUDGET,
+        "the sync sender role needs {} B of RAM, over its budget of {} B",
+        role_static + role_stack,
+        SYNC_SENDER_RAM_BUDGET
     );
 }
 
@@ -775,13 +882,16 @@ fn exit(ok: bool) -> ! {
 
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
-    hprintln!("selftest: FAILED: {}", info);
+    #[cfg(not(feature = "defmt"))]
+    say!("selftest: FAILED: {}", info);
+    #[cfg(feature = "defmt")]
+    say!("selftest: FAILED: {}", defmt::Display2Format(info));
     exit(false)
 }
 
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    hprintln!("selftest: FAILED: HardFault at pc={:#010x}", frame.pc());
+    say!("selftest: FAILED: HardFault at pc={:#010x}", frame.pc());
     exit(false)
 }
 
