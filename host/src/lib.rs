@@ -4,12 +4,14 @@
 //! [`keepsync_core`]'s sans-IO state machines over files, pipes (and, later, sockets).
 //!
 //! - [`pack`] / [`unpack`] / [`inspect`]: the commands' work, usable as a library.
-//! - [`keys`]: key files and passphrases; [`output`]: crash-safe output files.
+//! - [`keys`]: key files, passphrases, per-invocation key sessions; [`secret`]: locked key
+//!   memory; [`output`]: crash-safe output files.
 //! - [`crypto`]: AES-256-GCM backends (RustCrypto by default, ring on request).
 //! - [`pipeline`]: the bounded, ordered parallel chunk pipeline.
 //! - [`bench`]: `keepsync bench`, its corpora, metrics history and reports.
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+// deny, not forbid: `secret` alone may lock key pages in RAM (mlock/madvise are foreign calls).
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod caps;
@@ -25,6 +27,8 @@ pub mod output;
 pub mod pack;
 pub mod pipeline;
 pub mod sample;
+#[allow(unsafe_code)]
+pub mod secret;
 pub mod sync;
 pub mod transport;
 pub mod units;
