@@ -20,6 +20,9 @@ pub enum KeyInfo {
     KeyFile,
     /// A passphrase with Argon2id.
     Passphrase {
+        /// The Argon2id salt, hex: containers packed in one `keepsync pack` share it (and
+        /// their stretched key).
+        argon2id_salt: String,
         /// Memory in KiB.
         argon2id_memory_kib: u32,
         /// Passes.
@@ -126,7 +129,8 @@ pub fn inspect(source: &Source) -> Result<Report> {
         .collect();
     let key = match repr.key_source {
         KeySource::RawKey => KeyInfo::KeyFile,
-        KeySource::Argon2id { memory_kib, passes, lanes, .. } => KeyInfo::Passphrase {
+        KeySource::Argon2id { salt, memory_kib, passes, lanes } => KeyInfo::Passphrase {
+            argon2id_salt: hex::encode(salt),
             argon2id_memory_kib: memory_kib,
             argon2id_passes: passes,
             argon2id_lanes: lanes,
@@ -155,11 +159,14 @@ impl std::fmt::Display for Report {
         writeln!(f, "format:        KeepSync container v{}", self.format_version)?;
         match &self.key {
             KeyInfo::KeyFile => writeln!(f, "key:           key file")?,
-            KeyInfo::Passphrase { argon2id_memory_kib, argon2id_passes, argon2id_lanes } => writeln!(
-                f,
-                "key:           passphrase (Argon2id: {}, {argon2id_passes} passes, {argon2id_lanes} lanes)",
-                h(u64::from(*argon2id_memory_kib) * 1024)
-            )?,
+            KeyInfo::Passphrase { argon2id_salt, argon2id_memory_kib, argon2id_passes, argon2id_lanes } => {
+                writeln!(
+                    f,
+                    "key:           passphrase (Argon2id: {}, {argon2id_passes} passes, {argon2id_lanes} lanes)",
+                    h(u64::from(*argon2id_memory_kib) * 1024)
+                )?;
+                writeln!(f, "argon2id salt: {argon2id_salt} (shared by containers packed in one run)")?;
+            }
         }
         writeln!(f, "chunk size:    {}", h(self.chunk_size as u64))?;
         writeln!(f, "codec asked:   {}", self.codec_requested)?;

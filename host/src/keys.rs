@@ -1,17 +1,21 @@
-//! Key material on the host: key files, passphrases (Argon2id), and the per-file choice of
-//! which master key a container needs.
+//! Key material on the host: key files, passphrases (Argon2id), and [`SessionKeys`], which
+//! obtains each master key once per invocation and keeps it in locked, zeroized memory
+//! ([`crate::secret`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use keepsync_core::budget::{KDF_SALT_LEN, KEY_LEN};
-use keepsync_core::crypto::SecretKey;
+use keepsync_core::budget::{
+    FILE_SALT_LEN, KDF_SALT_LEN, KEY_LEN, MAX_KDF_LANES, MAX_KDF_MEMORY_KIB, MAX_KDF_PASSES,
+};
+use keepsync_core::crypto::{FileKeys, SecretKey};
 use keepsync_core::wire::{HeaderRepr, KeySource};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
+use crate::secret::KeySlots;
 
 /// The line prefix of a key file's key line.
 pub const KEY_PREFIX: &str = "KEEPSYNC-KEY-1 ";
@@ -35,15 +39,6 @@ pub enum KeySpec {
     KeyFile(PathBuf),
     /// A passphrase in this environment variable.
     PassphraseEnv(String),
-}
-
-/// A master key plus how a new header records it.
-#[derive(Debug)]
-pub struct MasterKey {
-    /// The key.
-    pub key: SecretKey,
-    /// What the header says about it.
-    pub source: KeySource,
 }
 
 /// Fills `buf` from the OS's random number generator.
@@ -126,13 +121,23 @@ pub fn stretch(
     passes: u32,
     lanes: u32,
 ) -> Result<SecretKey> {
-    let params = Params::new(memory_kib, passes, lanes, Some(KEY_LEN))
-        .map_err(|e| Error::Usage(format!("invalid Argon2id parameters: {e}")))?;
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(passphrase, salt, &mut out[..])
-        .map_err(|e| Error::Usage(format!("Argon2id failed: {e}")))?;
+    stretch_into(passphrase, salt, KdfParams { memory_kib, passes, lanes }, &mut out)?;
     Ok(SecretKey::from_bytes(*out))
+}
+
+/// [`stretch`] into memory the caller chose (a locked slot of a [`SessionKeys`]).
+fn stretch_into(
+    passphrase: &[u8],
+    salt: &[u8; KDF_SALT_LEN],
+    kdf: KdfParams,
+    out: &mut [u8; KEY_LEN],
+) -> Result<()> {
+    let params = Params::new(kdf.memory_kib, kdf.passes, kdf.lanes, Some(KEY_LEN))
+        .map_err(|e| Error::Usage(format!("invalid Argon2id parameters: {e}")))?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase, salt, out)
+        .map_err(|e| Error::Usage(format!("Argon2id failed: {e}")))
 }
 
 /// Argon2id passes for one derivation of about `target` on this machine, from the time of a
@@ -145,34 +150,150 @@ pub fn calibrate_passes(memory_kib: u32, lanes: u32, target: std::time::Duration
     Ok(passes.clamp(DEFAULT_KDF_PASSES, keepsync_core::budget::MAX_KDF_PASSES))
 }
 
-impl KeySpec {
-    /// The master key for a new container (a passphrase gets a fresh KDF salt).
-    pub fn for_new_container(&self) -> Result<MasterKey> {
-        match self {
-            Self::KeyFile(path) => Ok(MasterKey { key: read_key_file(path)?, source: KeySource::RawKey }),
-            Self::PassphraseEnv(var) => {
-                let pass = passphrase(var)?;
-                let mut salt = [0u8; KDF_SALT_LEN];
-                random_bytes(&mut salt)?;
-                let (memory_kib, passes, lanes) =
-                    (DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_PASSES, DEFAULT_KDF_LANES);
-                let key = stretch(pass.as_bytes(), &salt, memory_kib, passes, lanes)?;
-                Ok(MasterKey { key, source: KeySource::Argon2id { salt, memory_kib, passes, lanes } })
-            }
+/// Argon2id cost parameters for new passphrase containers (the header records them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over the memory.
+    pub passes: u32,
+    /// Lanes (parallelism).
+    pub lanes: u32,
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        Self { memory_kib: DEFAULT_KDF_MEMORY_KIB, passes: DEFAULT_KDF_PASSES, lanes: DEFAULT_KDF_LANES }
+    }
+}
+
+/// The master keys of one invocation (a *session*): each is obtained once, however many
+/// containers use it, and kept in locked memory that is zeroized on drop.
+///
+/// - Packing: the first container draws the session's random Argon2id salt and stretches the
+///   passphrase once; every container of the session records that salt and the same parameters
+///   in its header, so they share one master key, as containers packed with one key file do.
+///   Each container still draws its own 32-byte file salt, from which its own header and
+///   payload keys are derived (HKDF), so no two containers share a key or a nonce.
+/// - Unpacking: master keys are cached by the header's (salt, memory, passes, lanes), so a batch
+///   packed in one session costs one Argon2id run, and a key file is read once.
+#[derive(Debug)]
+pub struct SessionKeys {
+    spec: KeySpec,
+    kdf: KdfParams,
+    /// The key sources obtained so far, with the slot holding each master key.
+    known: Vec<(KeySource, usize)>,
+    /// What new containers of this session record (set by the first one).
+    new_source: Option<KeySource>,
+    slots: KeySlots,
+    argon2id_runs: u32,
+}
+
+impl SessionKeys {
+    /// A session for `spec`; new passphrase containers get the default Argon2id parameters.
+    pub fn new(spec: KeySpec) -> Self {
+        Self {
+            spec,
+            kdf: KdfParams::default(),
+            known: Vec::new(),
+            new_source: None,
+            slots: KeySlots::new(),
+            argon2id_runs: 0,
         }
     }
 
-    /// The master key for an existing container's header (the KDF parameters come from it,
-    /// already bounded by the core's header parser).
-    pub fn for_header(&self, repr: &HeaderRepr) -> Result<SecretKey> {
-        match (self, repr.key_source) {
-            (Self::KeyFile(path), KeySource::RawKey) => read_key_file(path),
-            (Self::PassphraseEnv(var), KeySource::Argon2id { salt, memory_kib, passes, lanes }) => {
-                stretch(passphrase(var)?.as_bytes(), &salt, memory_kib, passes, lanes)
-            }
-            (Self::KeyFile(_), _) => Err(Error::KeyKindMismatch { needs_passphrase: true }),
-            (Self::PassphraseEnv(_), _) => Err(Error::KeyKindMismatch { needs_passphrase: false }),
+    /// A session whose new passphrase containers use `kdf`, which must lie within the limits
+    /// every reader accepts (at most 1 GiB, 64 passes, 16 lanes; at least 8 KiB per lane).
+    pub fn with_kdf_params(spec: KeySpec, kdf: KdfParams) -> Result<Self> {
+        let lanes_ok = (1..=MAX_KDF_LANES).contains(&kdf.lanes);
+        let memory_ok =
+            u64::from(kdf.memory_kib) >= 8 * u64::from(kdf.lanes) && kdf.memory_kib <= MAX_KDF_MEMORY_KIB;
+        if !(lanes_ok && memory_ok && (1..=MAX_KDF_PASSES).contains(&kdf.passes)) {
+            return Err(Error::Usage(format!("Argon2id parameters {kdf:?} are outside what readers accept")));
         }
+        Ok(Self { kdf, ..Self::new(spec) })
+    }
+
+    /// Where the key comes from.
+    pub fn spec(&self) -> &KeySpec {
+        &self.spec
+    }
+
+    /// Fails now, rather than once per file, if the key cannot be had: reads the key file (and
+    /// keeps it), or checks that the passphrase variable is set.
+    pub fn preflight(&mut self) -> Result<()> {
+        match &self.spec {
+            KeySpec::KeyFile(_) => self.master(KeySource::RawKey).map(drop),
+            KeySpec::PassphraseEnv(var) => passphrase(var).map(drop),
+        }
+    }
+
+    /// The keys of a new container whose header will carry `file_salt`, and the key source
+    /// that header records (the same for every container of the session).
+    pub fn for_new_container(&mut self, file_salt: &[u8; FILE_SALT_LEN]) -> Result<(KeySource, FileKeys)> {
+        let source = match (self.new_source, &self.spec) {
+            (Some(source), _) => source,
+            (None, KeySpec::KeyFile(_)) => KeySource::RawKey,
+            (None, KeySpec::PassphraseEnv(_)) => {
+                let mut salt = [0u8; KDF_SALT_LEN];
+                random_bytes(&mut salt)?;
+                let KdfParams { memory_kib, passes, lanes } = self.kdf;
+                KeySource::Argon2id { salt, memory_kib, passes, lanes }
+            }
+        };
+        let slot = self.master(source)?;
+        self.new_source = Some(source);
+        Ok((source, self.file_keys(slot, file_salt)))
+    }
+
+    /// The keys of an existing container, from its header (whose KDF parameters the core's
+    /// parser has already bounded). The header MAC is not checked here.
+    pub fn for_header(&mut self, repr: &HeaderRepr) -> Result<FileKeys> {
+        let slot = self.master(repr.key_source)?;
+        Ok(self.file_keys(slot, &repr.file_salt))
+    }
+
+    /// How many times this session ran Argon2id.
+    pub fn argon2id_runs(&self) -> u32 {
+        self.argon2id_runs
+    }
+
+    /// Why the master keys could not be locked in RAM (e.g. `ulimit -l` too low); `None` when
+    /// they are locked or none is held yet.
+    pub fn memory_lock_error(&self) -> Option<&str> {
+        self.slots.lock_error()
+    }
+
+    /// The slot holding the master key for `source`, obtaining it on first use.
+    fn master(&mut self, source: KeySource) -> Result<usize> {
+        if let Some(&(_, slot)) = self.known.iter().find(|(s, _)| *s == source) {
+            return Ok(slot);
+        }
+        let slot = match (&self.spec, source) {
+            (KeySpec::KeyFile(path), KeySource::RawKey) => {
+                let key = read_key_file(path)?;
+                let slot = self.slots.push();
+                self.slots.get_mut(slot).copy_from_slice(key.expose());
+                slot
+            }
+            (KeySpec::PassphraseEnv(var), KeySource::Argon2id { salt, memory_kib, passes, lanes }) => {
+                let pass = passphrase(var)?;
+                let slot = self.slots.push();
+                let kdf = KdfParams { memory_kib, passes, lanes };
+                stretch_into(pass.as_bytes(), &salt, kdf, self.slots.get_mut(slot))?;
+                self.argon2id_runs += 1;
+                slot
+            }
+            (KeySpec::KeyFile(_), _) => return Err(Error::KeyKindMismatch { needs_passphrase: true }),
+            (KeySpec::PassphraseEnv(_), _) => return Err(Error::KeyKindMismatch { needs_passphrase: false }),
+        };
+        self.known.push((source, slot));
+        Ok(slot)
+    }
+
+    fn file_keys(&self, slot: usize, file_salt: &[u8; FILE_SALT_LEN]) -> FileKeys {
+        let master = SecretKey::from_bytes(*self.slots.get(slot));
+        FileKeys::derive(&master, file_salt)
     }
 }
 
@@ -229,5 +350,127 @@ mod tests {
         assert_ne!(a.expose(), stretch(b"pW", &[1; 16], 64, 1, 1).unwrap().expose());
         assert_ne!(a.expose(), stretch(b"pw", &[2; 16], 64, 1, 1).unwrap().expose());
         assert_ne!(a.expose(), stretch(b"pw", &[1; 16], 64, 2, 1).unwrap().expose());
+    }
+
+    /// An environment variable that is set (edition 2024 makes `set_var` unsafe, and tests
+    /// run on threads): its value serves as the passphrase, whatever it is.
+    fn passphrase_vars() -> (String, String) {
+        let mut vars: Vec<(String, String)> = std::env::vars().filter(|(_, v)| !v.is_empty()).collect();
+        vars.sort();
+        let (a, va) = vars.first().cloned().expect("some environment variable is set");
+        let b = vars.iter().find(|(_, v)| *v != va).expect("two variables with different values").0.clone();
+        (a, b)
+    }
+
+    const SMALL: KdfParams = KdfParams { memory_kib: 64, passes: 1, lanes: 1 };
+
+    fn header(key_source: KeySource, file_salt: [u8; FILE_SALT_LEN]) -> HeaderRepr {
+        HeaderRepr {
+            key_source,
+            chunk_log2: 12,
+            codec_hint: keepsync_core::compress::Codec::Store,
+            file_salt,
+        }
+    }
+
+    #[test]
+    fn one_session_stretches_once_and_every_container_keeps_its_own_keys() {
+        let (var, _) = passphrase_vars();
+        let mut packing = SessionKeys::with_kdf_params(KeySpec::PassphraseEnv(var.clone()), SMALL).unwrap();
+        let reprs: Vec<HeaderRepr> = (1..=3u8)
+            .map(|i| {
+                let (source, _) = packing.for_new_container(&[i; FILE_SALT_LEN]).unwrap();
+                header(source, [i; FILE_SALT_LEN])
+            })
+            .collect();
+        assert_eq!(packing.argon2id_runs(), 1);
+        assert!(matches!(
+            reprs[0].key_source,
+            KeySource::Argon2id { memory_kib: 64, passes: 1, lanes: 1, .. }
+        ));
+        assert!(reprs.iter().all(|r| r.key_source == reprs[0].key_source), "one Argon2id salt per session");
+        // Distinct file salts give distinct keys: each header verifies only under its own.
+        let sealed: Vec<_> = reprs.iter().map(|r| packing.for_header(r).unwrap().seal_header(r)).collect();
+        assert_eq!(packing.argon2id_runs(), 1, "reopening the session's own containers is cached");
+
+        let mut opening = SessionKeys::new(KeySpec::PassphraseEnv(var.clone()));
+        for (i, (repr, bytes)) in reprs.iter().zip(&sealed).enumerate() {
+            let header = keepsync_core::wire::Header::new_unchecked(&bytes[..]);
+            assert!(opening.for_header(repr).unwrap().verify_header(&header).is_ok());
+            let other = &reprs[(i + 1) % reprs.len()];
+            assert!(opening.for_header(other).unwrap().verify_header(&header).is_err());
+        }
+        assert_eq!(opening.argon2id_runs(), 1, "three containers of one session, one derivation");
+
+        // Another session draws another salt: one more derivation to open its container.
+        let mut second = SessionKeys::with_kdf_params(KeySpec::PassphraseEnv(var), SMALL).unwrap();
+        let (source, _) = second.for_new_container(&[9; FILE_SALT_LEN]).unwrap();
+        assert_ne!(source, reprs[0].key_source);
+        opening.for_header(&header(source, [9; FILE_SALT_LEN])).unwrap();
+        opening.for_header(&reprs[2]).unwrap();
+        assert_eq!(opening.argon2id_runs(), 2);
+    }
+
+    #[test]
+    fn a_wrong_passphrase_is_cached_too_and_fails_every_header_of_the_session() {
+        let (right, wrong) = passphrase_vars();
+        let mut packing = SessionKeys::with_kdf_params(KeySpec::PassphraseEnv(right), SMALL).unwrap();
+        let mut opening = SessionKeys::new(KeySpec::PassphraseEnv(wrong));
+        for i in 0..3u8 {
+            let (source, keys) = packing.for_new_container(&[i; FILE_SALT_LEN]).unwrap();
+            let repr = header(source, [i; FILE_SALT_LEN]);
+            let bytes = keys.seal_header(&repr);
+            let header = keepsync_core::wire::Header::new_unchecked(&bytes[..]);
+            assert!(opening.for_header(&repr).unwrap().verify_header(&header).is_err());
+        }
+        assert_eq!(opening.argon2id_runs(), 1);
+    }
+
+    #[test]
+    fn a_key_file_is_read_once_per_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        generate_key_file(&path).unwrap();
+        let mut session = SessionKeys::new(KeySpec::KeyFile(path.clone()));
+        session.preflight().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (source, _) = session.for_new_container(&[1; FILE_SALT_LEN]).unwrap();
+        assert_eq!(source, KeySource::RawKey);
+        assert_eq!(session.argon2id_runs(), 0);
+        // A fresh session has no copy, and the file is gone.
+        let mut fresh = SessionKeys::new(KeySpec::KeyFile(path));
+        assert!(matches!(fresh.preflight(), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn sessions_refuse_the_other_key_kind_and_parameters_readers_reject() {
+        let (var, _) = passphrase_vars();
+        let argon = KeySource::Argon2id { salt: [1; 16], memory_kib: 64, passes: 1, lanes: 1 };
+        let mut by_file = SessionKeys::new(KeySpec::KeyFile("unused".into()));
+        assert!(matches!(
+            by_file.for_header(&header(argon, [0; 32])),
+            Err(Error::KeyKindMismatch { needs_passphrase: true })
+        ));
+        let mut by_pass = SessionKeys::new(KeySpec::PassphraseEnv(var.clone()));
+        assert!(matches!(
+            by_pass.for_header(&header(KeySource::RawKey, [0; 32])),
+            Err(Error::KeyKindMismatch { needs_passphrase: false })
+        ));
+        let unset = SessionKeys::new(KeySpec::PassphraseEnv("KEEPSYNC_TEST_UNSET_VAR".into())).preflight();
+        assert!(matches!(unset, Err(Error::NoPassphrase(_))));
+        for bad in [
+            KdfParams { passes: 0, ..SMALL },
+            KdfParams { passes: 65, ..SMALL },
+            KdfParams { lanes: 0, ..SMALL },
+            KdfParams { lanes: 17, memory_kib: 1 << 20, ..SMALL },
+            KdfParams { memory_kib: 7, ..SMALL },
+            KdfParams { memory_kib: (1 << 20) + 1, ..SMALL },
+        ] {
+            assert!(
+                SessionKeys::with_kdf_params(KeySpec::PassphraseEnv(var.clone()), bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(SessionKeys::new(KeySpec::PassphraseEnv(var)).kdf, KdfParams::default());
     }
 }

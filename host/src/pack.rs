@@ -30,7 +30,7 @@ use crate::codec::{CodecChoice, CodecPlan, HostEncoder, detect_compressed};
 use crate::crypto::{CryptoChoice, HostCipher};
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, open_file, read_full};
-use crate::keys::{KeySpec, random_bytes};
+use crate::keys::{KeySpec, SessionKeys, random_bytes};
 use crate::output::{AtomicFile, Flusher, checkpoint_path};
 use crate::pipeline::{PipelineStats, Pool, ordered_map, peak_rss_bytes, plan};
 
@@ -329,18 +329,19 @@ fn seal_stream(
     ordered_map(threads, &pool, produce, || opts.codec.encoder(), work, consume)
 }
 
-fn fresh_header(key: &KeySpec, opts: &PackOptions) -> Result<(HeaderRepr, FileKeys)> {
-    let master = key.for_new_container()?;
+/// A new header: the session's key source (shared by its containers) and a fresh file salt
+/// (this container's own keys).
+fn fresh_header(keys: &mut SessionKeys, opts: &PackOptions) -> Result<(HeaderRepr, FileKeys)> {
     let mut file_salt = [0u8; FILE_SALT_LEN];
     random_bytes(&mut file_salt)?;
+    let (key_source, file_keys) = keys.for_new_container(&file_salt)?;
     let repr = HeaderRepr {
-        key_source: master.source,
+        key_source,
         chunk_log2: opts.chunk_log2,
         codec_hint: opts.codec.encoder().hint(),
         file_salt,
     };
-    let keys = FileKeys::derive(&master.key, &file_salt);
-    Ok((repr, keys))
+    Ok((repr, file_keys))
 }
 
 fn summary(
@@ -379,10 +380,25 @@ fn summary(
 }
 
 /// Packs `source` into `target`. `notice` receives one-line status messages (resume decisions).
+/// To pack several files with one master key (one Argon2id run), use [`pack_with_session`].
 pub fn pack(
     source: &Source,
     target: &Sink,
     key: &KeySpec,
+    opts: &PackOptions,
+    bar: &ProgressBar,
+    notice: &dyn Fn(&str),
+) -> Result<PackSummary> {
+    pack_with_session(source, target, &mut SessionKeys::new(key.clone()), opts, bar, notice)
+}
+
+/// [`pack`] with the master key from `keys`: containers packed in one session share its
+/// master key (for a passphrase: one Argon2id salt, one run), but each draws its own file
+/// salt, hence its own keys.
+pub fn pack_with_session(
+    source: &Source,
+    target: &Sink,
+    keys: &mut SessionKeys,
     opts: &PackOptions,
     bar: &ProgressBar,
     notice: &dyn Fn(&str),
@@ -404,13 +420,13 @@ pub fn pack(
         s
     };
     let Sink::File { path: dest, force } = target else {
-        let (repr, keys) = fresh_header(key, opts)?;
+        let (repr, file_keys) = fresh_header(keys, opts)?;
         let (mut reader, len) = source.open()?;
         bar.set_length(len.unwrap_or(0));
         let mut out = StdoutSink(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()));
-        out.put(&keys.seal_header(&repr)).map_err(expect_failed)?;
+        out.put(&file_keys.seal_header(&repr)).map_err(expect_failed)?;
         let mut progress = Progress::fresh();
-        let cipher = opts.crypto.cipher(&keys);
+        let cipher = opts.crypto.cipher(&file_keys);
         let stats = seal_stream(
             &mut reader,
             &source.name(),
@@ -431,18 +447,18 @@ pub fn pack(
     let ckpt_path = checkpoint_path(dest);
     let mut try_resume = opts.resume && matches!(source, Source::File(_));
     loop {
-        let plan = if try_resume { resume_plan(source, &out, &ckpt_path, key, opts, notice)? } else { None };
-        let (repr, keys, mut reader, len, mut progress, stale_until) = match plan {
+        let plan = if try_resume { resume_plan(source, &out, &ckpt_path, keys, opts, notice)? } else { None };
+        let (repr, file_keys, mut reader, len, mut progress, stale_until) = match plan {
             Some(p) => (p.repr, p.keys, p.reader, p.len, p.progress, p.stale_until),
             None => {
                 out.truncate()?;
                 let _ = std::fs::remove_file(&ckpt_path);
-                let (repr, keys) = fresh_header(key, opts)?;
+                let (repr, file_keys) = fresh_header(keys, opts)?;
                 let (reader, len) = source.open()?;
-                (repr, keys, reader, len, Progress::fresh(), 0)
+                (repr, file_keys, reader, len, Progress::fresh(), 0)
             }
         };
-        let header = keys.seal_header(&repr);
+        let header = file_keys.seal_header(&repr);
         let resumed_at = progress.plain_offset;
         bar.set_length(len.unwrap_or(0));
         bar.set_position(resumed_at);
@@ -458,7 +474,7 @@ pub fn pack(
             every: opts.checkpoint_every,
             last: progress.sealed_offset,
         };
-        let cipher = opts.crypto.cipher(&keys);
+        let cipher = opts.crypto.cipher(&file_keys);
         let run = written.and_then(|()| {
             seal_stream(
                 &mut reader,
@@ -515,7 +531,7 @@ fn resume_plan(
     source: &Source,
     out: &AtomicFile,
     ckpt_path: &Path,
-    key: &KeySpec,
+    keys: &mut SessionKeys,
     opts: &PackOptions,
     notice: &dyn Fn(&str),
 ) -> Result<Option<ResumePlan>> {
@@ -538,8 +554,7 @@ fn resume_plan(
     if repr.chunk_log2 != opts.chunk_log2 {
         return start_over("the chunk size changed");
     }
-    let master = key.for_header(&repr)?;
-    let keys = FileKeys::derive(&master, &repr.file_salt);
+    let keys = keys.for_header(&repr)?;
     if keys.verify_header(&Header::new_unchecked(&header[..])).is_err()
         || header[HEADER_LEN - 32..] != ckpt.header_mac
     {

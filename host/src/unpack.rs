@@ -18,7 +18,7 @@ use crate::codec::HostDecoder;
 use crate::crypto::CryptoChoice;
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, read_full};
-use crate::keys::KeySpec;
+use crate::keys::{KeySpec, SessionKeys};
 use crate::output::{AtomicFile, Flusher};
 use crate::pipeline::{PipelineStats, Pool, ordered_map, peak_rss_bytes, plan};
 
@@ -65,11 +65,11 @@ pub fn read_header(reader: &mut dyn Read, input: &str) -> Result<([u8; HEADER_LE
     Ok((header, repr))
 }
 
-/// Parses the header, obtains the master key and checks the header MAC.
-pub fn open(reader: &mut dyn Read, input: &str, key: &KeySpec) -> Result<(HeaderRepr, FileKeys)> {
+/// Parses the header, obtains the master key (from the session's cache when an earlier
+/// container used the same one) and checks the header MAC.
+pub fn open(reader: &mut dyn Read, input: &str, keys: &mut SessionKeys) -> Result<(HeaderRepr, FileKeys)> {
     let (header, repr) = read_header(reader, input)?;
-    let master = key.for_header(&repr)?;
-    let keys = FileKeys::derive(&master, &repr.file_salt);
+    let keys = keys.for_header(&repr)?;
     keys.verify_header(&Header::new_unchecked(&header[..]))
         .map_err(|fault| Error::Rejected { input: input.to_string(), fault })?;
     Ok((repr, keys))
@@ -93,6 +93,8 @@ struct Opened {
 }
 
 /// Unpacks `source` into `sink` with `threads` workers authenticating and decoding chunks.
+/// To open several containers with one Argon2id run per passphrase session, use
+/// [`unpack_with_session`].
 pub fn unpack(
     source: &Source,
     sink: &Sink,
@@ -102,11 +104,26 @@ pub fn unpack(
     crypto: CryptoChoice,
     bar: &ProgressBar,
 ) -> Result<UnpackSummary> {
+    let mut keys = SessionKeys::new(key.clone());
+    unpack_with_session(source, sink, &mut keys, threads, max_memory, crypto, bar)
+}
+
+/// [`unpack`] with master keys from `keys`, which keeps each one it derives: containers packed
+/// in one session are opened with one Argon2id run.
+pub fn unpack_with_session(
+    source: &Source,
+    sink: &Sink,
+    keys: &mut SessionKeys,
+    threads: usize,
+    max_memory: Option<u64>,
+    crypto: CryptoChoice,
+    bar: &ProgressBar,
+) -> Result<UnpackSummary> {
     let started = Instant::now();
     let input = source.name();
     let (mut reader, len) = source.open()?;
     bar.set_length(len.unwrap_or(0));
-    let (repr, keys) = open(&mut reader, &input, key)?;
+    let (repr, keys) = open(&mut reader, &input, keys)?;
     bar.inc(HEADER_LEN as u64);
     let atomic = match sink {
         Sink::File { path, force } => Some(AtomicFile::open(path, *force)?),
