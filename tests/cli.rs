@@ -300,3 +300,116 @@ fn caps_reports_the_machine_and_measures_codecs() {
     assert_eq!(names, ["store", "lz4", "zstd", "auto", "deflate"]);
     assert!(caps["codecs"].as_array().unwrap().iter().all(|c| c["seal_mb_per_s"].as_f64().unwrap() > 0.0));
 }
+
+/// The Argon2id salt recorded in a container's header (inspect shows it without the key).
+fn argon2id_salt(d: &std::path::Path, file: &str) -> String {
+    let report = ks(d, &["inspect", file, "--json"]).ok().json();
+    report["key"]["argon2id_salt"].as_str().expect("a passphrase container").to_string()
+}
+
+#[test]
+fn several_inputs_share_one_argon2id_run_but_keep_their_own_file_salts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env = [("PW", "correct horse battery staple")];
+    let names = ["a.log", "b.log", "c.log"];
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(d.join(name), mixed(20_000 + i * 7_000, i as u64)).unwrap();
+    }
+    let packed =
+        keepsync(d, &["pack", "a.log", "b.log", "c.log", "--passphrase-env", "PW", "--json"], None, &env);
+    let packed = packed.ok().json();
+    assert_eq!(packed["argon2id_runs"], 1, "{packed}");
+    assert_eq!(packed["files"].as_array().unwrap().len(), 3);
+    assert_eq!(packed["failed"].as_array().unwrap().len(), 0);
+    let containers = names.map(|n| format!("{n}.ks"));
+    let salts = containers.clone().map(|c| argon2id_salt(d, &c));
+    assert!(salts.iter().all(|s| *s == salts[0] && s.len() == 32), "{salts:?}");
+    let file_salts: std::collections::BTreeSet<String> = containers
+        .iter()
+        .map(|c| ks(d, &["inspect", c, "--json"]).ok().json()["file_salt"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(file_salts.len(), 3, "every container has its own file salt");
+    // A second run is a second session: a fresh Argon2id salt.
+    keepsync(d, &["pack", "a.log", "-o", "again.ks", "--passphrase-env", "PW"], None, &env).ok();
+    assert_ne!(argon2id_salt(d, "again.ks"), salts[0]);
+
+    std::fs::create_dir(d.join("out")).unwrap();
+    let args =
+        ["unpack", "a.log.ks", "b.log.ks", "c.log.ks", "-o", "out", "--passphrase-env", "PW", "--json"];
+    let unpacked = keepsync(d, &args, None, &env).ok().json();
+    assert_eq!(unpacked["argon2id_runs"], 1, "{unpacked}");
+    for (i, name) in names.iter().enumerate() {
+        assert!(std::fs::read(d.join("out").join(name)).unwrap() == mixed(20_000 + i * 7_000, i as u64));
+    }
+    // Containers of two sessions: one run each.
+    let args = ["unpack", "a.log.ks", "again.ks", "-o", "out", "-f", "--passphrase-env", "PW", "--json"];
+    assert_eq!(keepsync(d, &args, None, &env).ok().json()["argon2id_runs"], 2);
+}
+
+#[test]
+fn a_wrong_passphrase_on_several_inputs_names_each_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a"), b"alpha").unwrap();
+    std::fs::write(d.join("b"), b"beta").unwrap();
+    keepsync(d, &["pack", "a", "b", "--passphrase-env", "PW"], None, &[("PW", "right")]).ok();
+    std::fs::remove_file(d.join("a")).unwrap();
+    std::fs::remove_file(d.join("b")).unwrap();
+    let r = keepsync(d, &["unpack", "a.ks", "b.ks", "--passphrase-env", "PW"], None, &[("PW", "wrong")]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    for name in ["a.ks: header authentication failed: wrong key or passphrase", "b.ks: header authentication"]
+    {
+        assert!(r.stderr.contains(name), "{}", r.stderr);
+    }
+    assert!(
+        r.stderr.contains("2 of 2 inputs failed") && r.stderr.contains("nothing was written"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(listing(d), ["a.ks", "b.ks"], "no output and no partial file");
+}
+
+#[test]
+fn one_failing_input_is_named_and_the_others_complete() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    std::fs::write(d.join("a"), b"alpha").unwrap();
+    std::fs::write(d.join("c"), b"gamma").unwrap();
+    let r = ks(d, &["pack", "a", "missing", "c", "-k", "key"]);
+    assert_eq!(r.code, 66, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot open missing") && r.stderr.contains("1 of 3 inputs failed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(listing(d), ["a", "a.ks", "c", "c.ks", "key"]);
+    std::fs::create_dir(d.join("out")).unwrap();
+    ks(d, &["unpack", "a.ks", "c.ks", "-o", "out", "-k", "key"]).ok();
+    assert_eq!(std::fs::read(d.join("out/a")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(d.join("out/c")).unwrap(), b"gamma");
+}
+
+#[test]
+fn several_inputs_refuse_a_single_output() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    std::fs::write(d.join("a"), b"alpha").unwrap();
+    std::fs::write(d.join("b"), b"beta").unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["pack", "a", "b", "-o", "c.ks", "-k", "key"],
+            "-o c.ks names one output file, but 2 inputs were given: pass -o DIR",
+        ),
+        (&["pack", "a", "b", "-o", "-", "-k", "key"], "2 inputs cannot all go to standard output"),
+        (&["pack", "a", "-", "-k", "key"], "- (standard input) can only be given alone"),
+        (&["pack", "-", "-k", "key"], "pass -o FILE, or -o - for standard output"),
+        (&["unpack", "a", "-k", "key"], "does not end in .ks; unpack it on its own with -o FILE"),
+    ];
+    for (args, needle) in cases {
+        let r = ks(d, args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(listing(d), ["a", "b", "key"]);
+}

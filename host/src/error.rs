@@ -112,6 +112,16 @@ pub enum Error {
     },
     /// A benchmark run named on the command line is not in the history.
     UnknownRun(String),
+    /// Some inputs of a `pack` or `unpack` of several failed (each was reported); the others
+    /// completed.
+    SomeInputsFailed {
+        /// How many failed.
+        failed: usize,
+        /// How many inputs there were.
+        total: usize,
+        /// The exit code the failures share (1 when they differ).
+        exit_code: u8,
+    },
 }
 
 /// Shorthand.
@@ -140,6 +150,7 @@ impl Error {
             Self::Protocol { .. } | Self::Refused { .. } => exit::PROTOCOL,
             Self::NoPassphrase(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
             Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
+            Self::SomeInputsFailed { exit_code, .. } => *exit_code,
         }
     }
 
@@ -221,6 +232,14 @@ impl Error {
                 "name a run by its id, its --tag, `latest` or `baseline`; `keepsync bench history` lists them"
                     .into()
             }
+            Self::SomeInputsFailed { failed, total, .. } if failed == total => {
+                "nothing was written; fix the inputs named above and run the command again".into()
+            }
+            Self::SomeInputsFailed { .. } => {
+                "the other outputs were written; fix the inputs named above and run the command again \
+                 with just those"
+                    .into()
+            }
         })
     }
 }
@@ -249,6 +268,9 @@ impl fmt::Display for Error {
             Self::Peer { command, status } => write!(f, "`{command}` failed ({status})"),
             Self::History { path, reason } => write!(f, "benchmark history {}: {reason}", path.display()),
             Self::UnknownRun(name) => write!(f, "no benchmark run `{name}` in the history"),
+            Self::SomeInputsFailed { failed, total, .. } => {
+                write!(f, "{failed} of {total} inputs failed (each is reported above)")
+            }
         }
     }
 }

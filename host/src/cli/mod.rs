@@ -1,5 +1,6 @@
 //! The `keepsync` command line: clap definitions and dispatch. One file per subcommand.
 
+mod batch;
 mod bench;
 mod caps;
 mod inspect;
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::{Error, Result, exit};
-use crate::keys::KeySpec;
+use crate::keys::{KeySpec, SessionKeys};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -27,6 +28,7 @@ Examples:
   keepsync keygen -o ~/.keepsync.key
   keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
+  keepsync pack *.log -o /mnt/backup/ --passphrase-env PW    (one Argon2id run for all)
   tar c dir | keepsync pack - -o - --passphrase-env PW > dir.tar.ks
   keepsync inspect photos.tar.ks --json
   keepsync caps
@@ -66,9 +68,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create a new random key file (mode 0600). Never overwrites a file.
     Keygen(keygen::KeygenArgs),
-    /// Compress and encrypt a file (or stdin) into a KeepSync container.
+    /// Compress and encrypt files (or stdin) into KeepSync containers, deriving the key once.
     Pack(pack::PackArgs),
-    /// Authenticate, decrypt and decompress a container back into the original bytes.
+    /// Authenticate, decrypt and decompress containers back into the original bytes.
     Unpack(unpack::UnpackArgs),
     /// Show what a container's headers say (sizes, codecs, ratio) without needing the key.
     Inspect(inspect::InspectArgs),
@@ -130,7 +132,8 @@ pub struct OutputArgs {
     /// Print no progress bar and no notices.
     #[arg(long, short = 'q')]
     quiet: bool,
-    /// Print a JSON summary on stdout when done (needs -o FILE, not -o -).
+    /// Print a JSON summary on stdout when done (needs -o FILE, not -o -). With several
+    /// inputs: {"files": [...], "failed": [...], "argon2id_runs": N}.
     #[arg(long)]
     json: bool,
     /// Replace the output file if it exists.
@@ -180,6 +183,17 @@ impl OutputArgs {
         }
     }
 
+    /// Under --verbose, says when the master keys could not be locked in RAM.
+    fn note_key_memory(&self, keys: &SessionKeys) {
+        if let Some(why) = keys.memory_lock_error() {
+            self.print_summary(|| {
+                format!(
+                    "note: cannot lock the keys in RAM ({why}), so they may be swapped out; raise `ulimit -l`"
+                )
+            });
+        }
+    }
+
     fn print_json<T: serde::Serialize>(&self, value: &T) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(value).expect("summaries serialize"));
@@ -209,11 +223,20 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("keepsync: error: {e}");
-            if let Some(hint) = e.hint() {
-                eprintln!("keepsync: hint: {hint}");
-            }
+            report(&e, None);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Prints an error and its hint on stderr, naming `input` first unless the message already does.
+fn report(e: &Error, input: Option<&str>) {
+    let msg = e.to_string();
+    match input {
+        Some(input) if !msg.contains(input) => eprintln!("keepsync: error: {input}: {msg}"),
+        _ => eprintln!("keepsync: error: {msg}"),
+    }
+    if let Some(hint) = e.hint() {
+        eprintln!("keepsync: hint: {hint}");
     }
 }

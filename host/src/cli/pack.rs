@@ -2,24 +2,41 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::batch::{self, Job, Naming};
 use super::{KeyArgs, OutputArgs, PipelineArgs};
 use crate::codec::{CodecChoice, CodecPlan};
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source, refuse_binary_to_terminal};
-use crate::pack::{PackOptions, pack};
+use crate::keys::SessionKeys;
+use crate::pack::{PackOptions, PackSummary, pack_with_session};
 use crate::units::{human_bytes, parse_size};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-The container is written beside OUTPUT as a hidden partial file, fsynced, and renamed into place
-only when complete. If the run is interrupted, run the same command again: it resumes after
-re-verifying the bytes already packed, or starts over with fresh keys if the source changed.")]
+Examples:
+  keepsync pack photos.tar -o photos.tar.ks -k my.key      one file, named output
+  keepsync pack a.log b.log c.log --passphrase-env PW      writes a.log.ks, b.log.ks, c.log.ks
+  keepsync pack *.log -o /mnt/backup/ --passphrase-env PW  into an existing directory
+  tar c dir | keepsync pack - -o - -k my.key > dir.tar.ks  a pipe
+
+Several inputs with --passphrase-env stretch the passphrase once (Argon2id takes about a second
+and 64 MiB): the containers of one run share that Argon2id salt, so one stretched key opens them
+all, as one key file would; each container still has its own random file salt, hence its own
+keys. If an input fails, the error names it, the others are still packed, and the exit code is
+non-zero.
+
+Each container is written beside its OUTPUT as a hidden partial file, fsynced, and renamed into
+place only when complete. If the run is interrupted, run the same command again (with several
+inputs: with the inputs not yet packed): it resumes after re-verifying the bytes already packed,
+or starts over with fresh keys if the source changed.")]
 pub struct PackArgs {
-    /// File to pack, or - for standard input.
-    input: PathBuf,
-    /// Container to write, or - for standard output.
+    /// Files to pack, or - for standard input (given alone).
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// The container to write (one input), - for standard output (one input), or an existing
+    /// directory to write each INPUT.ks into. Default: INPUT.ks beside each input.
     #[arg(long, short = 'o', value_name = "OUTPUT")]
-    output: PathBuf,
+    output: Option<PathBuf>,
     #[command(flatten)]
     key: KeyArgs,
     /// Compression: auto (per chunk: store what looks incompressible, zstd the rest; files
@@ -49,7 +66,10 @@ pub struct PackArgs {
 }
 
 pub fn run(args: PackArgs) -> Result<()> {
-    args.out.check(&args.output)?;
+    let jobs = batch::plan(&args.inputs, args.output.as_deref(), Naming::Pack)?;
+    for job in &jobs {
+        args.out.check(&job.output)?;
+    }
     let chunk_log2 = usize::try_from(args.chunk_size)
         .ok()
         .and_then(keepsync_core::budget::chunk_log2_from_size)
@@ -59,9 +79,7 @@ pub fn run(args: PackArgs) -> Result<()> {
                 human_bytes(args.chunk_size)
             ))
         })?;
-    let source = Source::from_arg(&args.input);
-    let sink = Sink::from_arg(&args.output, args.out.force);
-    if sink == Sink::Stdout {
+    if jobs.iter().any(|j| Sink::from_arg(&j.output, false) == Sink::Stdout) {
         refuse_binary_to_terminal()?;
     }
     let codec = CodecPlan { level: args.level, for_device: args.for_device, ..CodecPlan::new(args.codec) };
@@ -75,13 +93,42 @@ pub fn run(args: PackArgs) -> Result<()> {
         max_memory: args.pipeline.max_memory,
         crypto: args.pipeline.crypto,
     };
+    let mut keys = SessionKeys::new(args.key.spec());
+    if let [job] = &jobs[..] {
+        let summary = pack_one(&args, &opts, &mut keys, job, "");
+        args.out.note_key_memory(&keys);
+        args.out.print_json(&summary?);
+        return Ok(());
+    }
+    // A missing passphrase variable or key file fails once, not once per input.
+    keys.preflight()?;
+    let outcome = batch::run_each(&jobs, |job| {
+        let prefix = format!("{}: ", job.input.display());
+        pack_one(&args, &opts, &mut keys, job, &prefix)
+    });
+    args.out.note_key_memory(&keys);
+    outcome.finish(&args.out, "packed", keys.argon2id_runs())
+}
+
+/// Packs one input; `prefix` starts its notices and its `-v` line (the input, when several).
+fn pack_one(
+    args: &PackArgs,
+    opts: &PackOptions,
+    keys: &mut SessionKeys,
+    job: &Job,
+    prefix: &str,
+) -> Result<PackSummary> {
+    let source = Source::from_arg(&job.input);
+    let sink = Sink::from_arg(&job.output, args.out.force);
     let progress = args.out.progress("pack");
-    let summary = pack(&source, &sink, &args.key.spec(), &opts, &progress, &args.out.notice());
+    let notice = args.out.notice();
+    let notice = |msg: &str| notice(&format!("{prefix}{msg}"));
+    let summary = pack_with_session(&source, &sink, keys, opts, &progress, &notice);
     progress.finish_and_clear();
     let summary = summary?;
     args.out.print_summary(|| {
         format!(
-            "packed {} into {} ({:.3}) in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
+            "{prefix}packed {} into {} ({:.3}) in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
             human_bytes(summary.bytes_in),
             human_bytes(summary.bytes_out),
             summary.ratio,
@@ -91,6 +138,5 @@ pub fn run(args: PackArgs) -> Result<()> {
             summary.pipeline.map_or("?", |p| p.bottleneck)
         )
     });
-    args.out.print_json(&summary);
-    Ok(())
+    Ok(summary)
 }

@@ -2,22 +2,37 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::batch::{self, Job, Naming};
 use super::{KeyArgs, OutputArgs, PipelineArgs};
 use crate::error::Result;
 use crate::io::{Sink, Source};
-use crate::unpack::unpack;
+use crate::keys::SessionKeys;
+use crate::unpack::{UnpackSummary, unpack_with_session};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Every chunk is authenticated before any of its bytes are released. With -o FILE, the output
-appears only after the whole container authenticated; with -o -, authenticated chunks stream
-to stdout as they are verified, and a failure later in the file exits non-zero.")]
+Examples:
+  keepsync unpack photos.tar.ks -o photos.tar -k my.key    one file, named output
+  keepsync unpack a.log.ks b.log.ks --passphrase-env PW    writes a.log and b.log beside them
+  keepsync unpack /mnt/backup/*.ks -o restore/ -k my.key   into an existing directory
+
+Every chunk is authenticated before any of its bytes are released. With -o FILE (or several
+inputs), an output appears only after its whole container authenticated; with -o -,
+authenticated chunks stream to stdout as they are verified, and a failure later in the file
+exits non-zero.
+
+Several inputs are opened with one Argon2id run per passphrase session: containers packed by one
+`keepsync pack` share the stretched key. If an input fails (wrong passphrase, damage), the error
+names it, no output is left for it, the others are still unpacked, and the exit code is
+non-zero.")]
 pub struct UnpackArgs {
-    /// Container to read, or - for standard input.
-    input: PathBuf,
-    /// Where to write the original bytes, or - for standard output.
+    /// Containers to read, or - for standard input (given alone).
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Where to write the original bytes: a file (one input), - for standard output (one
+    /// input), or an existing directory. Default: each INPUT.ks without .ks, beside it.
     #[arg(long, short = 'o', value_name = "OUTPUT")]
-    output: PathBuf,
+    output: Option<PathBuf>,
     #[command(flatten)]
     key: KeyArgs,
     #[command(flatten)]
@@ -27,14 +42,36 @@ pub struct UnpackArgs {
 }
 
 pub fn run(args: UnpackArgs) -> Result<()> {
-    args.out.check(&args.output)?;
-    let source = Source::from_arg(&args.input);
-    let sink = Sink::from_arg(&args.output, args.out.force);
+    let jobs = batch::plan(&args.inputs, args.output.as_deref(), Naming::Unpack)?;
+    for job in &jobs {
+        args.out.check(&job.output)?;
+    }
+    let mut keys = SessionKeys::new(args.key.spec());
+    if let [job] = &jobs[..] {
+        let summary = unpack_one(&args, &mut keys, job, "");
+        args.out.note_key_memory(&keys);
+        args.out.print_json(&summary?);
+        return Ok(());
+    }
+    // A missing passphrase variable or key file fails once, not once per input.
+    keys.preflight()?;
+    let outcome = batch::run_each(&jobs, |job| {
+        let prefix = format!("{}: ", job.input.display());
+        unpack_one(&args, &mut keys, job, &prefix)
+    });
+    args.out.note_key_memory(&keys);
+    outcome.finish(&args.out, "unpacked", keys.argon2id_runs())
+}
+
+/// Unpacks one input; `prefix` starts its `-v` line (the input, when several).
+fn unpack_one(args: &UnpackArgs, keys: &mut SessionKeys, job: &Job, prefix: &str) -> Result<UnpackSummary> {
+    let source = Source::from_arg(&job.input);
+    let sink = Sink::from_arg(&job.output, args.out.force);
     let progress = args.out.progress("unpack");
-    let summary = unpack(
+    let summary = unpack_with_session(
         &source,
         &sink,
-        &args.key.spec(),
+        keys,
         args.pipeline.threads(),
         args.pipeline.max_memory,
         args.pipeline.crypto,
@@ -44,7 +81,7 @@ pub fn run(args: UnpackArgs) -> Result<()> {
     let summary = summary?;
     args.out.print_summary(|| {
         format!(
-            "unpacked {} chunks into {} in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
+            "{prefix}unpacked {} chunks into {} in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
             summary.chunks,
             crate::units::human_bytes(summary.bytes_out),
             summary.seconds,
@@ -53,6 +90,5 @@ pub fn run(args: UnpackArgs) -> Result<()> {
             summary.pipeline.bottleneck
         )
     });
-    args.out.print_json(&summary);
-    Ok(())
+    Ok(summary)
 }
