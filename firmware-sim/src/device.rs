@@ -1,8 +1,9 @@
 //! The device: packs a sensor log into a container in the DATA partition, checkpoints into
 //! the CHECKPOINT partition, and resumes after a power cut.
 //!
-//! Everything here is what firmware would run: `keepsync-core` state machines, fixed-size
-//! buffers on the stack, a NOR flash behind `embedded-storage`. No allocator.
+//! Everything here is what firmware would run: `keepsync-core` state machines, the packer's
+//! RAM lent by the caller ([`PackRam`], statics on a board), small fixed buffers on the stack,
+//! a NOR flash behind `embedded-storage`. No allocator.
 //!
 //! ## Flash layout
 //! - CHECKPOINT: two sectors, slot A and slot B. A slot is `"KSSL" | seq u32 | flags u32 |
@@ -38,6 +39,19 @@ pub const CHUNK_LOG2: u8 = 12;
 pub const CHECKPOINT_EVERY_CHUNKS: u64 = 2;
 /// Word staging buffer: output is written in whole flash words.
 const STAGE: usize = 256;
+/// The packer's workspace at [`CHUNK_LOG2`]: 8,649 bytes on a 32-bit target.
+pub const PACK_WORKSPACE: usize = packer_workspace_len(1 << CHUNK_LOG2);
+
+/// The RAM packing borrows: the workspace and the LZ4 encoder (16 KiB of hash table), about
+/// 25 KiB together. Lend them from statics: on the stack they would be most of a small
+/// device's RAM, and the `Packer` borrows them rather than holding them, so it stays small
+/// (docs/EMBEDDED.md, "Keep the codec state out of the state objects").
+pub struct PackRam<'a> {
+    /// The packer's workspace.
+    pub workspace: &'a mut [u8; PACK_WORKSPACE],
+    /// The encoder's state.
+    pub lz4: &'a mut Lz4Encoder,
+}
 
 /// Where the device's plaintext comes from (a sensor ring buffer in a real device). It must
 /// be re-readable from any offset after a reboot.
@@ -184,8 +198,11 @@ impl<F: NorFlash<Error = FlashError>> DataWriter<'_, '_, F> {
     }
 }
 
+/// The packer as the device runs it: codec state borrowed from [`PackRam`].
+type DevicePacker<'a> = Packer<'a, RustCryptoAesGcm, &'a mut Lz4Encoder>;
+
 fn drain<F: NorFlash<Error = FlashError>>(
-    packer: &mut Packer<'_, RustCryptoAesGcm, Lz4Encoder>,
+    packer: &mut DevicePacker<'_>,
     out: &mut DataWriter<'_, '_, F>,
 ) -> Result<(), Stop> {
     loop {
@@ -229,11 +246,12 @@ pub fn boot_and_pack<F: NorFlash<Error = FlashError>>(
     key: &SecretKey,
     trng_seed: u64,
     source: &impl Source,
+    ram: &mut PackRam<'_>,
 ) -> Result<Report, DeviceError> {
     let mut trng = Trng::new(trng_seed);
     let mut may_resume = true;
     loop {
-        match attempt(flash, layout, key, &mut trng, source, may_resume) {
+        match attempt(flash, layout, key, &mut trng, source, may_resume, ram) {
             Ok(report) => return Ok(report),
             // Start a new container (fresh salt) without writing the differing ciphertext.
             Err(Stop::SourceChanged) => may_resume = false,
@@ -260,6 +278,7 @@ fn attempt<F: NorFlash<Error = FlashError>>(
     trng: &mut Trng,
     source: &impl Source,
     may_resume: bool,
+    ram: &mut PackRam<'_>,
 ) -> Result<Report, Stop> {
     let sectors = 2 * F::ERASE_SIZE as u32;
     let newest = newest_slot(&mut Partition::new(flash, layout.checkpoint, sectors))?;
@@ -279,13 +298,13 @@ fn attempt<F: NorFlash<Error = FlashError>>(
         Some((_, _, _, ckpt)) if may_resume => resume_point(flash, layout, key, source, &ckpt)?,
         _ => None,
     };
-    let mut ws = [0u8; packer_workspace_len(1 << CHUNK_LOG2)];
+    let (ws, lz4) = (&mut ram.workspace[..], &mut *ram.lz4);
     let mut data = Partition::new(flash, layout.data, layout.data_len);
     let (mut packer, resumed_at, fresh) = match resume {
         Some((repr, keys, point)) => {
             let at = point.plain_offset;
             let start = point.sealed_offset as u32;
-            let p = Packer::resume(&RustCrypto, &keys, &repr, Lz4Encoder::new(), &mut ws, point);
+            let p = Packer::resume(&RustCrypto, &keys, &repr, lz4, ws, point);
             (p.expect("workspace sized for the chunk"), Some(at), start)
         }
         None => {
@@ -306,8 +325,7 @@ fn attempt<F: NorFlash<Error = FlashError>>(
                 file_salt,
             };
             let keys = FileKeys::derive(key, &file_salt);
-            let p =
-                Packer::new(&RustCrypto, &keys, &repr, Lz4Encoder::new(), &mut ws).map(Packer::track_source);
+            let p = Packer::new(&RustCrypto, &keys, &repr, lz4, ws).map(Packer::track_source);
             (p.expect("workspace sized for the chunk"), None, 0)
         }
     };

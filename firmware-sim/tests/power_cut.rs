@@ -10,9 +10,9 @@ use keepsync_core::budget::{HEADER_LEN, RECORD_HEADER_LEN, TAG_LEN};
 use keepsync_core::crypto::SecretKey;
 use keepsync_core::wire::Header;
 use keepsync_core::wire::Record;
-use keepsync_firmware_sim::device::{DeviceError, Layout, Report, boot_and_pack};
+use keepsync_firmware_sim::device::{DeviceError, Layout, Report};
 use keepsync_firmware_sim::flash::MemFlash;
-use support::{KEY, SensorLog, unpack};
+use support::{KEY, SensorLog, boot_and_pack, unpack};
 
 /// 192 KiB of flash, 4 KiB sectors, 4-byte words (nRF52-like pages).
 type Flash = MemFlash<{ 192 * 1024 }, 4096, 4>;

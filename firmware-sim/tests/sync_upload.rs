@@ -12,12 +12,12 @@ use keepsync::crypto::CryptoChoice;
 use keepsync::io::{Sink, Source};
 use keepsync::keys::KeySpec;
 use keepsync_core::crypto::SecretKey;
-use keepsync_firmware_sim::device::{Layout, boot_and_pack, finished_container};
+use keepsync_firmware_sim::device::{Layout, finished_container};
 use keepsync_firmware_sim::flash::MemFlash;
 use keepsync_firmware_sim::link::LinkConfig;
 use keepsync_firmware_sim::net::SyncBuffers;
 use keepsync_firmware_sim::uplink::{FlashFile, UploadReport, upload};
-use support::{KEY, PSK, SensorLog, Sim, UploadHost, unpack};
+use support::{KEY, PSK, SensorLog, Sim, UploadHost, boot_and_pack, unpack};
 
 type Flash = MemFlash<{ 96 * 1024 }, 4096, 4>;
 /// Two containers, each with its own CHECKPOINT slots and DATA partition.

@@ -16,7 +16,8 @@ use keepsync_core::sync::{
     CloseCode, Connection, FileMeta, Have, Kind, Message, Millis, ProtoError, Receiver, ReceiverEvent,
     SendError, Sender, SenderEvent, Status,
 };
-use keepsync_firmware_sim::device::Source;
+use keepsync_firmware_sim::device::{self, DeviceError, Layout, PACK_WORKSPACE, PackRam, Report, Source};
+use keepsync_firmware_sim::flash::FlashError;
 use keepsync_firmware_sim::link::{Link, LinkConfig, LinkStats};
 use keepsync_firmware_sim::net::{LinkError, Transport};
 
@@ -505,6 +506,21 @@ impl HostRole for DownloadHost {
 }
 
 // ---- device data ------------------------------------------------------------------------------
+
+/// [`device::boot_and_pack`] with fresh packer RAM for this boot (boxed: the test's stack is no
+/// device's; a board lends statics).
+pub fn boot_and_pack<F: embedded_storage::nor_flash::NorFlash<Error = FlashError>>(
+    flash: &mut F,
+    layout: &Layout,
+    key: &SecretKey,
+    trng_seed: u64,
+    source: &impl Source,
+) -> Result<Report, DeviceError> {
+    let mut workspace = Box::new([0u8; PACK_WORKSPACE]);
+    let mut lz4 = Box::new(Lz4Encoder::new());
+    let mut ram = PackRam { workspace: &mut workspace, lz4: &mut lz4 };
+    device::boot_and_pack(flash, layout, key, trng_seed, source, &mut ram)
+}
 
 /// A sensor log of 32-byte records; `changed_from` makes later records differ (a new log).
 pub struct SensorLog {
