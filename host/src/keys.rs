@@ -140,13 +140,23 @@ fn stretch_into(
         .map_err(|e| Error::Usage(format!("Argon2id failed: {e}")))
 }
 
-/// Argon2id passes for one derivation of about `target` on this machine, from the time of a
-/// single pass; at least [`DEFAULT_KDF_PASSES`], at most the readers' limit (64).
+/// Argon2id passes for one derivation of about `target` on this machine; at least
+/// [`DEFAULT_KDF_PASSES`], at most the readers' limit (64).
+///
+/// Times one and two passes: their difference is the cost of a pass, and the rest of the
+/// one-pass run is the fixed cost (mostly faulting in the memory), which a single timed pass
+/// would count as pass time. With 64 MiB that made 7 passes take 0.3 s for a 0.5 s target.
 pub fn calibrate_passes(memory_kib: u32, lanes: u32, target: std::time::Duration) -> Result<u32> {
-    let started = std::time::Instant::now();
-    stretch(b"calibration", &[0; KDF_SALT_LEN], memory_kib, 1, lanes)?;
-    let one_pass = started.elapsed().as_secs_f64().max(1e-6);
-    let passes = (target.as_secs_f64() / one_pass).round() as u32;
+    let time = |passes| -> Result<f64> {
+        let started = std::time::Instant::now();
+        stretch(b"calibration", &[0; KDF_SALT_LEN], memory_kib, passes, lanes)?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let one = time(1)?;
+    let two = time(2)?;
+    let per_pass = (two - one).max(1e-6);
+    let fixed = (one - per_pass).max(0.0);
+    let passes = ((target.as_secs_f64() - fixed) / per_pass).round().max(0.0) as u32;
     Ok(passes.clamp(DEFAULT_KDF_PASSES, keepsync_core::budget::MAX_KDF_PASSES))
 }
 
@@ -187,10 +197,14 @@ pub struct SessionKeys {
     new_source: Option<KeySource>,
     slots: KeySlots,
     argon2id_runs: u32,
+    /// Whether the first passphrase container calibrates the passes to [`KDF_TARGET`] (the
+    /// default); sessions with explicit parameters keep them.
+    calibrate: bool,
 }
 
 impl SessionKeys {
-    /// A session for `spec`; new passphrase containers get the default Argon2id parameters.
+    /// A session for `spec`; new passphrase containers get the default Argon2id memory and lanes,
+    /// and passes calibrated on this machine to [`KDF_TARGET`] (once, when the first one is packed).
     pub fn new(spec: KeySpec) -> Self {
         Self {
             spec,
@@ -199,6 +213,7 @@ impl SessionKeys {
             new_source: None,
             slots: KeySlots::new(),
             argon2id_runs: 0,
+            calibrate: true,
         }
     }
 
@@ -211,7 +226,7 @@ impl SessionKeys {
         if !(lanes_ok && memory_ok && (1..=MAX_KDF_PASSES).contains(&kdf.passes)) {
             return Err(Error::Usage(format!("Argon2id parameters {kdf:?} are outside what readers accept")));
         }
-        Ok(Self { kdf, ..Self::new(spec) })
+        Ok(Self { kdf, calibrate: false, ..Self::new(spec) })
     }
 
     /// Where the key comes from.
@@ -235,6 +250,11 @@ impl SessionKeys {
             (Some(source), _) => source,
             (None, KeySpec::KeyFile(_)) => KeySource::RawKey,
             (None, KeySpec::PassphraseEnv(_)) => {
+                // Once per session: a single pass is timed, and the passes set so that one
+                // derivation takes about KDF_TARGET here (at least 3, at most 64).
+                if std::mem::take(&mut self.calibrate) {
+                    self.kdf.passes = calibrate_passes(self.kdf.memory_kib, self.kdf.lanes, KDF_TARGET)?;
+                }
                 let mut salt = [0u8; KDF_SALT_LEN];
                 random_bytes(&mut salt)?;
                 let KdfParams { memory_kib, passes, lanes } = self.kdf;
@@ -371,6 +391,19 @@ mod tests {
             codec_hint: keepsync_core::compress::Codec::Store,
             file_salt,
         }
+    }
+
+    #[test]
+    fn a_default_session_calibrates_its_passes_once_for_all_its_containers() {
+        let (var, _) = passphrase_vars();
+        let mut session = SessionKeys::new(KeySpec::PassphraseEnv(var));
+        let (first, _) = session.for_new_container(&[1; FILE_SALT_LEN]).unwrap();
+        let (second, _) = session.for_new_container(&[2; FILE_SALT_LEN]).unwrap();
+        let KeySource::Argon2id { memory_kib, passes, lanes, .. } = first else { panic!("{first:?}") };
+        assert_eq!((memory_kib, lanes), (DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_LANES));
+        assert!((DEFAULT_KDF_PASSES..=keepsync_core::budget::MAX_KDF_PASSES).contains(&passes), "{passes}");
+        assert_eq!(first, second, "one salt and one calibration per session");
+        assert_eq!(session.argon2id_runs(), 1);
     }
 
     #[test]
