@@ -329,7 +329,7 @@ impl Raw {
                 at += self.ep.handle_input(0, &buf[at..n]).unwrap();
                 if let Some(m) = self.ep.poll_message(0) {
                     return Some(match m.unwrap() {
-                        Message::Opened => Message::Opened,
+                        Message::Opened { max_files } => Message::Opened { max_files },
                         Message::Close(c) => Message::Close(c),
                         other => panic!("unexpected {other:?}"),
                     });
@@ -356,10 +356,13 @@ impl Raw {
             delete: false,
             checksum: false,
             dry_run: false,
+            max_files: 32,
         };
         raw.ep.send(0, &open).unwrap();
         raw.flush();
-        assert_eq!(raw.read_message(), Some(Message::Opened));
+        // The server announces the host's table (keepsync::transport::FILES_IN_FLIGHT).
+        let max_files = keepsync::transport::FILES_IN_FLIGHT as u16;
+        assert_eq!(raw.read_message(), Some(Message::Opened { max_files }));
         raw
     }
 

@@ -106,7 +106,7 @@ fn handshake_opens_both_sides_and_messages_flow_both_ways() {
             at += conn.handle_input(0, &bytes[at..])?;
             if let Some(m) = conn.poll_message(0) {
                 let m = m?;
-                assert_eq!(m, Message::Opened);
+                assert_eq!(m, Message::Opened { max_files: 32 });
             }
         }
         Ok(())
@@ -116,9 +116,9 @@ fn handshake_opens_both_sides_and_messages_flow_both_ways() {
     assert!(c.is_open());
     pump(&mut c, &mut link, &mut |b| input(&mut s, b)).unwrap();
     assert!(s.is_open());
-    s.send(1, &Message::Opened).unwrap();
+    s.send(1, &Message::Opened { max_files: 32 }).unwrap();
     pump(&mut s, &mut link, &mut |b| input(&mut c, b)).unwrap();
-    c.send(1, &Message::Opened).unwrap();
+    c.send(1, &Message::Opened { max_files: 32 }).unwrap();
     pump(&mut c, &mut link, &mut |b| input(&mut s, b)).unwrap();
 }
 
@@ -196,7 +196,7 @@ fn oversized_tampered_replayed_and_reordered_frames_are_rejected() {
 
     let frames = |c: &mut Conn| {
         let mut frames = Vec::new();
-        for msg in [Message::Finished, Message::Opened] {
+        for msg in [Message::Finished, Message::Opened { max_files: 32 }] {
             c.send(0, &msg).unwrap();
             let mut out = [0u8; 100];
             let n = c.poll_transmit(&mut out);
@@ -628,4 +628,77 @@ fn a_faulty_link_ends_in_the_right_bytes_or_a_clean_failure_and_reconnects_finis
         assert_eq!(store.files, src, "seed {seed}");
     }
     assert!(failed_runs > 39, "the faults must break connections ({failed_runs} broke)");
+}
+
+/// Offers small files until the sender refuses; returns how many it took, after delivering
+/// each offer to the receiver (whose error, if any, is returned too).
+fn offer_until_full<const S: usize, const R: usize>(
+    s: &mut Sender<RustCrypto, Vec<u8>, S>,
+    r: &mut Receiver<RustCrypto, Vec<u8>, R>,
+) -> (u32, Result<(), ProtoError>) {
+    let mut id = 0;
+    loop {
+        let meta = FileMeta {
+            id,
+            path: "f",
+            kind: Kind::File,
+            size: 1,
+            mtime: 0,
+            mtime_nsec: 0,
+            mode: 0o644,
+            target: "",
+            hash: None,
+        };
+        if s.offer(0, &meta).is_err() {
+            return (id, Ok(()));
+        }
+        id += 1;
+        let mut buf = [0u8; 700];
+        let n = s.poll_transmit(&mut buf);
+        let mut at = 0;
+        while at < n {
+            match r.handle_input(0, &buf[at..n]) {
+                Ok(k) => at += k,
+                Err(e) => return (id, Err(e)),
+            }
+            while let Some(ev) = r.poll_event(0) {
+                if let Err(e) = ev {
+                    return (id, Err(e));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn files_in_flight_follow_the_smaller_table_and_a_receiver_enforces_its_own() {
+    let open = |seed| {
+        let (mut c, mut s) = pair(1, 1, seed);
+        handshake(&mut c, &mut s).unwrap();
+        (c, s)
+    };
+    // A big sender offers the protocol's floor (32) until told the receiver takes more...
+    let (c, s) = open(11);
+    let (mut big, mut small) = (Sender::<_, _, 100>::with_table(c), Receiver::new(s));
+    assert_eq!(offer_until_full(&mut big, &mut small), (32, Ok(())));
+    // ...and the receiver's announcement caps it: 32 when a device answers 32.
+    let (c, s) = open(12);
+    let (mut big, mut small) = (Sender::<_, _, 100>::with_table(c), Receiver::new(s));
+    big.limit_in_flight(32);
+    assert_eq!(big.window(), 32);
+    assert_eq!(offer_until_full(&mut big, &mut small), (32, Ok(())));
+    // Two hosts: the smaller table (64) wins, and a value below the floor reads as the floor.
+    let (c, s) = open(13);
+    let (mut big, mut host) = (Sender::<_, _, 100>::with_table(c), Receiver::<_, _, 64>::with_table(s));
+    big.limit_in_flight(64);
+    assert_eq!(offer_until_full(&mut big, &mut host), (64, Ok(())));
+    big.limit_in_flight(3);
+    assert_eq!(big.window(), 32);
+    // A sender that ignores the receiver's limit is caught by the receiver's table.
+    let (c, s) = open(14);
+    let (mut rude, mut small) = (Sender::<_, _, 100>::with_table(c), Receiver::new(s));
+    rude.limit_in_flight(100);
+    let (offered, result) = offer_until_full(&mut rude, &mut small);
+    assert_eq!(offered, 33);
+    assert!(matches!(result, Err(ProtoError::Unexpected(_))), "{result:?}");
 }

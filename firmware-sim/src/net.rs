@@ -8,7 +8,7 @@
 //! authentication after corruption, a lost segment that ends in a timeout, a hang-up) is
 //! dropped whole; the next one resumes at the receiver's durable prefix.
 
-use keepsync_core::budget::{FRAME_HEADER_LEN, frame_body_for_block};
+use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_FILES_IN_FLIGHT, frame_body_for_block};
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::{
     CloseCode, Connection, Direction, IDLE_TIMEOUT_MS, Message, Millis, ProtoError, SendError,
@@ -211,7 +211,8 @@ pub(crate) fn dial<'b>(
     loop {
         if let Some(msg) = conn.poll_message(t.now()) {
             match msg? {
-                Message::Opened => return Ok(conn),
+                // The device's tables hold MAX_FILES_IN_FLIGHT files whatever the host takes.
+                Message::Opened { .. } => return Ok(conn),
                 Message::Close(CloseCode::Refused) => return Err(Broken::Device(DeviceError::Refused)),
                 _ => return Err(Broken::Proto(ProtoError::Unexpected("expected Opened"))),
             }
@@ -219,7 +220,14 @@ pub(crate) fn dial<'b>(
         if conn.is_open() && !open_sent {
             conn.send(
                 t.now(),
-                &Message::Open { path, direction, delete: false, checksum: true, dry_run: false },
+                &Message::Open {
+                    path,
+                    direction,
+                    delete: false,
+                    checksum: true,
+                    dry_run: false,
+                    max_files: MAX_FILES_IN_FLIGHT as u16,
+                },
             )?;
             open_sent = true;
         }

@@ -129,9 +129,17 @@ pub enum Message<'a> {
         /// `--dry-run`: the receiver changes nothing; it answers `Done(Ok)` right after `File`
         /// for each entry it would write, and `Have(Skip)` for files it has.
         dry_run: bool,
+        /// Files the client accepts in flight when it receives (its table size, at least
+        /// [`MAX_FILES_IN_FLIGHT`](crate::budget::MAX_FILES_IN_FLIGHT)); the server, if it sends,
+        /// offers no more at once.
+        max_files: u16,
     },
     /// Server → client: the tree is open.
-    Opened,
+    Opened {
+        /// Files the server accepts in flight when it receives; the client, if it sends,
+        /// offers no more at once.
+        max_files: u16,
+    },
     /// Sender → receiver: an entry.
     #[serde(borrow)]
     File(FileMeta<'a>),

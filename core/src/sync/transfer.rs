@@ -14,7 +14,9 @@
 //! Finished (no more files) ─────────────────►
 //! ```
 //!
-//! Both sides keep a fixed table of [`MAX_FILES_IN_FLIGHT`] slots and check every message
+//! Both sides keep a fixed table of `N` slots (a const parameter, [`MAX_FILES_IN_FLIGHT`] by
+//! default: what every endpoint accepts; a host uses more and says so in `Open`/`Opened`, see
+//! [`Sender::limit_in_flight`]) and check every message
 //! against it: a peer that sends data for a file not in flight, data out of order or past the
 //! announced size, too many hashes, or a second file with an id in use is a protocol
 //! violation and ends the connection. The caller's own calls are checked the same way and
@@ -129,9 +131,9 @@ impl Slot {
 }
 
 #[derive(Debug)]
-struct Table([Slot; MAX_FILES_IN_FLIGHT]);
+struct Table<const N: usize>([Slot; N]);
 
-impl Table {
+impl<const N: usize> Table<N> {
     fn find(&mut self, id: u32) -> Result<&mut Slot, &'static str> {
         self.0
             .iter_mut()
@@ -140,13 +142,17 @@ impl Table {
     }
 
     fn insert(&mut self, id: u32, size: u64) -> Result<(), &'static str> {
+        let at = self.free_slot_for(id)?;
+        self.0[at] = Slot { id, state: State::Offered, size, ..FREE };
+        Ok(())
+    }
+
+    /// The slot a new file `id` would take (nothing changes yet).
+    fn free_slot_for(&self, id: u32) -> Result<usize, &'static str> {
         if self.0.iter().any(|s| s.state != State::Free && s.id == id) {
             return Err("a file id already in flight");
         }
-        let slot =
-            self.0.iter_mut().find(|s| s.state == State::Free).ok_or("more files in flight than allowed")?;
-        *slot = Slot { id, state: State::Offered, size, ..FREE };
-        Ok(())
+        self.0.iter().position(|s| s.state == State::Free).ok_or("more files in flight than allowed")
     }
 
     /// Moves file `id`'s slot with `step`, but only once `send` has queued the message that
@@ -241,30 +247,58 @@ fn violation(rule: &'static str) -> ProtoError {
 
 /// The sending end of a file transfer. Derefs to its [`Connection`] for the transport calls
 /// (`handle_input`, `poll_transmit`, timers).
+///
+/// `N` is the size of its table of files in flight; it offers at most `N` files at once, and
+/// at most [`MAX_FILES_IN_FLIGHT`] unless the receiver announced more ([`Self::limit_in_flight`]).
 #[derive(Debug)]
-pub struct Sender<P: CryptoProvider, B> {
+pub struct Sender<P: CryptoProvider, B, const N: usize = MAX_FILES_IN_FLIGHT> {
     conn: Connection<P, B>,
-    files: Table,
+    files: Table<N>,
+    /// Files that may be in flight at once: `N`, capped by what the receiver accepts.
+    window: usize,
     failed: Option<ProtoError>,
 }
 
-impl<P: CryptoProvider, B> Deref for Sender<P, B> {
+impl<P: CryptoProvider, B, const N: usize> Deref for Sender<P, B, N> {
     type Target = Connection<P, B>;
     fn deref(&self) -> &Self::Target {
         &self.conn
     }
 }
 
-impl<P: CryptoProvider, B> DerefMut for Sender<P, B> {
+impl<P: CryptoProvider, B, const N: usize> DerefMut for Sender<P, B, N> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.conn
     }
 }
 
 impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Sender<P, B> {
-    /// Sends files over `conn` (open, or still in its handshake).
+    /// Sends files over `conn` (open, or still in its handshake), at most
+    /// [`MAX_FILES_IN_FLIGHT`] at once. A larger table: [`Self::with_table`].
     pub fn new(conn: Connection<P, B>) -> Self {
-        Self { conn, files: Table([FREE; MAX_FILES_IN_FLIGHT]), failed: None }
+        Self::with_table(conn)
+    }
+}
+
+impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, B, N> {
+    /// Sends files over `conn` with a table of `N` files in flight (the type says `N`), at most
+    /// [`MAX_FILES_IN_FLIGHT`] at once until [`Self::limit_in_flight`] says the receiver takes
+    /// more.
+    pub fn with_table(conn: Connection<P, B>) -> Self {
+        const { assert!(N > 0, "a sender needs at least one slot") };
+        Self { conn, files: Table([FREE; N]), window: N.min(MAX_FILES_IN_FLIGHT), failed: None }
+    }
+
+    /// The receiver announced (`max_files` of its `Open` or `Opened`) that it accepts
+    /// `receiver_max` files in flight: offer up to that many, as far as this table holds. A
+    /// value below [`MAX_FILES_IN_FLIGHT`], which every receiver accepts, reads as that.
+    pub fn limit_in_flight(&mut self, receiver_max: u16) {
+        self.window = N.min(usize::from(receiver_max).max(MAX_FILES_IN_FLIGHT));
+    }
+
+    /// Files that may be in flight at once on this connection.
+    pub fn window(&self) -> usize {
+        self.window
     }
 
     /// Files offered and not yet done.
@@ -274,7 +308,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Sender<P, B> {
 
     /// Another file may be offered now.
     pub fn can_offer(&self) -> bool {
-        self.in_flight() < MAX_FILES_IN_FLIGHT
+        self.in_flight() < self.window
     }
 
     /// Offers an entry. Its `id` must not be in flight.
@@ -282,10 +316,12 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Sender<P, B> {
         if meta.path.len() > MAX_PATH_LEN || meta.target.len() > MAX_PATH_LEN {
             return Err(SendError::Usage("path longer than MAX_PATH_LEN"));
         }
-        let mut files = Table(self.files.0);
-        files.insert(meta.id, meta.size).map_err(SendError::Usage)?;
+        if !self.can_offer() {
+            return Err(SendError::Usage("more files in flight than the receiver accepts"));
+        }
+        let at = self.files.free_slot_for(meta.id).map_err(SendError::Usage)?;
         self.conn.send(now, &Message::File(*meta))?;
-        self.files = files;
+        self.files.0[at] = Slot { id: meta.id, state: State::Offered, size: meta.size, ..FREE };
         Ok(())
     }
 
@@ -357,29 +393,39 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Sender<P, B> {
 
 /// The receiving end of a file transfer. Derefs to its [`Connection`].
 #[derive(Debug)]
-pub struct Receiver<P: CryptoProvider, B> {
+pub struct Receiver<P: CryptoProvider, B, const N: usize = MAX_FILES_IN_FLIGHT> {
     conn: Connection<P, B>,
-    files: Table,
+    files: Table<N>,
     failed: Option<ProtoError>,
 }
 
-impl<P: CryptoProvider, B> Deref for Receiver<P, B> {
+impl<P: CryptoProvider, B, const N: usize> Deref for Receiver<P, B, N> {
     type Target = Connection<P, B>;
     fn deref(&self) -> &Self::Target {
         &self.conn
     }
 }
 
-impl<P: CryptoProvider, B> DerefMut for Receiver<P, B> {
+impl<P: CryptoProvider, B, const N: usize> DerefMut for Receiver<P, B, N> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.conn
     }
 }
 
 impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Receiver<P, B> {
-    /// Receives files over `conn`.
+    /// Receives files over `conn`, up to [`MAX_FILES_IN_FLIGHT`] in flight. A larger table:
+    /// [`Self::with_table`].
     pub fn new(conn: Connection<P, B>) -> Self {
-        Self { conn, files: Table([FREE; MAX_FILES_IN_FLIGHT]), failed: None }
+        Self::with_table(conn)
+    }
+}
+
+impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P, B, N> {
+    /// Receives files over `conn`, up to `N` in flight (the type says `N`): announce `N` in
+    /// `Open`/`Opened`. `N` must be at least [`MAX_FILES_IN_FLIGHT`], which every sender may use.
+    pub fn with_table(conn: Connection<P, B>) -> Self {
+        const { assert!(N >= MAX_FILES_IN_FLIGHT, "every receiver accepts MAX_FILES_IN_FLIGHT files") };
+        Self { conn, files: Table([FREE; N]), failed: None }
     }
 
     /// Files announced and not yet done.

@@ -15,6 +15,7 @@
 //! is the largest of those records and the mark at the end.
 
 use embedded_storage::nor_flash::{ErrorType, ReadNorFlash, check_read};
+use keepsync_core::budget::MAX_FILES_IN_FLIGHT;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::{
     CloseCode, Connection, Have, Message, Millis, ProtoError, Receiver, ReceiverEvent, SendError, Status,
@@ -359,7 +360,8 @@ impl Peer {
                         let Message::Open { .. } = msg? else {
                             return Err(ProtoError::Unexpected("expected Open"));
                         };
-                        conn.send(now, &Message::Opened).map_err(|_| ProtoError::Closed)?;
+                        conn.send(now, &Message::Opened { max_files: MAX_FILES_IN_FLIGHT as u16 })
+                            .map_err(|_| ProtoError::Closed)?;
                         let Some(Stage::Handshake(conn)) = self.stage.take() else { unreachable!() };
                         self.stage = Some(Stage::Open(Receiver::new(conn)));
                         progressed = true;

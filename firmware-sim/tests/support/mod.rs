@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::DerefMut;
 
 use keepsync_core::FormatError;
-use keepsync_core::budget::{HEADER_LEN, unpacker_workspace_len};
+use keepsync_core::budget::{HEADER_LEN, MAX_FILES_IN_FLIGHT, unpacker_workspace_len};
 use keepsync_core::compress::{CoreDecoder, Encoder, Lz4Encoder};
 use keepsync_core::crypto::{RustCrypto, SecretKey, open_header};
 use keepsync_core::stream::Unpacker;
@@ -166,7 +166,8 @@ impl<H: HostRole> Sim<H> {
                     if let Some(msg) = conn.poll_message(now) {
                         match msg? {
                             Message::Open { .. } => {
-                                conn.send(now, &Message::Opened).map_err(|_| ProtoError::Closed)?;
+                                conn.send(now, &Message::Opened { max_files: MAX_FILES_IN_FLIGHT as u16 })
+                                    .map_err(|_| ProtoError::Closed)?;
                                 let Some(Stage::Handshake(conn)) = self.stage.take() else { unreachable!() };
                                 self.stage = Some(Stage::Open(self.host.wrap(*conn)));
                             }

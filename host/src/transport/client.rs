@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError, Receiver, Sender};
+use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
@@ -17,7 +17,9 @@ use super::driver::{App, Link, LinkStats, drive, proto};
 use super::effort::SyncCodec;
 use super::recv::{CHECKPOINT_EVERY, RecvApp, RecvOptions, RecvSummary};
 use super::send::{Queue, SendApp, SendSummary, total_bytes, walk};
-use super::{Conn, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms};
+use super::{
+    Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms,
+};
 use crate::error::{Error, Result};
 use crate::index::{HashIndex, SharedIndex};
 
@@ -89,7 +91,8 @@ struct OpenClient {
     request: (String, Direction, bool, bool),
     dry_run: bool,
     sent: bool,
-    opened: bool,
+    /// The server's `max_files`, once it answered `Opened`.
+    opened: Option<u16>,
 }
 
 impl App<Conn> for OpenClient {
@@ -102,6 +105,7 @@ impl App<Conn> for OpenClient {
                 delete: *delete,
                 checksum: *checksum,
                 dry_run: self.dry_run,
+                max_files: super::MAX_FILES_WIRE,
             };
             self.sent = conn.send(now, &open).is_ok();
         }
@@ -111,7 +115,7 @@ impl App<Conn> for OpenClient {
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         if let Some(msg) = conn.poll_message(now) {
             match msg.map_err(|e| proto("the server", e))? {
-                Message::Opened => self.opened = true,
+                Message::Opened { max_files } => self.opened = Some(max_files),
                 Message::Close(CloseCode::Refused) => {
                     return Err(Error::Refused {
                         peer: "the server".into(),
@@ -128,7 +132,7 @@ impl App<Conn> for OpenClient {
     }
 
     fn is_done(&self) -> bool {
-        self.opened
+        self.opened.is_some()
     }
 }
 
@@ -140,7 +144,8 @@ struct Shared {
 }
 
 /// Connects, proves the PSK and opens the tree.
-async fn open(shared: &Shared, delete: bool) -> Result<(Link, Conn)> {
+/// Connects, runs the handshake and opens the tree; also returns the server's `max_files`.
+async fn open(shared: &Shared, delete: bool) -> Result<(Link, Conn, u16)> {
     let opts = &shared.opts;
     let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&shared.addr)).await;
     let stream = match connect {
@@ -167,10 +172,10 @@ async fn open(shared: &Shared, delete: bool) -> Result<(Link, Conn)> {
         request: (opts.remote.path.clone(), opts.direction, delete, opts.checksum),
         dry_run: opts.dry_run,
         sent: false,
-        opened: false,
+        opened: None,
     };
     drive(&mut link, &mut conn, &mut app, &opts.limit).await?;
-    Ok((link, conn))
+    Ok((link, conn, app.opened.unwrap_or(0)))
 }
 
 /// Failures worth another connection: the link, not the request, went wrong.
@@ -229,8 +234,9 @@ async fn push_worker(
         let first = out.reconnects == 0 && failures == 0;
         let attempt = async {
             // A server that cannot be reached at all is reported at once, not retried.
-            let (mut link, conn) = open(&shared, delete).await.map_err(|e| (e, first))?;
-            let mut ep = Sender::new(conn);
+            let (mut link, conn, server_max) = open(&shared, delete).await.map_err(|e| (e, first))?;
+            let mut ep = HostSender::with_table(conn);
+            ep.limit_in_flight(server_max);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
             add_stats(&mut out.stats, link.stats);
             r.map_err(|e| (e, false))
@@ -269,8 +275,8 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
         let mut app = RecvApp::new(root.clone(), opts).with_progress(bar.clone());
         let first = failures == 0;
         let attempt = async {
-            let (mut link, conn) = open(&shared, shared.opts.delete).await.map_err(|e| (e, first))?;
-            let mut ep = Receiver::new(conn);
+            let (mut link, conn, _) = open(&shared, shared.opts.delete).await.map_err(|e| (e, first))?;
+            let mut ep = HostReceiver::with_table(conn);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
             add_stats(&mut out.stats, link.stats);
             r.map_err(|e| (e, false))
@@ -299,6 +305,7 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
 /// Runs a network sync to the end.
 pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary> {
     let started = Instant::now();
+    super::raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(opts.connections.clamp(1, 8).max(2))

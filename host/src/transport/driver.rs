@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use keepsync_core::crypto::RustCrypto;
-use keepsync_core::sync::{ProtoError, Receiver, Sender};
+use keepsync_core::sync::ProtoError;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::{Conn, RateLimiter, now_ms};
+use super::{Conn, HostReceiver, HostSender, RateLimiter, now_ms};
 use crate::error::{Error, Result};
 
 /// Anything that wraps a host [`Conn`]: the bare connection (handshake, `Open`), or a
@@ -27,13 +26,13 @@ impl Endpoint for Conn {
     }
 }
 
-impl Endpoint for Sender<RustCrypto, Vec<u8>> {
+impl Endpoint for HostSender {
     fn conn(&mut self) -> &mut Conn {
         self
     }
 }
 
-impl Endpoint for Receiver<RustCrypto, Vec<u8>> {
+impl Endpoint for HostReceiver {
     fn conn(&mut self) -> &mut Conn {
         self
     }

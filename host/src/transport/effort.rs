@@ -10,6 +10,12 @@
 //! between windows does not work: a mixed file's compressibility changes from one window to
 //! the next far more than a rung changes it. The window right after a change is not scored
 //! (the queue still holds the old rung's output).
+//!
+//! A sender can also be held back by the receiver: every file it may have in flight is sent
+//! and it waits for the receiver to commit them (`Done`), with nothing queued for the link.
+//! Then fewer bytes on the wire gain nothing and the encoding only costs CPU (on one machine,
+//! the receiver's), so a sender that spends most of a window waiting so steps down too. On
+//! loopback with 10,000 small files that took the default from zstd-1 (1.03-1.18 s) to store.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +56,9 @@ const BUSY_LOW: f64 = 0.5;
 /// Windows after a step down before the next climb.
 const COOLDOWN: u32 = 4;
 
+/// Waiting on the receiver for more than this share of a window: receiver-bound, step down.
+const RECEIVER_BOUND: f64 = 0.5;
+
 /// What the user asked for with `--codec` on `sync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SyncCodec {
@@ -72,6 +81,8 @@ pub struct Effort {
     window_bytes: u64,
     window_busy: Duration,
     window_idle: Duration,
+    /// Time spent with every file sent and the receiver's `Done`s outstanding.
+    window_waiting: Duration,
     cooldown: u32,
     /// The window right after a change carries the old rung's queued output: not scored.
     settling: bool,
@@ -93,6 +104,7 @@ impl Effort {
             window_bytes: 0,
             window_busy: Duration::ZERO,
             window_idle: Duration::ZERO,
+            window_waiting: Duration::ZERO,
             cooldown: 0,
             settling: false,
         }
@@ -128,7 +140,14 @@ impl Effort {
         self.window_start.get_or_insert(now);
         self.window_bytes += bytes;
         self.window_busy += busy;
-        self.window_bytes >= CPU_BOUND_WINDOW && self.close_window(now, false)
+        let receiver_waits = !self.window_waiting.is_zero() && self.window_bytes >= WINDOW_BYTES;
+        (receiver_waits || self.window_bytes >= CPU_BOUND_WINDOW) && self.close_window(now, false)
+    }
+
+    /// Records time the sender spent with nothing to send, waiting for the receiver to finish
+    /// files (its window of files in flight full).
+    pub fn on_receiver_wait(&mut self, waited: Duration) {
+        self.window_waiting += waited;
     }
 
     /// Records that the send queue was full at `now` (the link, or the peer, is behind).
@@ -153,14 +172,16 @@ impl Effort {
         // time to go by: only its encoding share says whether lighter compression helps.
         let busy =
             if queue_full { (1.0 - self.window_idle.as_secs_f64() / secs).max(encoding) } else { encoding };
+        let waiting = self.window_waiting.as_secs_f64() / secs;
         (self.window_start, self.window_bytes) = (Some(now), 0);
         (self.window_busy, self.window_idle) = (Duration::ZERO, Duration::ZERO);
+        self.window_waiting = Duration::ZERO;
         if std::mem::take(&mut self.settling) {
             return false;
         }
         self.cooldown = self.cooldown.saturating_sub(1);
         let here = self.rung;
-        if busy > BUSY_HIGH && here > 0 {
+        if (busy > BUSY_HIGH || waiting > RECEIVER_BOUND) && here > 0 {
             self.rung -= 1;
             self.cooldown = COOLDOWN;
         } else if queue_full && busy < BUSY_LOW && here + 1 < LADDER.len() && self.cooldown == 0 {
@@ -215,6 +236,32 @@ mod tests {
         // 2 GB/s: the encoder is the bottleneck at every rung but store.
         let visited = simulate(&mut e, &mut clock, 2e9, 60);
         assert!(visited.last().unwrap() <= &1, "{visited:?}");
+    }
+
+    #[test]
+    fn a_sender_waiting_on_the_receiver_steps_down_to_store() {
+        let mut e = Effort::new(SyncCodec::Auto);
+        let mut now = Instant::now();
+        let block = 1u64 << 20;
+        let mut visited = Vec::new();
+        for _ in 0..12 {
+            for _ in 0..WINDOW_BYTES / block {
+                // Encoding takes 1 ms a block; then 3 ms pass waiting for the receiver's Dones.
+                now += Duration::from_millis(4);
+                e.on_receiver_wait(Duration::from_millis(3));
+                e.on_block(block, Duration::from_millis(1), now);
+            }
+            visited.push(e.rung);
+        }
+        assert_eq!(*visited.last().unwrap(), 0, "{visited:?}");
+        // Waiting less than half the time is not enough: a sender that mostly encodes stays.
+        let mut e = Effort::new(SyncCodec::Auto);
+        for _ in 0..12 * WINDOW_BYTES / block {
+            now += Duration::from_millis(4);
+            e.on_receiver_wait(Duration::from_millis(1));
+            e.on_block(block, Duration::from_millis(2), now);
+        }
+        assert_eq!(e.name(), "zstd-1");
     }
 
     #[test]

@@ -13,13 +13,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use keepsync_core::Checkpoint;
 use keepsync_core::budget::{MAX_PATH_LEN, frame_body_for_block};
 use keepsync_core::compress::{Codec, Decoder};
-use keepsync_core::crypto::RustCrypto;
 use keepsync_core::sync::message::hashes_per_frame;
-use keepsync_core::sync::{
-    CloseCode, FileMeta, Have, Kind, ProtoError, Receiver, ReceiverEvent, SendError, Status,
-};
+use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, ProtoError, ReceiverEvent, SendError, Status};
 use serde::Serialize;
 
+use super::HostReceiver;
 use super::driver::{App, proto};
 use super::{BLOCK_LOG2, NEW_FILE_BLOCK_LOG2};
 use crate::codec::HostDecoder;
@@ -118,7 +116,8 @@ struct Verified {
     rel: String,
     data: File,
     data_path: PathBuf,
-    ckpt_path: PathBuf,
+    /// The checkpoint, if one may exist (else there is nothing to remove).
+    ckpt_path: Option<PathBuf>,
     dest: PathBuf,
     size: u64,
 }
@@ -137,6 +136,8 @@ struct Incoming {
     hasher: blake3::Hasher,
     old: Option<File>,
     since_ckpt: u64,
+    /// A checkpoint file may exist: the partial was there before, or one was written.
+    ckpt_may_exist: bool,
     failed: Option<String>,
 }
 
@@ -181,23 +182,34 @@ fn same_kind(kind: Kind, m: &fs::Metadata) -> bool {
 /// Opens (creating when needed) a partial data file and its directory. Connections of one
 /// push race here: one may make the directory, or remove it when empty at its end, between
 /// another's steps; a step that finds the work done (or undone) simply tries again.
-fn open_partial(dir: &Path, path: &Path) -> Result<File> {
+/// Opens the partial file at `path` in the partial directory `dir`, creating both as needed;
+/// `true` when the file is new (so no checkpoint of it can exist). A new file costs one
+/// `openat`: the directory is created only when that fails for want of it.
+fn open_partial(dir: &Path, path: &Path) -> Result<(File, bool)> {
+    use std::io::ErrorKind::{AlreadyExists, NotFound};
     let mut last = None;
     for _ in 0..3 {
+        let created = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path);
+        let e = match created {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.kind() == AlreadyExists => match OpenOptions::new().read(true).write(true).open(path)
+            {
+                Ok(f) => return Ok((f, false)),
+                Err(e) => e, // removed in between: try again
+            },
+            Err(e) => e,
+        };
+        if e.kind() != NotFound {
+            return Err(Error::io("create", path, e));
+        }
         if let Err(e) = fs::DirBuilder::new().mode(0o700).create(dir)
             && !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir())
         {
             return Err(Error::io("create", dir, e));
         }
-        let opened =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path);
-        match opened {
-            Ok(f) => return Ok(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => last = Some(e),
-            Err(e) => return Err(Error::io("create", path, e)),
-        }
+        last = Some(e);
     }
-    Err(Error::io("create", path, last.unwrap_or_else(|| std::io::ErrorKind::NotFound.into())))
+    Err(Error::io("create", path, last.unwrap_or_else(|| NotFound.into())))
 }
 
 /// Hashes of the 64 KiB blocks of `file`.
@@ -312,22 +324,23 @@ impl RecvApp {
     }
 
     /// Makes room for a `kind` entry at `dest`: an entry of another kind goes only with
-    /// `--delete`. Returns false (and reports) when it stays in the way.
-    fn clear_way(&mut self, id: u32, rel: &str, dest: &Path, kind: Kind) -> bool {
-        let Ok(m) = fs::symlink_metadata(dest) else { return true };
+    /// `--delete`. `Err` (reported) when it stays in the way; else what is there of the same
+    /// kind, if anything.
+    fn clear_way(&mut self, id: u32, rel: &str, dest: &Path, kind: Kind) -> Result<Option<fs::Metadata>, ()> {
+        let Ok(m) = fs::symlink_metadata(dest) else { return Ok(None) };
         if same_kind(kind, &m) {
-            return true;
+            return Ok(Some(m));
         }
         if self.opts.delete && remove(dest).is_ok() {
             self.summary.deleted += 1;
-            return true;
+            return Ok(None);
         }
         self.problem(
             id,
             Status::Failed,
             format!("{rel}: another kind of entry is in the way (use --delete)"),
         );
-        false
+        Err(())
     }
 
     fn on_file(&mut self, meta: &FileMeta<'_>, max_body: usize) -> Result<()> {
@@ -344,9 +357,7 @@ impl RecvApp {
             self.plan(meta, &rel, &dest);
             return Ok(());
         }
-        if !self.clear_way(id, &rel, &dest, meta.kind) {
-            return Ok(());
-        }
+        let Ok(existing) = self.clear_way(id, &rel, &dest, meta.kind) else { return Ok(()) };
         match meta.kind {
             Kind::Dir => {
                 if !dest.is_dir()
@@ -363,7 +374,7 @@ impl RecvApp {
                 Ok(()) => self.replies.push_back(Reply::Done(id, Status::Ok)),
                 Err(e) => self.problem(id, Status::Failed, format!("{rel}: {e}")),
             },
-            Kind::File => self.on_regular_file(meta, rel, dest, max_body)?,
+            Kind::File => self.on_regular_file(meta, rel, dest, existing, max_body)?,
         }
         Ok(())
     }
@@ -373,11 +384,12 @@ impl RecvApp {
         meta: &FileMeta<'_>,
         rel: String,
         dest: PathBuf,
+        existing: Option<fs::Metadata>,
         max_body: usize,
     ) -> Result<()> {
         let id = meta.id;
         self.bar.inc_length(meta.size);
-        let existing = fs::symlink_metadata(&dest).ok().filter(|m| m.is_file());
+        let existing = existing.filter(|m| m.is_file());
         if let Some(m) = &existing
             && self.unchanged(meta, &rel, m, &dest)
         {
@@ -402,10 +414,15 @@ impl RecvApp {
         binding.update(&meta.mtime_nsec.to_le_bytes());
         let binding = *binding.finalize().as_bytes();
 
-        let mut data = open_partial(&partial_dir, &data_path)?;
-        let (resume, hasher) = self.durable_prefix(&mut data, &ckpt_path, &binding);
-        data.set_len(resume).map_err(|e| Error::io("write", &data_path, e))?;
-        data.seek(SeekFrom::Start(resume)).map_err(|e| Error::io("write", &data_path, e))?;
+        let (mut data, fresh) = open_partial(&partial_dir, &data_path)?;
+        let (resume, hasher) = if fresh {
+            (0, blake3::Hasher::new())
+        } else {
+            let (resume, hasher) = self.durable_prefix(&mut data, &ckpt_path, &binding);
+            data.set_len(resume).map_err(|e| Error::io("write", &data_path, e))?;
+            data.seek(SeekFrom::Start(resume)).map_err(|e| Error::io("write", &data_path, e))?;
+            (resume, hasher)
+        };
         if resume > 0 {
             self.summary.files_resumed += 1;
             self.bar.inc(resume);
@@ -445,6 +462,7 @@ impl RecvApp {
                 hasher,
                 old,
                 since_ckpt: 0,
+                ckpt_may_exist: !fresh,
                 failed: None,
             },
         );
@@ -511,6 +529,7 @@ impl RecvApp {
         };
         let mut buf = [0u8; Checkpoint::MAX_ENCODED_LEN];
         let bytes = ckpt.encode(&mut buf).map_err(|e| e.to_string())?;
+        inc.ckpt_may_exist = true;
         write_small_file_atomically(&inc.ckpt_path, bytes).map_err(|e| e.to_string())?;
         inc.since_ckpt = 0;
         Ok(())
@@ -570,13 +589,13 @@ impl RecvApp {
                     .map_err(err);
                 match meta {
                     Ok(()) => {
-                        let Incoming { rel, data, data_path, ckpt_path, dest, .. } = inc;
+                        let Incoming { rel, data, data_path, ckpt_path, ckpt_may_exist, dest, .. } = inc;
                         return self.verified.push(Verified {
                             id,
                             rel,
                             data,
                             data_path,
-                            ckpt_path,
+                            ckpt_path: ckpt_may_exist.then_some(ckpt_path),
                             dest,
                             size,
                         });
@@ -615,13 +634,17 @@ impl RecvApp {
                     self.summary.files_received += 1;
                     self.summary.bytes_written += v.size;
                     self.renamed = true;
-                    let _ = fs::remove_file(&v.ckpt_path);
+                    if let Some(ckpt) = &v.ckpt_path {
+                        let _ = fs::remove_file(ckpt);
+                    }
                     self.replies.push_back(Reply::Done(v.id, Status::Ok));
                 }
                 Err(e) => {
                     self.summary.problems.push(format!("{}: {e}", v.rel));
                     let _ = fs::remove_file(&v.data_path);
-                    let _ = fs::remove_file(&v.ckpt_path);
+                    if let Some(ckpt) = &v.ckpt_path {
+                        let _ = fs::remove_file(ckpt);
+                    }
                     self.replies.push_back(Reply::Done(v.id, Status::Failed));
                 }
             }
@@ -682,8 +705,8 @@ impl RecvApp {
     }
 }
 
-impl App<Receiver<RustCrypto, Vec<u8>>> for RecvApp {
-    fn produce(&mut self, ep: &mut Receiver<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+impl App<HostReceiver> for RecvApp {
+    fn produce(&mut self, ep: &mut HostReceiver, now: u64) -> Result<()> {
         while let Some(reply) = self.replies.front() {
             let sent = match reply {
                 Reply::Have(id, have) => ep.have(now, *id, *have),
@@ -710,7 +733,7 @@ impl App<Receiver<RustCrypto, Vec<u8>>> for RecvApp {
         Ok(())
     }
 
-    fn handle(&mut self, ep: &mut Receiver<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+    fn handle(&mut self, ep: &mut HostReceiver, now: u64) -> Result<()> {
         let max_body = ep.peer_max_body();
         self.local_max_body = ep.local_max_body();
         while let Some(event) = ep.poll_event(now) {

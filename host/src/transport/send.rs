@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use indicatif::ProgressBar;
 use keepsync_core::budget::compress_bound;
 use keepsync_core::compress::Encoder;
-use keepsync_core::crypto::RustCrypto;
-use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, SendError, Sender, SenderEvent, Status};
+use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, SendError, SenderEvent, Status};
 use serde::Serialize;
 
+use super::HostSender;
 use super::driver::{App, proto};
 use super::effort::{Effort, SyncCodec};
 use crate::codec::HostEncoder;
@@ -187,6 +187,8 @@ pub struct SendApp {
     dry_run: bool,
     /// When the send queue was last found full (the wait until the next call is idle time).
     blocked_at: Option<std::time::Instant>,
+    /// Since when every file in flight is sent and the window is full: waiting on the receiver.
+    waiting_since: Option<std::time::Instant>,
     encoder: HostEncoder,
     block: Vec<u8>,
     out: Vec<u8>,
@@ -216,6 +218,7 @@ impl SendApp {
             flying: HashMap::new(),
             ready: VecDeque::new(),
             pending: None,
+            waiting_since: None,
             finished: false,
             closed: false,
             encoder: effort.encoder(),
@@ -248,7 +251,7 @@ impl SendApp {
         self.pending = None;
     }
 
-    fn offer(&mut self, ep: &mut Sender<RustCrypto, Vec<u8>>, now: u64) -> Result<bool> {
+    fn offer(&mut self, ep: &mut HostSender, now: u64) -> Result<bool> {
         let Some(entry) = self.entries.pop_front() else { return Ok(false) };
         let hash = match (&self.index, entry.kind) {
             (Some(index), Kind::File) => Some(hash_with(Some(index), &entry.rel, &entry.path)?),
@@ -342,13 +345,16 @@ fn internal(e: SendError) -> Error {
     Error::Usage(format!("internal error in the sync sender ({e}); please report this as a bug"))
 }
 
-impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
-    fn produce(&mut self, ep: &mut Sender<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+impl App<HostSender> for SendApp {
+    fn produce(&mut self, ep: &mut HostSender, now: u64) -> Result<()> {
         if !ep.is_open() {
             return Ok(());
         }
         if let Some(since) = self.blocked_at.take() {
             self.effort.on_idle(since.elapsed());
+        }
+        if let Some(since) = self.waiting_since.take() {
+            self.effort.on_receiver_wait(since.elapsed());
         }
         while ep.can_offer() && self.offer(ep, now)? {}
         while let Some(&id) = self.ready.front() {
@@ -385,6 +391,10 @@ impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
                 Err(e) => return Err(internal(e)),
             }
         }
+        // Nothing to send and no room to offer more: the receiver, not the link, sets the pace.
+        if self.pending.is_none() && !ep.can_offer() {
+            self.waiting_since = Some(std::time::Instant::now());
+        }
         if self.entries.is_empty() && self.flying.is_empty() && !self.finished {
             match ep.finish(now) {
                 Ok(()) => self.finished = true,
@@ -395,7 +405,7 @@ impl App<Sender<RustCrypto, Vec<u8>>> for SendApp {
         Ok(())
     }
 
-    fn handle(&mut self, ep: &mut Sender<RustCrypto, Vec<u8>>, now: u64) -> Result<()> {
+    fn handle(&mut self, ep: &mut HostSender, now: u64) -> Result<()> {
         while let Some(event) = ep.poll_event(now) {
             match event.map_err(|e| proto("the receiver", e))? {
                 SenderEvent::Have { id, have: Have::Skip } => {

@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError, Receiver, Sender};
+use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError};
 use tokio::net::TcpListener;
 
 use super::driver::{App, Link, drive, proto};
 use super::effort::SyncCodec;
 use super::recv::{RecvApp, RecvOptions, net_path};
 use super::send::{SendApp, walk};
-use super::{Conn, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms};
+use super::{
+    Conn, HostReceiver, HostSender, MAX_FILES_WIRE, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms,
+};
 use crate::error::{Error, Result};
 use crate::index::HashIndex;
 
@@ -31,6 +33,8 @@ pub struct OpenRequest {
     pub checksum: bool,
     /// `--dry-run`.
     pub dry_run: bool,
+    /// Files the client accepts in flight when it receives (a pull).
+    pub max_files: u16,
 }
 
 /// Waits for the client's `Open`.
@@ -47,9 +51,15 @@ impl App<Conn> for AwaitOpen {
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         if let Some(msg) = conn.poll_message(now) {
             match msg.map_err(|e| proto("the client", e))? {
-                Message::Open { path, direction, delete, checksum, dry_run } => {
-                    self.request =
-                        Some(OpenRequest { path: path.to_owned(), direction, delete, checksum, dry_run });
+                Message::Open { path, direction, delete, checksum, dry_run, max_files } => {
+                    self.request = Some(OpenRequest {
+                        path: path.to_owned(),
+                        direction,
+                        delete,
+                        checksum,
+                        dry_run,
+                        max_files,
+                    });
                 }
                 _ => {
                     return Err(proto(
@@ -119,6 +129,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
     if !root.is_dir() {
         return Err(Error::Usage(format!("--root {}: not a directory", opts.root.display())));
     }
+    super::raise_open_file_limit();
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| opts.listen.clone());
     if log {
         eprintln!("keepsync: serving {} on {addr}", root.display());
@@ -210,10 +221,11 @@ async fn session(
             return Err(Error::Refused { peer: link.peer.clone(), reason: why });
         }
     };
-    conn.send(now_ms(), &Message::Opened).map_err(|e| Error::Usage(format!("internal error: {e}")))?;
+    conn.send(now_ms(), &Message::Opened { max_files: MAX_FILES_WIRE })
+        .map_err(|e| Error::Usage(format!("internal error: {e}")))?;
     match req.direction {
         Direction::Push => {
-            let mut ep = Receiver::new(conn);
+            let mut ep = HostReceiver::with_table(conn);
             let opts = RecvOptions {
                 delete: req.delete,
                 checksum: req.checksum,
@@ -238,7 +250,8 @@ async fn session(
         Direction::Pull => {
             let mut problems = Vec::new();
             let entries = walk(&tree, &mut problems)?;
-            let mut ep = Sender::new(conn);
+            let mut ep = HostSender::with_table(conn);
+            ep.limit_in_flight(req.max_files);
             let mut app = SendApp::new(
                 entries,
                 req.checksum.then(|| HashIndex::shared(&tree)),
