@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::OutputArgs;
 use crate::error::{Error, Result, exit};
+use crate::keys::SessionKeys;
 
 /// How an output is named from its input when `-o` does not name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +143,29 @@ pub struct Outcome<T> {
     pub done: Vec<T>,
     /// The jobs that failed.
     pub failed: Vec<Failed>,
+}
+
+/// Runs `one` for each job with one key session (`pack` and `unpack` alike). One job runs as
+/// it always did: its own `--json` summary, its error as the command's. Several get a
+/// `prefix` naming the input in their notices, go through [`run_each`], and end with one
+/// summary; a missing key fails once up front rather than once per input.
+pub fn run_all<T: Serialize>(
+    jobs: &[Job],
+    out: &OutputArgs,
+    keys: &mut SessionKeys,
+    verb: &str,
+    mut one: impl FnMut(&mut SessionKeys, &Job, &str) -> Result<T>,
+) -> Result<()> {
+    if let [job] = jobs {
+        let summary = one(keys, job, "");
+        out.note_key_memory(keys);
+        out.print_json(&summary?);
+        return Ok(());
+    }
+    keys.preflight()?;
+    let outcome = run_each(jobs, |job| one(keys, job, &format!("{}: ", job.input.display())));
+    out.note_key_memory(keys);
+    outcome.finish(out, verb, keys.argon2id_runs())
 }
 
 /// Runs `one` for every job, in order. A failure is reported at once (naming its input) and

@@ -94,20 +94,9 @@ pub fn run(args: PackArgs) -> Result<()> {
         crypto: args.pipeline.crypto,
     };
     let mut keys = SessionKeys::new(args.key.spec());
-    if let [job] = &jobs[..] {
-        let summary = pack_one(&args, &opts, &mut keys, job, "");
-        args.out.note_key_memory(&keys);
-        args.out.print_json(&summary?);
-        return Ok(());
-    }
-    // A missing passphrase variable or key file fails once, not once per input.
-    keys.preflight()?;
-    let outcome = batch::run_each(&jobs, |job| {
-        let prefix = format!("{}: ", job.input.display());
-        pack_one(&args, &opts, &mut keys, job, &prefix)
-    });
-    args.out.note_key_memory(&keys);
-    outcome.finish(&args.out, "packed", keys.argon2id_runs())
+    batch::run_all(&jobs, &args.out, &mut keys, "packed", |keys, job, prefix| {
+        pack_one(&args, &opts, keys, job, prefix)
+    })
 }
 
 /// Packs one input; `prefix` starts its notices and its `-v` line (the input, when several).

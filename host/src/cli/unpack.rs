@@ -47,20 +47,9 @@ pub fn run(args: UnpackArgs) -> Result<()> {
         args.out.check(&job.output)?;
     }
     let mut keys = SessionKeys::new(args.key.spec());
-    if let [job] = &jobs[..] {
-        let summary = unpack_one(&args, &mut keys, job, "");
-        args.out.note_key_memory(&keys);
-        args.out.print_json(&summary?);
-        return Ok(());
-    }
-    // A missing passphrase variable or key file fails once, not once per input.
-    keys.preflight()?;
-    let outcome = batch::run_each(&jobs, |job| {
-        let prefix = format!("{}: ", job.input.display());
-        unpack_one(&args, &mut keys, job, &prefix)
-    });
-    args.out.note_key_memory(&keys);
-    outcome.finish(&args.out, "unpacked", keys.argon2id_runs())
+    batch::run_all(&jobs, &args.out, &mut keys, "unpacked", |keys, job, prefix| {
+        unpack_one(&args, keys, job, prefix)
+    })
 }
 
 /// Unpacks one input; `prefix` starts its `-v` line (the input, when several).
