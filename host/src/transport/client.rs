@@ -218,6 +218,41 @@ fn add_stats(into: &mut LinkStats, from: LinkStats) {
     into.read += from.read;
 }
 
+/// Why one connection ended: `Ok`, or the error and whether it came before the session
+/// opened on the very first try (a server that cannot be reached at all is reported at once,
+/// not retried).
+type Attempt = std::result::Result<(), (Error, bool)>;
+
+/// The reconnect policy of a worker: after a retryable failure, back off and try again, at
+/// most [`MAX_ATTEMPTS`] connections in all.
+#[derive(Default)]
+struct Reconnect {
+    failures: u32,
+}
+
+impl Reconnect {
+    /// Whether the next attempt is the first.
+    fn first(&self) -> bool {
+        self.failures == 0
+    }
+
+    /// After an attempt: `Ok(true)` when it finished, `Ok(false)` to try again (after the
+    /// backoff, counted in `reconnects`), the error when it is final.
+    async fn after(&mut self, attempt: Attempt, bar: &ProgressBar, reconnects: &mut u32) -> Result<bool> {
+        match attempt {
+            Ok(()) => Ok(true),
+            Err((e, false)) if retryable(&e) && self.failures + 1 < MAX_ATTEMPTS => {
+                self.failures += 1;
+                *reconnects += 1;
+                bar.suspend(|| eprintln!("keepsync: {e}; reconnecting"));
+                tokio::time::sleep(backoff(self.failures)).await;
+                Ok(false)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+}
+
 /// One connection of a push: takes entries from `queue` until it is empty.
 async fn push_worker(
     shared: Arc<Shared>,
@@ -226,14 +261,13 @@ async fn push_worker(
     delete: bool,
 ) -> Result<WorkerResult> {
     let mut out = WorkerResult::default();
-    let mut failures = 0;
+    let mut retry = Reconnect::default();
     loop {
         let mut app =
             SendApp::with_queue(queue.clone(), shared.index.clone(), shared.opts.codec, bar.clone())
                 .dry_run(shared.opts.dry_run);
-        let first = out.reconnects == 0 && failures == 0;
+        let first = retry.first();
         let attempt = async {
-            // A server that cannot be reached at all is reported at once, not retried.
             let (mut link, conn, server_max) = open(&shared, delete).await.map_err(|e| (e, first))?;
             let mut ep = HostSender::with_table(conn);
             ep.limit_in_flight(server_max);
@@ -242,20 +276,11 @@ async fn push_worker(
             r.map_err(|e| (e, false))
         }
         .await;
-        match attempt {
-            Ok(()) => {
-                add_send(&mut out.send, app.summary);
-                return Ok(out);
-            }
-            Err((e, false)) if retryable(&e) && failures + 1 < MAX_ATTEMPTS => {
-                app.requeue_unfinished();
-                add_send(&mut out.send, std::mem::take(&mut app.summary));
-                failures += 1;
-                out.reconnects += 1;
-                bar.suspend(|| eprintln!("keepsync: {e}; reconnecting"));
-                tokio::time::sleep(backoff(failures)).await;
-            }
-            Err((e, _)) => return Err(e),
+        // What this connection did not finish goes back to the shared queue.
+        app.requeue_unfinished();
+        add_send(&mut out.send, std::mem::take(&mut app.summary));
+        if retry.after(attempt, &bar, &mut out.reconnects).await? {
+            return Ok(out);
         }
     }
 }
@@ -263,7 +288,7 @@ async fn push_worker(
 /// A pull: one connection; a retry reopens the session and resumes from the partials.
 async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
     let mut out = WorkerResult::default();
-    let mut failures = 0;
+    let mut retry = Reconnect::default();
     let root = shared.opts.local.clone();
     loop {
         let opts = RecvOptions {
@@ -273,7 +298,7 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
             dry_run: shared.opts.dry_run,
         };
         let mut app = RecvApp::new(root.clone(), opts).with_progress(bar.clone());
-        let first = failures == 0;
+        let first = retry.first();
         let attempt = async {
             let (mut link, conn, _) = open(&shared, shared.opts.delete).await.map_err(|e| (e, first))?;
             let mut ep = HostReceiver::with_table(conn);
@@ -289,15 +314,8 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
         out.recv.deleted += summary.deleted;
         out.recv.problems.extend(summary.problems);
         out.recv.planned.extend(summary.planned);
-        match attempt {
-            Ok(()) => return Ok(out),
-            Err((e, false)) if retryable(&e) && failures + 1 < MAX_ATTEMPTS => {
-                failures += 1;
-                out.reconnects += 1;
-                eprintln!("keepsync: {e}; reconnecting");
-                tokio::time::sleep(backoff(failures)).await;
-            }
-            Err((e, _)) => return Err(e),
+        if retry.after(attempt, &bar, &mut out.reconnects).await? {
+            return Ok(out);
         }
     }
 }
