@@ -67,7 +67,7 @@ fn protocol_message_table_matches_the_encoding() {
         target: "",
         hash: None,
     };
-    let samples: [(&str, Message<'_>); 12] = [
+    let samples: [(&str, Message<'_>); 13] = [
         (
             "Open",
             Message::Open {
@@ -90,6 +90,7 @@ fn protocol_message_table_matches_the_encoding() {
         ("Ping", Message::Ping),
         ("Pong", Message::Pong),
         ("Close", Message::Close(CloseCode::Done)),
+        ("Deleted", Message::Deleted { path: "gone" }),
     ];
     for (name, msg) in samples {
         let row = doc

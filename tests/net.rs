@@ -188,17 +188,25 @@ fn dry_run_over_the_network_lists_what_would_change_and_changes_nothing() {
     let json = run.json();
     assert_eq!(json["dry_run"], true);
     assert_eq!(json["files_transferred"], 1);
-    let planned: Vec<&str> =
+    let mut planned: Vec<&str> =
         json["planned"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(planned, ["copy        f2.log (7 bytes)"]);
+    planned.sort_unstable();
+    assert_eq!(planned, ["copy        f2.log (7 bytes)", "delete      extra"]);
+    assert_eq!(json["deleted"], 1, "the server's deletion reaches the client");
     assert_eq!(snapshot(&d.join("srv/t")), before, "nothing changed at the server");
+    // The real run deletes it and says so.
+    let run = ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk", "--delete", "--json"]);
+    run.ok();
+    assert_eq!(run.json()["deleted"], 1);
+    assert!(!d.join("srv/t/extra").exists());
 
     // A pull dry run into a missing directory creates nothing locally.
     let run =
         ks(d, &["sync", &srv.url("t"), "restore", "--psk-file", "psk", "--dry-run", "--delete", "--json"]);
     run.ok();
     let json = run.json();
-    assert_eq!(json["files_transferred"], 15);
+    // The tree as pushed (the real --delete run above removed `extra`).
+    assert_eq!(json["files_transferred"], 14);
     assert!(!d.join("restore").exists());
 }
 
@@ -375,7 +383,7 @@ impl Raw {
                     SenderEvent::Done { id, status } => return Some((id, Some(status), None)),
                     SenderEvent::Have { id, have } => return Some((id, None, Some(have))),
                     SenderEvent::Hashes { .. } => continue,
-                    SenderEvent::Closed(_) => return None,
+                    SenderEvent::Closed(_) | SenderEvent::Deleted(_) => return None,
                 }
             }
             let n = self.stream.read(&mut buf).ok()?;

@@ -409,7 +409,7 @@ fn run_connection(src: &BTreeMap<String, Vec<u8>>, store: &mut Store, link_seed:
                             out.remove(&id);
                             done += 1;
                         }
-                        SenderEvent::Closed(_) => {}
+                        SenderEvent::Closed(_) | SenderEvent::Deleted(_) => {}
                     }
                 }
             }
@@ -701,4 +701,34 @@ fn files_in_flight_follow_the_smaller_table_and_a_receiver_enforces_its_own() {
     let (offered, result) = offer_until_full(&mut rude, &mut small);
     assert_eq!(offered, 33);
     assert!(matches!(result, Err(ProtoError::Unexpected(_))), "{result:?}");
+}
+
+#[test]
+fn deleted_is_refused_before_finished_and_delivered_after() {
+    let (mut c, mut s) = pair(1, 1, 21);
+    handshake(&mut c, &mut s).unwrap();
+    let (mut sender, mut receiver) = (Sender::new(c), Receiver::new(s));
+    // The receiver may not report deletions before the sender said it listed everything.
+    assert!(matches!(receiver.deleted(0, "old"), Err(SendError::Usage(_))));
+    sender.finish(0).unwrap();
+    let mut buf = [0u8; 700];
+    let n = sender.poll_transmit(&mut buf);
+    assert_eq!(receiver.handle_input(0, &buf[..n]).unwrap(), n);
+    assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::Finished))));
+    receiver.deleted(0, "old/file").unwrap();
+    let n = receiver.poll_transmit(&mut buf);
+    assert_eq!(sender.handle_input(0, &buf[..n]).unwrap(), n);
+    match sender.poll_event(0) {
+        Some(Ok(SenderEvent::Deleted(path))) => assert_eq!(path, "old/file"),
+        other => panic!("{other:?}"),
+    }
+
+    // A receiver that sends Deleted before Finished breaks the protocol at the sender.
+    let (mut c, mut s) = pair(1, 1, 22);
+    handshake(&mut c, &mut s).unwrap();
+    let mut sender = Sender::new(c);
+    s.send(0, &Message::Deleted { path: "x" }).unwrap();
+    let n = s.poll_transmit(&mut buf);
+    sender.handle_input(0, &buf[..n]).unwrap();
+    assert!(matches!(sender.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
 }

@@ -194,6 +194,12 @@ pub enum Message<'a> {
     Pong,
     /// Closing, and why.
     Close(CloseCode),
+    /// Receiver → sender, after `Finished`: with `delete`, this entry was removed (or, in a
+    /// dry run, would be) because the sender did not list it.
+    Deleted {
+        /// Path of the entry under the tree.
+        path: &'a str,
+    },
 }
 
 /// Largest hash count one [`Message::Hashes`] carries in a frame body of `max_body` bytes.

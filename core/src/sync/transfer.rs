@@ -208,6 +208,9 @@ pub enum SenderEvent<'a> {
     },
     /// The receiver closed the connection.
     Closed(CloseCode),
+    /// After `Finished`: the receiver removed (in a dry run: would remove) this entry, which
+    /// the sender did not list.
+    Deleted(&'a str),
 }
 
 /// What a [`Receiver`] got from the sender.
@@ -256,6 +259,8 @@ pub struct Sender<P: CryptoProvider, B, const N: usize = MAX_FILES_IN_FLIGHT> {
     files: Table<N>,
     /// Files that may be in flight at once: `N`, capped by what the receiver accepts.
     window: usize,
+    /// `Finished` was sent: no more offers; `Deleted` may arrive.
+    finished: bool,
     failed: Option<ProtoError>,
 }
 
@@ -286,7 +291,13 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
     /// more.
     pub fn with_table(conn: Connection<P, B>) -> Self {
         const { assert!(N > 0, "a sender needs at least one slot") };
-        Self { conn, files: Table([FREE; N]), window: N.min(MAX_FILES_IN_FLIGHT), failed: None }
+        Self {
+            conn,
+            files: Table([FREE; N]),
+            window: N.min(MAX_FILES_IN_FLIGHT),
+            finished: false,
+            failed: None,
+        }
     }
 
     /// The receiver announced (`max_files` of its `Open` or `Opened`) that it accepts
@@ -352,7 +363,9 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
 
     /// Tells the receiver no more entries follow.
     pub fn finish(&mut self, now: Millis) -> Result<(), SendError> {
-        self.conn.send(now, &Message::Finished)
+        self.conn.send(now, &Message::Finished)?;
+        self.finished = true;
+        Ok(())
     }
 
     /// The next event from the receiver, checked against the transfer rules.
@@ -385,6 +398,10 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
                 self.files.find(id).and_then(Slot::done).map(|()| SenderEvent::Done { id, status })
             }
             Message::Close(code) => Ok(SenderEvent::Closed(code)),
+            Message::Deleted { path } if self.finished && path.len() <= MAX_PATH_LEN => {
+                Ok(SenderEvent::Deleted(path))
+            }
+            Message::Deleted { .. } => Err("Deleted before Finished, or a path longer than MAX_PATH_LEN"),
             _ => Err("a message only a receiver may get"),
         };
         Some(checked.map_err(|rule| *self.failed.insert(violation(rule))))
@@ -396,6 +413,8 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
 pub struct Receiver<P: CryptoProvider, B, const N: usize = MAX_FILES_IN_FLIGHT> {
     conn: Connection<P, B>,
     files: Table<N>,
+    /// `Finished` arrived: `Deleted` may be sent.
+    finished: bool,
     failed: Option<ProtoError>,
 }
 
@@ -425,12 +444,24 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P
     /// `Open`/`Opened`. `N` must be at least [`MAX_FILES_IN_FLIGHT`], which every sender may use.
     pub fn with_table(conn: Connection<P, B>) -> Self {
         const { assert!(N >= MAX_FILES_IN_FLIGHT, "every receiver accepts MAX_FILES_IN_FLIGHT files") };
-        Self { conn, files: Table([FREE; N]), failed: None }
+        Self { conn, files: Table([FREE; N]), finished: false, failed: None }
     }
 
     /// Files announced and not yet done.
     pub fn in_flight(&self) -> usize {
         self.files.in_flight()
+    }
+
+    /// After [`ReceiverEvent::Finished`], with `delete`: reports an entry removed (or, in a
+    /// dry run, one that would be) because the sender did not list it.
+    pub fn deleted(&mut self, now: Millis, path: &str) -> Result<(), SendError> {
+        if !self.finished {
+            return Err(SendError::Usage("Deleted before the sender's Finished"));
+        }
+        if path.len() > MAX_PATH_LEN {
+            return Err(SendError::Usage("path longer than MAX_PATH_LEN"));
+        }
+        self.conn.send(now, &Message::Deleted { path })
     }
 
     /// Answers a [`ReceiverEvent::File`] for a regular file. With `Need`, send the announced
@@ -485,7 +516,10 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P
             Message::End { id, hash } => {
                 self.files.find(id).and_then(Slot::end).map(|()| ReceiverEvent::End { id, hash })
             }
-            Message::Finished => Ok(ReceiverEvent::Finished),
+            Message::Finished => {
+                self.finished = true;
+                Ok(ReceiverEvent::Finished)
+            }
             Message::Close(code) => Ok(ReceiverEvent::Closed(code)),
             _ => Err("a message only a sender may get"),
         };

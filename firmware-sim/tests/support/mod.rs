@@ -448,7 +448,7 @@ impl HostRole for DownloadHost {
                         self.done = true;
                     }
                 }
-                SenderEvent::Closed(_) => {}
+                SenderEvent::Closed(_) | SenderEvent::Deleted(_) => {}
             }
         }
         if !self.offered {

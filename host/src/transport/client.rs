@@ -69,7 +69,7 @@ pub struct RemoteSummary {
     pub data_bytes: u64,
     /// Compression each connection ended on (pushes; `auto` follows the bottleneck).
     pub codecs: Vec<String>,
-    /// Entries removed by `--delete` (pulls; a push's deletions happen on the server).
+    /// Entries removed by `--delete` (in a dry run: that would be), on whichever side receives.
     pub deleted: u64,
     /// Connections used.
     pub connections: usize,
@@ -210,6 +210,7 @@ fn add_send(into: &mut SendSummary, from: SendSummary) {
     into.data_bytes_compressed += from.data_bytes_compressed;
     into.codec = from.codec;
     into.planned.extend(from.planned);
+    into.deleted += from.deleted;
     into.problems.extend(from.problems);
 }
 
@@ -376,6 +377,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                 summary.files_skipped += r.send.files_skipped;
                 summary.data_bytes += r.send.data_bytes;
                 problems.extend(r.send.problems);
+                summary.deleted += r.send.deleted;
                 summary.planned.extend(r.send.planned);
                 summary.bytes_sent += r.stats.written;
                 summary.link_bytes += r.stats.written + r.stats.read;
@@ -383,6 +385,8 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             }
             if let Some(r) = delete_pass {
                 // Metadata only: what it finds up to date was counted by the data pass.
+                summary.deleted += r.send.deleted;
+                summary.planned.extend(r.send.planned.into_iter().filter(|p| p.starts_with("delete")));
                 summary.files_transferred += r.send.files_transferred;
                 summary.data_bytes += r.send.data_bytes;
                 problems.extend(r.send.problems);

@@ -107,6 +107,8 @@ enum Reply {
     Have(u32, Have),
     Hashes(u32, u32, Vec<u8>),
     Done(u32, Status),
+    /// `--delete` removed (in a dry run: would remove) this entry.
+    Deleted(String),
     Close,
 }
 
@@ -697,6 +699,8 @@ impl RecvApp {
                     remove(&self.root.join(&child))?;
                 }
                 self.summary.deleted += 1;
+                // The sender hears of it too: the client lists what a push deletes.
+                self.replies.push_back(Reply::Deleted(child));
             } else if meta.is_dir() {
                 self.delete_unseen(child)?;
             }
@@ -712,6 +716,7 @@ impl App<HostReceiver> for RecvApp {
                 Reply::Have(id, have) => ep.have(now, *id, *have),
                 Reply::Hashes(id, first, hashes) => ep.hashes(now, *id, *first, hashes),
                 Reply::Done(id, status) => ep.done(now, *id, *status),
+                Reply::Deleted(path) => ep.deleted(now, path),
                 Reply::Close => {
                     ep.close(now, CloseCode::Done);
                     self.closed = true;

@@ -148,8 +148,10 @@ pub struct SendSummary {
     pub data_bytes_compressed: u64,
     /// The compression the sender ended on (`auto` moves it with the bottleneck).
     pub codec: String,
-    /// With a dry run: the entries the receiver would write.
+    /// With a dry run: the entries the receiver would write or delete.
     pub planned: Vec<String>,
+    /// Entries the receiver removed with `--delete` (in a dry run: would remove).
+    pub deleted: u64,
     /// Entries the receiver refused or could not write.
     pub problems: Vec<String>,
 }
@@ -470,6 +472,12 @@ impl App<HostSender> for SendApp {
                             .summary
                             .problems
                             .push(format!("{rel}: kept changing while being sent; not synced")),
+                    }
+                }
+                SenderEvent::Deleted(path) => {
+                    self.summary.deleted += 1;
+                    if self.dry_run {
+                        self.summary.planned.push(format!("delete      {path}"));
                     }
                 }
                 SenderEvent::Closed(CloseCode::Done) => self.closed = true,
