@@ -26,8 +26,8 @@ link is encrypted and authenticated (AES-256-GCM, keys from the PSK and fresh ra
 blocks are compressed on the way; a changed file sends only the 64 KiB blocks that differ
 from the receiver's copy. An interrupted transfer resumes at the last durable block: run the
 same command again. A push spreads files over --connections connections. --dry-run asks the
-receiving side what it would write and changes nothing (a push's --delete removals are only
-counted, in the server's log).
+receiving side what it would write and, with --delete, remove, and changes nothing; the list
+is printed here for pushes and pulls alike.
 
 Examples:
   keepsync sync ~/photos /mnt/backup/photos --delete
