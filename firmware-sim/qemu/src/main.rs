@@ -47,13 +47,15 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use cortex_m as _;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::debug;
-use keepsync_core::budget::{HEADER_LEN, max_record_len, packer_workspace_len, unpacker_workspace_len};
+use keepsync_core::budget::{HEADER_LEN, max_record_len, unpacker_workspace_len};
 use keepsync_core::checkpoint::SourceHasher;
 use keepsync_core::compress::{Codec, CoreDecoder, Lz4Encoder};
 use keepsync_core::crypto::{FileKeys, RustCrypto, RustCryptoAesGcm, SecretKey, open_header};
 use keepsync_core::stream::{Packer, ResumePoint, Unpacker};
 use keepsync_core::wire::{HeaderRepr, KeySource};
 use keepsync_core::{Checkpoint, FormatError};
+// The packer's RAM as firmware-sim's device logic borrows it (its chunk size is ours: 4 KiB).
+use keepsync_firmware_sim::device::{PACK_WORKSPACE, PackRam};
 use keepsync_firmware_sim::net::SyncBuffers;
 
 /// Log lines: through semihosting as text, or (`--features defmt`) as defmt frames that the
@@ -71,8 +73,9 @@ use defmt_semihosting as _;
 
 mod uplink;
 
-/// Chunk size: the smallest the format allows, for the smallest workspaces.
-const CHUNK_LOG2: u8 = 12;
+/// Chunk size: the device logic's (the smallest the format allows, for the smallest
+/// workspaces), which sizes [`PACK_WORKSPACE`].
+const CHUNK_LOG2: u8 = keepsync_firmware_sim::device::CHUNK_LOG2;
 const CHUNK: usize = 1 << CHUNK_LOG2;
 /// The master key (the host check writes it into a CLI key file).
 const KEY: [u8; 32] = [0x42; 32];
@@ -84,13 +87,12 @@ const CHECKPOINT_EVERY: u64 = 2;
 /// Bytes of source read per `write` (what a sensor driver might hand over at a time).
 const READ_LEN: usize = 256;
 
-const PACKER_WS_LEN: usize = packer_workspace_len(CHUNK);
-const UNPACKER_WS_LEN: usize = unpacker_workspace_len(CHUNK);
+const UNPACK_WORKSPACE: usize = unpacker_workspace_len(CHUNK);
 /// The largest container the sensor log can make (every chunk stored), rounded up to sectors.
 const CONTAINER_MAX: usize = HEADER_LEN + sensor_log::LEN.div_ceil(CHUNK) * max_record_len(CHUNK);
 
-static mut PACKER_WS: [u8; PACKER_WS_LEN] = [0; PACKER_WS_LEN];
-static mut UNPACKER_WS: [u8; UNPACKER_WS_LEN] = [0; UNPACKER_WS_LEN];
+static mut PACKER_WS: [u8; PACK_WORKSPACE] = [0; PACK_WORKSPACE];
+static mut UNPACKER_WS: [u8; UNPACK_WORKSPACE] = [0; UNPACK_WORKSPACE];
 // The codecs' state (16 KiB of LZ4 hash table, 10 KiB of inflate state) lives in statics too,
 // and the packer and unpacker borrow it (`Encoder`/`Decoder` are implemented for `&mut E`).
 // Held by value, it would make each state object ~19 KiB / ~11 KiB, and every move of one
@@ -103,15 +105,9 @@ static mut SYNC: SyncBuffers = SyncBuffers::new();
 /// The host peer of the upload: test scaffolding, not device RAM.
 static mut PEER: MaybeUninit<uplink::Peer> = MaybeUninit::uninit();
 
-/// What a packer borrows: its workspace and the LZ4 encoder.
-struct PackRam {
-    ws: &'static mut [u8; PACKER_WS_LEN],
-    lz4: &'static mut Lz4Encoder,
-}
-
 /// What an unpacker borrows: its workspace and the decoder.
 struct UnpackRam {
-    ws: &'static mut [u8; UNPACKER_WS_LEN],
+    ws: &'static mut [u8; UNPACK_WORKSPACE],
     inflate: &'static mut CoreDecoder,
 }
 
@@ -264,14 +260,14 @@ fn main() -> ! {
 /// building a codec state may go through temporaries on the stack, which must not stay in
 /// `main`'s frame (the self-test measures it as its own phase).
 #[inline(never)]
-fn take_pack_ram() -> PackRam {
+fn take_pack_ram() -> PackRam<'static> {
     static TAKEN: AtomicBool = AtomicBool::new(false);
     assert!(!TAKEN.swap(true, Ordering::Relaxed), "pack RAM taken twice");
     // SAFETY: the flag above makes these the only references ever made to the two statics.
     // (`&mut *&raw mut` is edition 2024's way to borrow a `static mut`; clippy misreads it.)
     #[allow(clippy::deref_addrof)]
     unsafe {
-        PackRam { ws: &mut *(&raw mut PACKER_WS), lz4: (*(&raw mut LZ4)).write(Lz4Encoder::new()) }
+        PackRam { workspace: &mut *(&raw mut PACKER_WS), lz4: (*(&raw mut LZ4)).write(Lz4Encoder::new()) }
     }
 }
 
@@ -319,14 +315,14 @@ struct PowerCut {
 fn pack_until_power_cut(
     master: &SecretKey,
     repr: &HeaderRepr,
-    ram: &mut PackRam,
+    ram: &mut PackRam<'_>,
     ckpt: &mut flash::Partition,
     data: &mut flash::Partition,
 ) -> PowerCut {
     const TORN_CHECKPOINT: u64 = 2 * CHECKPOINT_EVERY;
     const CUT_AFTER_CHUNKS: u64 = 5;
     let keys = FileKeys::derive(master, &repr.file_salt);
-    let mut packer = Packer::new(&RustCrypto, &keys, repr, &mut *ram.lz4, &mut ram.ws[..])
+    let mut packer = Packer::new(&RustCrypto, &keys, repr, &mut *ram.lz4, &mut ram.workspace[..])
         .expect("new packer")
         .track_source();
     let mut written = 0;
@@ -371,7 +367,7 @@ fn pack_until_power_cut(
 #[inline(never)]
 fn resume_after_reset(
     master: &SecretKey,
-    ram: &mut PackRam,
+    ram: &mut PackRam<'_>,
     ckpt: &mut flash::Partition,
     data: &mut flash::Partition,
 ) -> Result<Resumed, ResumeRefused> {
@@ -424,7 +420,8 @@ fn resume_after_reset(
         source,
     };
     let mut packer: DevicePacker<'_> =
-        Packer::resume(&RustCrypto, &keys, &repr, &mut *ram.lz4, &mut ram.ws[..], at).expect("resume packer");
+        Packer::resume(&RustCrypto, &keys, &repr, &mut *ram.lz4, &mut ram.workspace[..], at)
+            .expect("resume packer");
     let mut next_checkpoint = ck.chunks_done + CHECKPOINT_EVERY;
     while offset < sensor_log::LEN {
         let n = sensor_log::read_at(offset, &mut buf);
@@ -515,12 +512,12 @@ fn drain(packer: &mut DevicePacker<'_>, data: &mut flash::Partition, written: &m
 fn compare_with_uninterrupted_pack(
     master: &SecretKey,
     repr: &HeaderRepr,
-    ram: &mut PackRam,
+    ram: &mut PackRam<'_>,
     container: &[u8],
 ) -> usize {
     let keys = FileKeys::derive(master, &repr.file_salt);
     let mut packer =
-        Packer::new(&RustCrypto, &keys, repr, &mut *ram.lz4, &mut ram.ws[..]).expect("new packer");
+        Packer::new(&RustCrypto, &keys, repr, &mut *ram.lz4, &mut ram.workspace[..]).expect("new packer");
     let mut pos = 0;
     let mut compare = |packer: &mut DevicePacker<'_>| loop {
         let out = packer.output();
@@ -766,8 +763,8 @@ fn footprint(marks: &StackMarks) {
         "sizes: Packer {} B, Unpacker {} B, packer workspace {} B, unpacker workspace {} B, checkpoint record <= {} B",
         core::mem::size_of::<DevicePacker<'static>>(),
         core::mem::size_of::<DeviceUnpacker<'static>>(),
-        PACKER_WS_LEN,
-        UNPACKER_WS_LEN,
+        PACK_WORKSPACE,
+        UNPACK_WORKSPACE,
         Checkpoint::MAX_ENCODED_LEN
     );
     say!(
@@ -795,13 +792,13 @@ fn footprint(marks: &StackMarks) {
     // What a device in the sync sender role needs: its own statics (not the unpacker's, the
     // inflate state's or the host peer's) and the deepest stack of its phases.
     let role_static =
-        PACKER_WS_LEN + core::mem::size_of::<Lz4Encoder>() + core::mem::size_of::<SyncBuffers>();
+        PACK_WORKSPACE + core::mem::size_of::<Lz4Encoder>() + core::mem::size_of::<SyncBuffers>();
     let role_stack =
         marks.iter().filter(|m| SYNC_SENDER_PHASES.contains(&m.0)).map(|m| m.1).max().unwrap_or(0);
     say!(
         "ram, sync sender role (pack with lz4 + checkpoints, then upload): static {} B (packer workspace {} + Lz4Encoder {} + SyncBuffers {}) + stack {} B = {} B",
         role_static,
-        PACKER_WS_LEN,
+        PACK_WORKSPACE,
         core::mem::size_of::<Lz4Encoder>(),
         core::mem::size_of::<SyncBuffers>(),
         role_stack,
