@@ -214,6 +214,15 @@ fn add_send(into: &mut SendSummary, from: SendSummary) {
     into.problems.extend(from.problems);
 }
 
+fn add_recv(into: &mut RecvSummary, from: RecvSummary) {
+    into.files_received += from.files_received;
+    into.files_skipped += from.files_skipped;
+    into.files_resumed += from.files_resumed;
+    into.deleted += from.deleted;
+    into.problems.extend(from.problems);
+    into.planned.extend(from.planned);
+}
+
 fn add_stats(into: &mut LinkStats, from: LinkStats) {
     into.written += from.written;
     into.read += from.read;
@@ -308,13 +317,7 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
             r.map_err(|e| (e, false))
         }
         .await;
-        let summary = std::mem::take(&mut app.summary);
-        out.recv.files_received += summary.files_received;
-        out.recv.files_skipped += summary.files_skipped;
-        out.recv.files_resumed += summary.files_resumed;
-        out.recv.deleted += summary.deleted;
-        out.recv.problems.extend(summary.problems);
-        out.recv.planned.extend(summary.planned);
+        add_recv(&mut out.recv, std::mem::take(&mut app.summary));
         if retry.after(attempt, &bar, &mut out.reconnects).await? {
             return Ok(out);
         }

@@ -181,12 +181,11 @@ fn same_kind(kind: Kind, m: &fs::Metadata) -> bool {
     }
 }
 
-/// Opens (creating when needed) a partial data file and its directory. Connections of one
-/// push race here: one may make the directory, or remove it when empty at its end, between
-/// another's steps; a step that finds the work done (or undone) simply tries again.
 /// Opens the partial file at `path` in the partial directory `dir`, creating both as needed;
 /// `true` when the file is new (so no checkpoint of it can exist). A new file costs one
-/// `openat`: the directory is created only when that fails for want of it.
+/// `openat`: the directory is created only when that fails for want of it. Connections of one
+/// push race here: one may make the directory, or remove it when empty at its end, between
+/// another's steps; a step that finds the work done (or undone) simply tries again.
 fn open_partial(dir: &Path, path: &Path) -> Result<(File, bool)> {
     use std::io::ErrorKind::{AlreadyExists, NotFound};
     let mut last = None;
