@@ -77,6 +77,7 @@ fn protocol_message_table_matches_the_encoding() {
                 checksum: false,
                 dry_run: false,
                 max_files: 32,
+                session: [0; 16],
             },
         ),
         ("Opened", Message::Opened { max_files: 32 }),

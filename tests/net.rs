@@ -80,7 +80,8 @@ fn setup() -> tempfile::TempDir {
     dir
 }
 
-/// Every entry under `root` (but our partial dir): kind, content or link target, mode.
+/// Every entry under `root` (but our partial dir): kind, content or link target, mode and,
+/// for files and directories, mtime (a directory's is set after everything under it).
 fn snapshot(root: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) {
         for e in std::fs::read_dir(root.join(rel)).unwrap() {
@@ -94,7 +95,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
             use std::os::unix::fs::MetadataExt;
             let what = if meta.is_dir() {
                 walk(root, &rel, out);
-                format!("dir {:o}", meta.mode() & 0o7777)
+                format!("dir {:o} {}", meta.mode() & 0o7777, meta.mtime())
             } else if meta.is_symlink() {
                 format!("link {}", std::fs::read_link(root.join(&rel)).unwrap().display())
             } else {
@@ -226,6 +227,52 @@ fn many_connections_creating_the_same_directories_do_not_trip_over_each_other() 
     run.ok();
     assert_eq!(json_u64(&run, "files_transferred"), 120);
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/m")));
+}
+
+#[test]
+fn a_pull_over_several_connections_sends_each_file_once() {
+    let dir = setup();
+    let d = dir.path();
+    for i in 0..60 {
+        let sub = d.join(format!("src/p{}", i % 6));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("g{i}")), mixed(2000 + i * 700, 500 + i as u64)).unwrap();
+    }
+    // Directory mtimes in the past: a connection writing into a directory after another one
+    // finished it would leave today's time there.
+    for i in 0..6 {
+        let f = std::fs::File::open(d.join(format!("src/p{i}"))).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000 + i)).unwrap();
+    }
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let url = srv.url("tree");
+    ks(d, &["sync", "src", &url, "--psk-file", "psk", "--connections", "3"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/tree")));
+
+    let run = ks(d, &["sync", &url, "back", "--psk-file", "psk", "--connections", "3", "--json"]);
+    run.ok();
+    let files = 60 + 14;
+    assert_eq!(json_u64(&run, "connections"), 3);
+    assert_eq!(json_u64(&run, "files_transferred"), files);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("back")));
+    // The three connections shared one listing: their sent counts add up to the tree once.
+    let log = srv.log();
+    let sent: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("pull of \"tree\" done"))
+        .map(|l| l.split(": ").nth(3).unwrap().split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 3, "{log}");
+    assert_eq!(sent.iter().sum::<u64>(), files, "{log}");
+
+    // --delete over several connections: the last, listing-only pass removes what the server
+    // lacks; a no-op pull moves no file.
+    std::fs::write(d.join("back/p2/extra"), b"not on the server").unwrap();
+    let run = ks(d, &["sync", &url, "back", "--psk-file", "psk", "--connections", "3", "--delete", "--json"]);
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 0);
+    assert_eq!(json_u64(&run, "deleted"), 1);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("back")));
 }
 
 #[test]
@@ -365,6 +412,7 @@ impl Raw {
             checksum: false,
             dry_run: false,
             max_files: 32,
+            session: [0; 16],
         };
         raw.ep.send(0, &open).unwrap();
         raw.flush();

@@ -9,6 +9,7 @@ use keepsync_core::sync::{
     Connection, FileMeta, Have, Kind, Message, ProtoError, Receiver, ReceiverEvent, SendError, Sender,
     SenderEvent, Status,
 };
+use keepsync_core::wire::frame::PROTO_VERSION;
 
 const BLOCK_LOG2: u8 = 10;
 const BLOCK: usize = 1 << BLOCK_LOG2;
@@ -169,10 +170,12 @@ fn version_mismatch_and_foreign_peers_are_refused() {
     let mut hello = [0u8; 48];
     hello[..4].copy_from_slice(&44u32.to_le_bytes());
     hello[4..8].copy_from_slice(b"KSYN");
-    hello[8] = 2;
-    hello[9] = 3;
+    // A client that speaks only versions after this build's.
+    let (min, max) = (PROTO_VERSION + 1, PROTO_VERSION + 2);
+    hello[8] = min;
+    hello[9] = max;
     hello[12..16].copy_from_slice(&4096u32.to_le_bytes());
-    assert_eq!(s.handle_input(0, &hello), Err(ProtoError::UnsupportedVersion { min: 2, max: 3 }));
+    assert_eq!(s.handle_input(0, &hello), Err(ProtoError::UnsupportedVersion { min, max }));
     let (_, mut s) = pair(1, 1, 3);
     assert_eq!(
         s.handle_input(0, b"GET / HTTP/1.1\r\n\r\n"),

@@ -227,6 +227,7 @@ pub(crate) fn dial<'b>(
                     checksum: true,
                     dry_run: false,
                     max_files: MAX_FILES_IN_FLIGHT as u16,
+                    session: [0; 16],
                 },
             )?;
             open_sent = true;

@@ -133,6 +133,10 @@ pub enum Message<'a> {
         /// [`MAX_FILES_IN_FLIGHT`](crate::budget::MAX_FILES_IN_FLIGHT)); the server, if it sends,
         /// offers no more at once.
         max_files: u16,
+        /// A pull over several connections: the client's random id for its run, the same on
+        /// each. A server shares one listing among the connections of a session, so every
+        /// entry goes over exactly one of them. All zero: this connection is on its own.
+        session: [u8; 16],
     },
     /// Server → client: the tree is open.
     Opened {

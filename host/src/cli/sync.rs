@@ -25,7 +25,8 @@ Network sync: either side may be ks://HOST[:PORT]/PATH, served by `keepsync serv
 link is encrypted and authenticated (AES-256-GCM, keys from the PSK and fresh randoms);
 blocks are compressed on the way; a changed file sends only the 64 KiB blocks that differ
 from the receiver's copy. An interrupted transfer resumes at the last durable block: run the
-same command again. A push spreads files over --connections connections. --dry-run asks the
+same command again. Files are spread over --connections connections, both ways (a pull's
+connections share one listing on the server, so each file crosses once). --dry-run asks the
 receiving side what it would write and, with --delete, remove, and changes nothing; the list
 is printed here for pushes and pulls alike.
 
@@ -53,7 +54,7 @@ pub struct SyncArgs {
     /// Pre-shared key file for ks:// (from `keepsync keygen`; the server uses the same file).
     #[arg(long, value_name = "FILE")]
     psk_file: Option<PathBuf>,
-    /// Parallel connections for a push to ks:// (default: cores, at most 4).
+    /// Parallel connections over ks://, push or pull (default: cores, at most 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     connections: Option<u16>,
     /// Compression over ks:// (pushes): auto follows the bottleneck (harder when the link is

@@ -1,7 +1,8 @@
 //! `keepsync sync` with a `ks://` side: connects (with backoff), proves the PSK, opens the
-//! remote tree, and runs the sending end (push) over a pool of connections sharing one work
-//! queue, or the receiving end (pull). A connection that fails is retried; the receiver's
-//! durable partials make the retry resume where the data stopped.
+//! remote tree, and runs the sending end (push) or the receiving end (pull) over a pool of
+//! connections. A push's connections share one work queue here; a pull's share one on the
+//! server (they carry the same session id in `Open`). A connection that fails is retried;
+//! the receiver's durable partials make the retry resume where the data stopped.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError};
+use keepsync_core::sync::{CloseCode, Direction, Kind, Message, ProtoError};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
 use super::driver::{App, Link, LinkStats, drive, proto};
 use super::effort::SyncCodec;
-use super::recv::{CHECKPOINT_EVERY, RecvApp, RecvOptions, RecvSummary};
+use super::recv::{CHECKPOINT_EVERY, DirMeta, RecvApp, RecvOptions, RecvSummary, apply_dirs};
 use super::send::{Queue, SendApp, SendSummary, total_bytes, walk};
 use super::{
     Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms,
@@ -42,7 +43,7 @@ pub struct RemoteSync {
     pub psk: SecretKey,
     /// `--limit-rate`.
     pub limit: RateLimiter,
-    /// `--connections` (pushes; a pull uses one).
+    /// `--connections`.
     pub connections: usize,
     /// `--codec` (pushes; the server compresses a pull with `auto`).
     pub codec: SyncCodec,
@@ -90,6 +91,7 @@ pub struct RemoteSummary {
 struct OpenClient {
     request: (String, Direction, bool, bool),
     dry_run: bool,
+    session: [u8; 16],
     sent: bool,
     /// The server's `max_files`, once it answered `Opened`.
     opened: Option<u16>,
@@ -106,6 +108,7 @@ impl App<Conn> for OpenClient {
                 checksum: *checksum,
                 dry_run: self.dry_run,
                 max_files: super::MAX_FILES_WIRE,
+                session: self.session,
             };
             self.sent = conn.send(now, &open).is_ok();
         }
@@ -143,9 +146,9 @@ struct Shared {
     index: Option<SharedIndex>,
 }
 
-/// Connects, proves the PSK and opens the tree.
-/// Connects, runs the handshake and opens the tree; also returns the server's `max_files`.
-async fn open(shared: &Shared, delete: bool) -> Result<(Link, Conn, u16)> {
+/// Connects, runs the handshake and opens the tree (`session`: see [`Message::Open`]); also
+/// returns the server's `max_files`.
+async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<(Link, Conn, u16)> {
     let opts = &shared.opts;
     let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&shared.addr)).await;
     let stream = match connect {
@@ -171,6 +174,7 @@ async fn open(shared: &Shared, delete: bool) -> Result<(Link, Conn, u16)> {
     let mut app = OpenClient {
         request: (opts.remote.path.clone(), opts.direction, delete, opts.checksum),
         dry_run: opts.dry_run,
+        session,
         sent: false,
         opened: None,
     };
@@ -200,6 +204,8 @@ struct WorkerResult {
     recv: RecvSummary,
     stats: LinkStats,
     reconnects: u32,
+    /// Directories a pull connection received, finished once every connection is done.
+    dirs: Vec<DirMeta>,
 }
 
 fn add_send(into: &mut SendSummary, from: SendSummary) {
@@ -278,7 +284,8 @@ async fn push_worker(
                 .dry_run(shared.opts.dry_run);
         let first = retry.first();
         let attempt = async {
-            let (mut link, conn, server_max) = open(&shared, delete).await.map_err(|e| (e, first))?;
+            let (mut link, conn, server_max) =
+                open(&shared, delete, [0; 16]).await.map_err(|e| (e, first))?;
             let mut ep = HostSender::with_table(conn);
             ep.limit_in_flight(server_max);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
@@ -295,22 +302,31 @@ async fn push_worker(
     }
 }
 
-/// A pull: one connection; a retry reopens the session and resumes from the partials.
-async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
+/// One connection of a pull, in `session` (all zero: alone, the whole tree); a retry reopens
+/// the session and resumes from the partials. With `defer_dirs`, the directories it received
+/// are returned rather than finished.
+async fn pull_worker(
+    shared: Arc<Shared>,
+    bar: ProgressBar,
+    session: [u8; 16],
+    delete: bool,
+    defer_dirs: bool,
+) -> Result<WorkerResult> {
     let mut out = WorkerResult::default();
     let mut retry = Reconnect::default();
     let root = shared.opts.local.clone();
     loop {
         let opts = RecvOptions {
-            delete: shared.opts.delete,
+            delete,
             checksum: shared.opts.checksum,
             checkpoint_every: CHECKPOINT_EVERY,
             dry_run: shared.opts.dry_run,
+            defer_dirs,
         };
         let mut app = RecvApp::new(root.clone(), opts).with_progress(bar.clone());
         let first = retry.first();
         let attempt = async {
-            let (mut link, conn, _) = open(&shared, shared.opts.delete).await.map_err(|e| (e, first))?;
+            let (mut link, conn, _) = open(&shared, delete, session).await.map_err(|e| (e, first))?;
             let mut ep = HostReceiver::with_table(conn);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
             add_stats(&mut out.stats, link.stats);
@@ -318,10 +334,46 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar) -> Result<WorkerResult> {
         }
         .await;
         add_recv(&mut out.recv, std::mem::take(&mut app.summary));
+        out.dirs.extend(app.take_dirs());
         if retry.after(attempt, &bar, &mut out.reconnects).await? {
             return Ok(out);
         }
     }
+}
+
+/// A pull over `n` connections sharing one listing on the server. With several, directories
+/// are finished after all of them, and `--delete` runs as a last pass over one connection
+/// that lists the whole tree.
+async fn pull(shared: Arc<Shared>, bar: ProgressBar, n: usize) -> Result<WorkerResult> {
+    let delete = shared.opts.delete;
+    if n == 1 {
+        return pull_worker(shared, bar, [0; 16], delete, false).await;
+    }
+    let mut session = [0u8; 16];
+    session.copy_from_slice(&fresh_random()?[..16]);
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        tasks.push(tokio::spawn(pull_worker(Arc::clone(&shared), bar.clone(), session, false, true)));
+    }
+    let mut out = WorkerResult::default();
+    for t in tasks {
+        let r = t.await.map_err(|e| Error::Usage(format!("internal error: {e}")))??;
+        add_recv(&mut out.recv, r.recv);
+        add_stats(&mut out.stats, r.stats);
+        out.reconnects += r.reconnects;
+        out.dirs.extend(r.dirs);
+    }
+    apply_dirs(std::mem::take(&mut out.dirs));
+    if delete {
+        let r = pull_worker(shared, ProgressBar::hidden(), [0; 16], true, false).await?;
+        // Metadata only: what it finds up to date was counted by the data pass.
+        out.recv.deleted += r.recv.deleted;
+        out.recv.problems.extend(r.recv.problems);
+        out.recv.files_received += r.recv.files_received;
+        add_stats(&mut out.stats, r.stats);
+        out.reconnects += r.reconnects;
+    }
+    Ok(out)
 }
 
 /// Runs a network sync to the end.
@@ -355,7 +407,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             // With several connections, --delete needs the whole listing on one: it runs as
             // a last, metadata-only pass after the data moved.
             let delete_inline = delete && n == 1;
-            let (results, delete_pass) = runtime.block_on(async {
+            let (results, last_pass) = runtime.block_on(async {
                 let mut tasks = Vec::new();
                 for _ in 0..n {
                     let w = push_worker(Arc::clone(&shared), queue.clone(), bar.clone(), delete_inline);
@@ -365,14 +417,20 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                 for t in tasks {
                     results.push(t.await.map_err(|e| Error::Usage(format!("internal error: {e}")))??);
                 }
-                let mut delete_pass = None;
-                if delete && !delete_inline {
-                    let entries = walk(&local, &mut Vec::new())?;
+                // With several connections, a directory is finished by the one that carried it
+                // while others may still write into it: a last, metadata-only connection lists
+                // the whole tree for --delete, or the directories again for their mtimes.
+                let mut last_pass = None;
+                if (delete && !delete_inline) || (n > 1 && !dry_run) {
+                    let mut entries = walk(&local, &mut Vec::new())?;
+                    if !delete {
+                        entries.retain(|e| e.kind() == Kind::Dir);
+                    }
                     let w =
-                        push_worker(Arc::clone(&shared), Queue::new(entries), ProgressBar::hidden(), true);
-                    delete_pass = Some(w.await?);
+                        push_worker(Arc::clone(&shared), Queue::new(entries), ProgressBar::hidden(), delete);
+                    last_pass = Some(w.await?);
                 }
-                Ok::<_, Error>((results, delete_pass))
+                Ok::<_, Error>((results, last_pass))
             })?;
             for r in results {
                 summary.codecs.push(r.send.codec.clone());
@@ -386,7 +444,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                 summary.link_bytes += r.stats.written + r.stats.read;
                 summary.reconnects += r.reconnects;
             }
-            if let Some(r) = delete_pass {
+            if let Some(r) = last_pass {
                 // Metadata only: what it finds up to date was counted by the data pass.
                 summary.deleted += r.send.deleted;
                 summary.planned.extend(r.send.planned.into_iter().filter(|p| p.starts_with("delete")));
@@ -400,11 +458,13 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
         }
         Direction::Pull => {
             summary.direction = "pull";
-            summary.connections = 1;
+            // A dry run moves no data: one connection lists everything.
+            let n = if dry_run { 1 } else { connections };
+            summary.connections = n;
             if !local.exists() && !dry_run {
                 std::fs::create_dir_all(&local).map_err(|e| Error::io("create", &local, e))?;
             }
-            let r = runtime.block_on(pull(Arc::clone(&shared), bar.clone()))?;
+            let r = runtime.block_on(pull(Arc::clone(&shared), bar.clone(), n))?;
             summary.files_transferred = r.recv.files_received;
             summary.files_skipped = r.recv.files_skipped;
             summary.files_resumed = r.recv.files_resumed;

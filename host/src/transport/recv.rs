@@ -81,6 +81,29 @@ pub struct RecvOptions {
     pub checkpoint_every: u64,
     /// Change nothing: answer `Done(Ok)` for what would be written, and list it.
     pub dry_run: bool,
+    /// Leave directories' mode and mtime to the caller ([`RecvApp::take_dirs`]): other
+    /// connections of the run may still write into them after this one finished.
+    pub defer_dirs: bool,
+}
+
+/// A directory's mode and mtime, set once everything under it is written (writing an entry
+/// into a directory changes its mtime).
+#[derive(Debug, Clone)]
+pub struct DirMeta {
+    path: PathBuf,
+    mode: u32,
+    mtime: (i64, u32),
+}
+
+/// Sets the mode and mtime of `dirs`, deepest first.
+pub fn apply_dirs(mut dirs: Vec<DirMeta>) {
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
+    for d in dirs {
+        let _ = fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode));
+        if let Ok(f) = File::open(&d.path) {
+            let _ = set_mtime(&f, d.mtime);
+        }
+    }
 }
 
 /// What the receiving end did.
@@ -152,7 +175,7 @@ pub struct RecvApp {
     verified: Vec<Verified>,
     renamed: bool,
     seen: HashSet<String>,
-    dirs: Vec<(PathBuf, u32, (i64, u32))>,
+    dirs: Vec<DirMeta>,
     decoder: HostDecoder,
     buf: Vec<u8>,
     closed: bool,
@@ -264,6 +287,12 @@ impl RecvApp {
         self
     }
 
+    /// The directories this connection received, for the caller to finish
+    /// ([`RecvOptions::defer_dirs`]).
+    pub fn take_dirs(&mut self) -> Vec<DirMeta> {
+        std::mem::take(&mut self.dirs)
+    }
+
     /// Also prints each problem on stderr as it happens, naming `peer` (the server's log).
     pub fn log_problems_as(mut self, peer: String) -> Self {
         self.log_as = Some(peer);
@@ -368,7 +397,7 @@ impl RecvApp {
                     self.problem(id, Status::Failed, format!("{rel}: cannot create directory: {e}"));
                     return Ok(());
                 }
-                self.dirs.push((dest, meta.mode, (meta.mtime, meta.mtime_nsec)));
+                self.dirs.push(DirMeta { path: dest, mode: meta.mode, mtime: (meta.mtime, meta.mtime_nsec) });
                 self.replies.push_back(Reply::Done(id, Status::Ok));
             }
             Kind::Symlink => match place_symlink(Path::new(meta.target), &dest) {
@@ -661,7 +690,7 @@ impl RecvApp {
         Ok(())
     }
 
-    /// After the sender's `Finished`: directory metadata (children first), `--delete`.
+    /// After the sender's `Finished`: `--delete`, then directory metadata (children first).
     fn finish(&mut self) -> Result<()> {
         if self.opts.dry_run {
             if self.opts.delete && self.root.is_dir() {
@@ -670,14 +699,12 @@ impl RecvApp {
             return Ok(());
         }
         self.commit_verified();
-        for (dir, mode, mtime) in self.dirs.drain(..).rev() {
-            let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(mode));
-            if let Ok(f) = File::open(&dir) {
-                let _ = set_mtime(&f, mtime);
-            }
-        }
+        // Deleting from a directory changes its mtime: delete first, then set directories.
         if self.opts.delete {
             self.delete_unseen(String::new())?;
+        }
+        if !self.opts.defer_dirs {
+            apply_dirs(std::mem::take(&mut self.dirs));
         }
         let partial = self.root.join(PARTIAL_DIR);
         let _ = fs::remove_dir(&partial); // only when empty: partials of failed files stay

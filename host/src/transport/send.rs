@@ -37,6 +37,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// What the entry is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     fn from_meta(rel: String, path: PathBuf, meta: &fs::Metadata) -> Option<Result<Self, String>> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {

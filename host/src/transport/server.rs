@@ -2,8 +2,9 @@
 //! served root, and runs the receiving (push) or sending (pull) end on it. One task per
 //! connection; a failing connection is logged and never stops the others.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
@@ -13,12 +14,12 @@ use tokio::net::TcpListener;
 use super::driver::{App, Link, drive, proto};
 use super::effort::SyncCodec;
 use super::recv::{RecvApp, RecvOptions, net_path};
-use super::send::{SendApp, walk};
+use super::send::{Queue, SendApp, walk};
 use super::{
     Conn, HostReceiver, HostSender, MAX_FILES_WIRE, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms,
 };
 use crate::error::{Error, Result};
-use crate::index::HashIndex;
+use crate::index::{HashIndex, SharedIndex};
 
 /// What a client asked for in `Open`.
 #[derive(Debug, Clone)]
@@ -35,6 +36,75 @@ pub struct OpenRequest {
     pub dry_run: bool,
     /// Files the client accepts in flight when it receives (a pull).
     pub max_files: u16,
+    /// The client's id for a pull over several connections (all zero: on its own).
+    pub session: [u8; 16],
+}
+
+/// What a pull sends from: the tree's entries and, with `--checksum`, its hash index.
+#[derive(Clone)]
+struct PullSource {
+    queue: Queue,
+    index: Option<SharedIndex>,
+}
+
+impl PullSource {
+    fn new(req: &OpenRequest, tree: &Path, problems: &mut Vec<String>) -> Result<Self> {
+        let queue = Queue::new(walk(tree, problems)?);
+        Ok(Self { queue, index: req.checksum.then(|| HashIndex::shared(tree)) })
+    }
+}
+
+/// One pull's source, shared by the connections of its session: made by the first of them
+/// to arrive, kept while any of them runs.
+type Listing = Arc<ListingSlot>;
+
+/// A session's listing, empty until its first connection walked the tree.
+type ListingSlot = Mutex<Option<PullSource>>;
+
+/// The listings of pulls running over several connections, by (session, tree). Every
+/// connection of a session takes entries from the same queue, so each entry crosses once, and
+/// a connection that fails puts what it had in flight back for the others (or its own retry).
+#[derive(Default)]
+struct Sessions(Mutex<HashMap<SessionKey, Weak<ListingSlot>>>);
+
+/// A pull session: the client's id and the tree it opened.
+type SessionKey = ([u8; 16], PathBuf);
+
+impl Sessions {
+    /// The listing of `session` on `tree`, empty until its first connection walks the tree.
+    fn listing(&self, session: [u8; 16], tree: &Path) -> Listing {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Sessions whose connections all ended: their queues are gone.
+        map.retain(|_, listing| listing.strong_count() > 0);
+        let key = (session, tree.to_path_buf());
+        if let Some(listing) = map.get(&key).and_then(Weak::upgrade) {
+            return listing;
+        }
+        let listing = Arc::new(Mutex::new(None));
+        map.insert(key, Arc::downgrade(&listing));
+        listing
+    }
+}
+
+/// What a pull connection sends from: its own walk of `tree`, or its session's (the
+/// listing is returned too, to be held while the connection runs).
+fn pull_source(
+    sessions: &Sessions,
+    req: &OpenRequest,
+    tree: &Path,
+    problems: &mut Vec<String>,
+) -> Result<(PullSource, Option<Listing>)> {
+    if req.session == [0; 16] {
+        return Ok((PullSource::new(req, tree, problems)?, None));
+    }
+    let listing = sessions.listing(req.session, tree);
+    let mut slot = listing.lock().unwrap_or_else(|e| e.into_inner());
+    let source = match &*slot {
+        Some(source) => source.clone(),
+        None => slot.insert(PullSource::new(req, tree, problems)?).clone(),
+    };
+    drop(slot);
+    Ok((source, Some(listing)))
 }
 
 /// Waits for the client's `Open`.
@@ -51,7 +121,7 @@ impl App<Conn> for AwaitOpen {
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         if let Some(msg) = conn.poll_message(now) {
             match msg.map_err(|e| proto("the client", e))? {
-                Message::Open { path, direction, delete, checksum, dry_run, max_files } => {
+                Message::Open { path, direction, delete, checksum, dry_run, max_files, session } => {
                     self.request = Some(OpenRequest {
                         path: path.to_owned(),
                         direction,
@@ -59,6 +129,7 @@ impl App<Conn> for AwaitOpen {
                         checksum,
                         dry_run,
                         max_files,
+                        session,
                     });
                 }
                 _ => {
@@ -134,7 +205,13 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
     if log {
         eprintln!("keepsync: serving {} on {addr}", root.display());
     }
-    let shared = Arc::new((root, opts.psk, opts.limit, opts.checkpoint_every));
+    let shared = Arc::new(Served {
+        root,
+        psk: opts.psk,
+        limit: opts.limit,
+        checkpoint_every: opts.checkpoint_every,
+        sessions: Sessions::default(),
+    });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -146,8 +223,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let mut link = Link::new(stream, peer.to_string());
-            let (root, psk, limit, every) = &*shared;
-            match session(&mut link, root, psk, limit, *every).await {
+            match session(&mut link, &shared).await {
                 Ok(what) if log => eprintln!("keepsync: {peer}: {what}"),
                 Ok(_) => {}
                 Err(e) => eprintln!("keepsync: {peer}: {e}"),
@@ -193,14 +269,18 @@ pub fn spawn_loopback(root: PathBuf, psk: SecretKey) -> Result<std::net::SocketA
     Ok(addr)
 }
 
-/// One connection, start to end. Returns a line for the log.
-async fn session(
-    link: &mut Link,
-    root: &Path,
-    psk: &SecretKey,
-    limit: &RateLimiter,
+/// What every connection of a server shares.
+struct Served {
+    root: PathBuf,
+    psk: SecretKey,
+    limit: RateLimiter,
     checkpoint_every: u64,
-) -> Result<String> {
+    sessions: Sessions,
+}
+
+/// One connection, start to end. Returns a line for the log.
+async fn session(link: &mut Link, served: &Served) -> Result<String> {
+    let Served { root, psk, limit, checkpoint_every, sessions } = served;
     let mut conn = Conn::server(
         RustCrypto,
         psk.clone(),
@@ -229,8 +309,11 @@ async fn session(
             let opts = RecvOptions {
                 delete: req.delete,
                 checksum: req.checksum,
-                checkpoint_every,
+                checkpoint_every: *checkpoint_every,
                 dry_run: req.dry_run,
+                // Each connection of a push finishes its own directories; the client sends
+                // them again on a last connection when it used several.
+                defer_dirs: false,
             };
             let mut app = RecvApp::new(tree, opts).log_problems_as(link.peer.clone());
             let result = drive(link, &mut ep, &mut app, limit).await;
@@ -249,16 +332,22 @@ async fn session(
         }
         Direction::Pull => {
             let mut problems = Vec::new();
-            let entries = walk(&tree, &mut problems)?;
+            let (source, _listing) = pull_source(sessions, &req, &tree, &mut problems)?;
             let mut ep = HostSender::with_table(conn);
             ep.limit_in_flight(req.max_files);
-            let mut app = SendApp::new(
-                entries,
-                req.checksum.then(|| HashIndex::shared(&tree)),
-                SyncCodec::Auto,
-                ProgressBar::hidden(),
-            );
-            drive(link, &mut ep, &mut app, limit).await?;
+            let index = source.index.clone();
+            let mut app =
+                SendApp::with_queue(source.queue, source.index, SyncCodec::Auto, ProgressBar::hidden());
+            let result = drive(link, &mut ep, &mut app, limit).await;
+            if let Some(index) = index {
+                // The hashes this connection computed serve the next `--checksum` pull.
+                index.lock().unwrap_or_else(|e| e.into_inner()).save();
+            }
+            if let Err(e) = result {
+                // The session's other connections (or the client's retry) send these.
+                app.requeue_unfinished();
+                return Err(e);
+            }
             let s = &app.summary;
             Ok(format!(
                 "pull of {:?} done: {} files sent, {} up to date, {} problems",
