@@ -212,6 +212,7 @@ fn sync_transfer_256k(mut t: Transfer) -> u64 {
         mode: 0o644,
         target: "",
         hash: None,
+        part: None,
     };
     // One frame each way: the offer, then the answer.
     t.sender.offer(0, &meta).unwrap();

@@ -66,6 +66,7 @@ fn protocol_message_table_matches_the_encoding() {
         mode: 0o644,
         target: "",
         hash: None,
+        part: None,
     };
     let samples: [(&str, Message<'_>); 13] = [
         (
@@ -78,6 +79,7 @@ fn protocol_message_table_matches_the_encoding() {
                 dry_run: false,
                 max_files: 32,
                 session: [0; 16],
+                part_size: 0,
             },
         ),
         ("Opened", Message::Opened { max_files: 32 }),

@@ -413,6 +413,7 @@ impl Raw {
             dry_run: false,
             max_files: 32,
             session: [0; 16],
+            part_size: 0,
         };
         raw.ep.send(0, &open).unwrap();
         raw.flush();
@@ -468,6 +469,7 @@ fn file(id: u32, path: &str, size: u64) -> FileMeta<'_> {
         mode: 0o644,
         target: "",
         hash: None,
+        part: None,
     }
 }
 
@@ -582,6 +584,100 @@ fn wait_for_partial(dst: &Path, bytes: u64, child: &mut Child) {
 }
 
 const SIZE: usize = 24 << 20;
+
+/// Bytes the filesystem holds for the partial files under `dst` (split files are written at
+/// their parts' offsets, so their length says little).
+fn allocated_partial_bytes(dst: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dst.join(".keepsync-partial")) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".data"))
+        .map(|e| e.metadata().map_or(0, |m| m.blocks() * 512))
+        .sum()
+}
+
+/// The numbers after `key` in each of the server's log lines that have it.
+fn log_counts(log: &str, key: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| {
+            let before = l.split(key).next().filter(|_| l.contains(key))?;
+            before.rsplit([' ', '(']).find(|w| !w.is_empty())?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_large_file_goes_as_parts_over_several_connections_both_ways() {
+    let dir = setup();
+    let d = dir.path();
+    std::fs::write(d.join("src/sub/huge.bin"), mixed(7 << 20, 8)).unwrap();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let url = srv.url("split");
+    let split = ["--psk-file", "psk", "--connections", "3", "--part-size", "1MiB", "--json"];
+    let run = ks(d, &[&["sync", "src", &url][..], &split].concat());
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 15);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/split")));
+    assert!(!d.join("srv/split/.keepsync-partial").exists(), "parts' checkpoints cleaned up");
+    // 7 parts of huge.bin and 3 of big.bin (3 MiB), spread over more than one connection.
+    let log = srv.log();
+    let parts = log_counts(&log, " parts of split files");
+    assert_eq!(parts.iter().sum::<u64>(), 10, "{log}");
+    assert!(parts.iter().filter(|&&n| n > 0).count() >= 2, "{log}");
+    assert_eq!(log_counts(&log, " files received").iter().sum::<u64>(), 15, "{log}");
+
+    // A pull splits on the server, at the client's part size.
+    let run = ks(d, &[&["sync", &url, "back"][..], &split].concat());
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 15);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("back")));
+    assert!(!d.join("back/.keepsync-partial").exists());
+
+    // A changed block of a split file: only that block's part sends data.
+    let huge = d.join("src/sub/huge.bin");
+    let mut data = std::fs::read(&huge).unwrap();
+    data[5_500_000] ^= 1;
+    std::fs::write(&huge, &data).unwrap();
+    let run = ks(d, &[&["sync", "src", &url][..], &split].concat());
+    run.ok();
+    assert_eq!(json_u64(&run, "data_bytes"), 64 << 10);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/split")));
+}
+
+#[test]
+fn kill_9_mid_split_file_resumes_every_part_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    std::fs::write(d.join("src/data.bin"), noise(SIZE, 4)).unwrap();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--checkpoint-every", "1MiB"]);
+    let url = srv.url("dst");
+    let dst = d.join("srv/dst");
+    let split = ["sync", "src", &url, "--psk-file", "psk", "--connections", "3", "--part-size", "4MiB"];
+    let mut child = spawn_sync(d, &[&split[..], &["--limit-rate", "12MiB"]].concat());
+    let start = Instant::now();
+    while allocated_partial_bytes(&dst) < SIZE as u64 / 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the sync ended before it could be interrupted");
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dst.join("data.bin").exists(), "an unfinished file never appears under its name");
+    let written = allocated_partial_bytes(&dst);
+
+    let run = ks(d, &[&split[..], &["--json"]].concat());
+    run.ok();
+    let sent = json_u64(&run, "bytes_sent");
+    // Each of the three connections loses at most the 1 MiB since its part's last checkpoint.
+    let bound = SIZE as u64 - written + (3 << 20) + SIZE as u64 / 100;
+    assert!(sent <= bound, "sent {sent}, written {written}, bound {bound}");
+    assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
+    assert!(!dst.join(".keepsync-partial").exists(), "partials cleaned up");
+    assert_eq!(log_counts(&srv.log(), " resumed").iter().sum::<u64>(), 1, "{}", srv.log());
+}
 
 #[test]
 fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing() {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::{
-    Connection, FileMeta, Have, Kind, Message, ProtoError, Receiver, ReceiverEvent, SendError, Sender,
-    SenderEvent, Status,
+    Bytes, Connection, FileMeta, Have, Kind, Message, Part, ProtoError, Receiver, ReceiverEvent, SendError,
+    Sender, SenderEvent, Status,
 };
 use keepsync_core::wire::frame::PROTO_VERSION;
 
@@ -327,6 +327,7 @@ fn run_connection(src: &BTreeMap<String, Vec<u8>>, store: &mut Store, link_seed:
                 mode: 0o644,
                 target: "",
                 hash: None,
+                part: None,
             };
             match sender.offer(now, &meta) {
                 Ok(()) => {
@@ -651,6 +652,7 @@ fn offer_until_full<const S: usize, const R: usize>(
             mode: 0o644,
             target: "",
             hash: None,
+            part: None,
         };
         if s.offer(0, &meta).is_err() {
             return (id, Ok(()));
@@ -734,4 +736,80 @@ fn deleted_is_refused_before_finished_and_delivered_after() {
     let n = s.poll_transmit(&mut buf);
     sender.handle_input(0, &buf[..n]).unwrap();
     assert!(matches!(sender.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
+}
+
+/// Moves what `from` has queued into `to`.
+fn carry(from: &mut Conn, to: &mut Conn) {
+    let mut buf = vec![0u8; BUF];
+    let n = from.poll_transmit(&mut buf);
+    assert_eq!(to.handle_input(0, &buf[..n]).unwrap(), n, "one message at a time");
+}
+
+#[test]
+fn a_part_keeps_its_offer_resume_and_data_inside_its_range() {
+    const MIB: u64 = 1 << 20;
+    let meta = |id, part| FileMeta {
+        id,
+        path: "big",
+        kind: Kind::File,
+        size: 3 * MIB + 5,
+        mtime: 0,
+        mtime_nsec: 0,
+        mode: 0o644,
+        target: "",
+        hash: None,
+        part,
+    };
+    let part = |offset, len| Some(Part { offset, len });
+    let (mut c, mut s) = pair(1, 1, 31);
+    handshake(&mut c, &mut s).unwrap();
+    let (mut sender, mut receiver) = (Sender::new(c), Receiver::new(s));
+    // Off the 1 MiB grid, empty, or past the file: refused before anything is sent.
+    for bad in [part(4096, MIB), part(MIB, 0), part(2 * MIB, MIB + 6), part(MIB, MIB + 1)] {
+        assert!(matches!(sender.offer(0, &meta(1, bad)), Err(SendError::Usage(_))), "{bad:?}");
+    }
+    let dir = FileMeta { kind: Kind::Dir, ..meta(1, part(0, MIB)) };
+    assert!(matches!(sender.offer(0, &dir), Err(SendError::Usage(_))));
+    // The file's last part may end off the grid, at the file's end.
+    sender.offer(0, &meta(1, part(2 * MIB, MIB + 5))).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(
+        matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::File(m))) if m.part == part(2 * MIB, MIB + 5))
+    );
+    sender.offer(0, &meta(2, part(MIB, MIB))).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::File(_)))));
+    // The receiver cannot resume a part before its start.
+    let need = |resume_from| Have::Need { resume_from, block_log2: BLOCK_LOG2, blocks: 0 };
+    assert!(matches!(receiver.have(0, 2, need(0)), Err(SendError::Usage(_))));
+    receiver.have(0, 2, need(MIB + 4096)).unwrap();
+    carry(&mut receiver, &mut sender);
+    assert!(matches!(sender.poll_event(0), Some(Ok(SenderEvent::Have { id: 2, .. }))));
+    // Data before the resume offset or past the part's end is refused at the sender...
+    let block = [7u8; BLOCK];
+    assert!(matches!(sender.send_data(0, 2, MIB, 0, BLOCK as u32, &block), Err(SendError::Usage(_))));
+    assert!(matches!(sender.send_data(0, 2, 2 * MIB, 0, BLOCK as u32, &block), Err(SendError::Usage(_))));
+    sender.send_data(0, 2, 2 * MIB - BLOCK as u64, 0, BLOCK as u32, &block).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(
+        matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::Data { offset, .. })) if offset == 2 * MIB - BLOCK as u64)
+    );
+    sender.end_file(0, 2, hash(&block)).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::End { id: 2, .. }))));
+
+    // ...and at a receiver, from a sender that skips the rules, a protocol violation.
+    receiver.have(0, 1, need(2 * MIB)).unwrap();
+    carry(&mut receiver, &mut sender);
+    let _ = sender.poll_event(0);
+    let past = Message::Data { id: 1, offset: 3 * MIB + 5, codec: 0, raw_len: 1, body: Bytes(&[0]) };
+    sender.send(0, &past).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(matches!(receiver.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
+    let (mut c, mut s) = pair(1, 1, 32);
+    handshake(&mut c, &mut s).unwrap();
+    let mut receiver = Receiver::new(s);
+    c.send(0, &Message::File(meta(1, part(4096, MIB)))).unwrap();
+    carry(&mut c, &mut receiver);
+    assert!(matches!(receiver.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
 }

@@ -228,6 +228,7 @@ pub(crate) fn dial<'b>(
                     dry_run: false,
                     max_files: MAX_FILES_IN_FLIGHT as u16,
                     session: [0; 16],
+                    part_size: 0,
                 },
             )?;
             open_sent = true;

@@ -192,6 +192,7 @@ fn connection<F: ReadNorFlash<Error = FlashError>, T: Transport>(
                         mode: 0o600,
                         target: "",
                         hash: Some(hash),
+                        part: None,
                     };
                     match sender.offer(now, &meta) {
                         Ok(()) => {

@@ -44,6 +44,33 @@ pub enum Kind {
     Symlink,
 }
 
+/// A byte range of a large file, sent as an entry of its own so that the parts of one file
+/// can cross several connections at once.
+///
+/// `offset` is a multiple of the largest block (1 MiB, [`MAX_BLOCK_LOG2`]) and so is the end,
+/// unless it is the end of the file: every block size a receiver may pick tiles a part.
+/// The receiver places the file once every part of it matched its own BLAKE3.
+///
+/// [`MAX_BLOCK_LOG2`]: crate::budget::MAX_BLOCK_LOG2
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Part {
+    /// First byte of the part in the file.
+    pub offset: u64,
+    /// Bytes in the part (more than zero).
+    pub len: u64,
+}
+
+impl Part {
+    /// The part's end offset, when the part is well formed for a file of `size` bytes.
+    pub fn checked_end(&self, size: u64) -> Option<u64> {
+        let align = 1u64 << crate::budget::MAX_BLOCK_LOG2;
+        let end = self.offset.checked_add(self.len)?;
+        let aligned = self.offset.is_multiple_of(align) && (end == size || end.is_multiple_of(align));
+        (self.len > 0 && end <= size && aligned).then_some(end)
+    }
+}
+
 /// One entry a sender offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta<'a> {
@@ -65,6 +92,20 @@ pub struct FileMeta<'a> {
     pub target: &'a str,
     /// BLAKE3 of the content, sent with `--checksum` so the receiver can compare contents.
     pub hash: Option<[u8; 32]>,
+    /// Regular files: only this range of the file comes in this entry (its `Have` resumes
+    /// within it, its data stays inside it, its `End` hashes just it); `None`: all of it.
+    pub part: Option<Part>,
+}
+
+impl FileMeta<'_> {
+    /// The byte range this entry carries (`offset..end`), when its `part` is well formed.
+    pub fn range(&self) -> Option<(u64, u64)> {
+        match self.part {
+            None => Some((0, self.size)),
+            Some(p) if self.kind == Kind::File => p.checked_end(self.size).map(|end| (p.offset, end)),
+            Some(_) => None,
+        }
+    }
 }
 
 /// The receiver's answer to a [`FileMeta`].
@@ -137,6 +178,9 @@ pub enum Message<'a> {
         /// each. A server shares one listing among the connections of a session, so every
         /// entry goes over exactly one of them. All zero: this connection is on its own.
         session: [u8; 16],
+        /// A pull in a session: the server sends each file larger than this as parts of
+        /// about this size (see [`Part`]), which the session's connections share. 0: whole.
+        part_size: u64,
     },
     /// Server → client: the tree is open.
     Opened {
@@ -180,7 +224,7 @@ pub enum Message<'a> {
     End {
         /// The file.
         id: u32,
-        /// BLAKE3 of the whole new content.
+        /// BLAKE3 of the whole new content (of a [`Part`]: of the part's bytes).
         hash: [u8; 32],
     },
     /// Receiver → sender: file `id` is finished.

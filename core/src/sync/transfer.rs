@@ -10,6 +10,9 @@
 //!            ◄── Have(Need{resume_from, block_log2, blocks}), Hashes × k
 //! Data(offset ≥ resume_from, increasing) ×n ─►
 //! End(BLAKE3 of the whole file) ────────────►  verifies, makes durable, renames
+//!
+//! A large file may come as several entries, each a `Part` (a byte range) of it, maybe on
+//! several connections: the same exchange within the part's range.
 //!            ◄── Done(status)
 //! Finished (no more files) ─────────────────►
 //! ```
@@ -44,7 +47,10 @@ enum State {
 struct Slot {
     id: u32,
     state: State,
-    size: u64,
+    /// End of the entry's range: the file's size, or its part's end.
+    end: u64,
+    /// The next byte expected: from the offer, the range's start; from `Have`, its resume
+    /// offset; then past each block.
     next: u64,
     block_log2: u8,
     hashes_next: u32,
@@ -52,7 +58,7 @@ struct Slot {
 }
 
 const FREE: Slot =
-    Slot { id: 0, state: State::Free, size: 0, next: 0, block_log2: 0, hashes_next: 0, hashes_total: 0 };
+    Slot { id: 0, state: State::Free, end: 0, next: 0, block_log2: 0, hashes_next: 0, hashes_total: 0 };
 
 impl Slot {
     /// Accepts a `Have` for this file (`Skip` ends it); `max_body` is the receiver's frame
@@ -67,10 +73,11 @@ impl Slot {
         {
             return Err("block size outside 1 KiB..1 MiB or larger than the receiver's frames");
         }
-        if resume_from > self.size
-            || (!resume_from.is_multiple_of(1 << block_log2) && resume_from != self.size)
+        if resume_from > self.end
+            || resume_from < self.next
+            || (!resume_from.is_multiple_of(1 << block_log2) && resume_from != self.end)
         {
-            return Err("resume offset past the file or not on a block boundary");
+            return Err("resume offset outside the file (or part) or not on a block boundary");
         }
         self.block_log2 = block_log2;
         self.next = resume_from;
@@ -103,8 +110,8 @@ impl Slot {
         let block = 1u64 << self.block_log2;
         let end = offset.checked_add(u64::from(raw_len));
         let in_order = self.state == State::Streaming && offset >= self.next && offset.is_multiple_of(block);
-        if !in_order || raw_len == 0 || u64::from(raw_len) > block || end.is_none_or(|e| e > self.size) {
-            return Err("data out of order, not block-aligned, or past the announced size");
+        if !in_order || raw_len == 0 || u64::from(raw_len) > block || end.is_none_or(|e| e > self.end) {
+            return Err("data out of order, not block-aligned, or past the announced size (or part)");
         }
         if body_len > raw_len as usize {
             return Err("a data body larger than the block it encodes");
@@ -141,9 +148,11 @@ impl<const N: usize> Table<N> {
             .ok_or("message for a file not in flight")
     }
 
-    fn insert(&mut self, id: u32, size: u64) -> Result<(), &'static str> {
-        let at = self.free_slot_for(id)?;
-        self.0[at] = Slot { id, state: State::Offered, size, ..FREE };
+    /// Takes a slot for `meta`, checking its part.
+    fn insert(&mut self, meta: &FileMeta<'_>) -> Result<(), &'static str> {
+        let (start, end) = meta.range().ok_or(PART_RULE)?;
+        let at = self.free_slot_for(meta.id)?;
+        self.0[at] = Slot { id: meta.id, state: State::Offered, end, next: start, ..FREE };
         Ok(())
     }
 
@@ -244,6 +253,9 @@ pub enum ReceiverEvent<'a> {
     Closed(CloseCode),
 }
 
+const PART_RULE: &str =
+    "a part that is not of a regular file, is empty, ends past the file, or is not on 1 MiB boundaries";
+
 fn violation(rule: &'static str) -> ProtoError {
     ProtoError::Unexpected(rule)
 }
@@ -330,9 +342,10 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
         if !self.can_offer() {
             return Err(SendError::Usage("more files in flight than the receiver accepts"));
         }
+        let (start, end) = meta.range().ok_or(SendError::Usage(PART_RULE))?;
         let at = self.files.free_slot_for(meta.id).map_err(SendError::Usage)?;
         self.conn.send(now, &Message::File(*meta))?;
-        self.files.0[at] = Slot { id: meta.id, state: State::Offered, size: meta.size, ..FREE };
+        self.files.0[at] = Slot { id: meta.id, state: State::Offered, end, next: start, ..FREE };
         Ok(())
     }
 
@@ -507,7 +520,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P
             Message::File(meta) if meta.path.len() > MAX_PATH_LEN || meta.target.len() > MAX_PATH_LEN => {
                 Err("a path longer than MAX_PATH_LEN")
             }
-            Message::File(meta) => self.files.insert(meta.id, meta.size).map(|()| ReceiverEvent::File(meta)),
+            Message::File(meta) => self.files.insert(&meta).map(|()| ReceiverEvent::File(meta)),
             Message::Data { id, offset, codec, raw_len, body } => self
                 .files
                 .find(id)

@@ -462,6 +462,7 @@ impl HostRole for DownloadHost {
                 mode: 0o644,
                 target: "",
                 hash: Some(blake3(&self.blob)),
+                part: None,
             };
             match s.offer(now, &meta) {
                 Ok(()) => self.offered = true,

@@ -336,6 +336,7 @@ impl Context<'_> {
                     connections: self.threads.clamp(1, 4),
                     codec: SyncCodec::Auto,
                     dry_run: false,
+                    part_size: crate::transport::send::PART_SIZE,
                 };
                 let (s, m) = measure::in_process(|| sync_remote(opts, &bar))?;
                 if let Some(problem) = s.problems.first() {

@@ -61,6 +61,11 @@ pub struct SyncArgs {
     /// slow, lighter when the CPU is), or force none, lz4 or zstd.
     #[arg(long, value_enum, default_value_t = SyncCodec::Auto)]
     codec: SyncCodec,
+    /// With several connections over ks://, a file larger than SIZE is sent as parts of
+    /// SIZE (whole MiB) over several connections at once; the receiver places it when every
+    /// part matched its BLAKE3.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = crate::units::parse_size)]
+    part_size: u64,
     /// Bandwidth limit over ks:// (all connections together): 10MiB, off, or a timetable
     /// like "08:00,512KiB 18:00,off" (local time).
     #[arg(long, value_name = "RATE")]
@@ -105,6 +110,7 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
         connections,
         codec: args.codec,
         dry_run: args.dry_run,
+        part_size: args.part_size,
     };
     let summary = sync_remote(opts, &bar);
     bar.finish_and_clear();

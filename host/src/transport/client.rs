@@ -16,8 +16,9 @@ use tokio::net::TcpStream;
 
 use super::driver::{App, Link, LinkStats, drive, proto};
 use super::effort::SyncCodec;
+use super::parts::SharedParts;
 use super::recv::{CHECKPOINT_EVERY, DirMeta, RecvApp, RecvOptions, RecvSummary, apply_dirs};
-use super::send::{Queue, SendApp, SendSummary, total_bytes, walk};
+use super::send::{Queue, SendApp, SendSummary, split_large_files, total_bytes, walk};
 use super::{
     Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms,
 };
@@ -49,6 +50,9 @@ pub struct RemoteSync {
     pub codec: SyncCodec,
     /// `--dry-run`: the receiving side changes nothing and says what it would do.
     pub dry_run: bool,
+    /// `--part-size`: with several connections, files larger than this are sent as parts
+    /// of this size over several connections at once.
+    pub part_size: u64,
 }
 
 /// What a network sync did (the `--json` output).
@@ -92,6 +96,7 @@ struct OpenClient {
     request: (String, Direction, bool, bool),
     dry_run: bool,
     session: [u8; 16],
+    part_size: u64,
     sent: bool,
     /// The server's `max_files`, once it answered `Opened`.
     opened: Option<u16>,
@@ -109,6 +114,7 @@ impl App<Conn> for OpenClient {
                 dry_run: self.dry_run,
                 max_files: super::MAX_FILES_WIRE,
                 session: self.session,
+                part_size: self.part_size,
             };
             self.sent = conn.send(now, &open).is_ok();
         }
@@ -144,6 +150,8 @@ struct Shared {
     addr: String,
     /// `--checksum` pushes: the source tree's hash index.
     index: Option<SharedIndex>,
+    /// Pulls: verified parts of split files, shared by the connections.
+    parts: SharedParts,
 }
 
 /// Connects, runs the handshake and opens the tree (`session`: see [`Message::Open`]); also
@@ -175,6 +183,7 @@ async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<(Link,
         request: (opts.remote.path.clone(), opts.direction, delete, opts.checksum),
         dry_run: opts.dry_run,
         session,
+        part_size: opts.part_size,
         sent: false,
         opened: None,
     };
@@ -224,6 +233,7 @@ fn add_recv(into: &mut RecvSummary, from: RecvSummary) {
     into.files_received += from.files_received;
     into.files_skipped += from.files_skipped;
     into.files_resumed += from.files_resumed;
+    into.parts_received += from.parts_received;
     into.deleted += from.deleted;
     into.problems.extend(from.problems);
     into.planned.extend(from.planned);
@@ -323,7 +333,8 @@ async fn pull_worker(
             dry_run: shared.opts.dry_run,
             defer_dirs,
         };
-        let mut app = RecvApp::new(root.clone(), opts).with_progress(bar.clone());
+        let mut app =
+            RecvApp::new(root.clone(), opts).with_progress(bar.clone()).with_parts(Arc::clone(&shared.parts));
         let first = retry.first();
         let attempt = async {
             let (mut link, conn, _) = open(&shared, delete, session).await.map_err(|e| (e, first))?;
@@ -392,14 +403,20 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
     let mut problems = Vec::new();
     let connections = opts.connections.max(1);
     let index = (opts.checksum && direction == Direction::Push).then(|| HashIndex::shared(&local));
-    let shared = Arc::new(Shared { opts, addr, index });
+    let shared = Arc::new(Shared { opts, addr, index, parts: SharedParts::default() });
     match direction {
         Direction::Push => {
             summary.direction = "push";
-            let entries = walk(&local, &mut problems)?;
+            let mut entries = walk(&local, &mut problems)?;
+            // Several connections share a large file's bytes as parts (a dry run moves none).
+            if connections > 1 && !dry_run {
+                entries = split_large_files(entries, shared.opts.part_size);
+            }
             bar.set_length(total_bytes(&entries));
-            // Enough files for every connection to matter; otherwise fewer connections.
-            let n = connections.min(entries.len().div_ceil(4).max(1));
+            // Enough files for every connection to matter (a part of a large file is enough
+            // on its own); otherwise fewer connections.
+            let parts = entries.iter().filter(|e| e.is_part()).count();
+            let n = connections.min(entries.len().div_ceil(4).max(parts).max(1));
             // A dry run moves no data: one connection lists everything (and --delete inline).
             let n = if dry_run { 1 } else { n };
             summary.connections = n;

@@ -14,6 +14,7 @@ pub mod client;
 pub mod driver;
 pub mod effort;
 pub mod limit;
+pub mod parts;
 pub mod recv;
 pub mod send;
 pub mod server;

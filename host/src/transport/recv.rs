@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::HostReceiver;
 use super::driver::{App, proto};
+use super::parts::SharedParts;
 use super::{BLOCK_LOG2, NEW_FILE_BLOCK_LOG2};
 use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
@@ -115,6 +116,9 @@ pub struct RecvSummary {
     pub files_skipped: u64,
     /// Files resumed from a durable partial left by an earlier run.
     pub files_resumed: u64,
+    /// Parts of split files verified (a file split into parts is counted as received once,
+    /// when its last part is in).
+    pub parts_received: u64,
     /// Bytes written into files (received or copied from the old copy).
     pub bytes_written: u64,
     /// Entries removed (`--delete`).
@@ -141,8 +145,9 @@ struct Verified {
     rel: String,
     data: File,
     data_path: PathBuf,
-    /// The checkpoint, if one may exist (else there is nothing to remove).
-    ckpt_path: Option<PathBuf>,
+    /// Checkpoints that may exist (the file's, or those of all its parts), removed once the
+    /// file is in place.
+    ckpts: Vec<PathBuf>,
     dest: PathBuf,
     size: u64,
 }
@@ -151,6 +156,11 @@ struct Incoming {
     rel: String,
     dest: PathBuf,
     size: u64,
+    /// The range this entry carries: `0..size`, or a part's.
+    start: u64,
+    end: u64,
+    /// A part of a split file: other parts share its partial file.
+    split: bool,
     mtime: (i64, u32),
     mode: u32,
     data: File,
@@ -182,6 +192,8 @@ pub struct RecvApp {
     log_as: Option<String>,
     local_max_body: usize,
     index: Option<SharedIndex>,
+    /// Verified parts of split files, shared with the other connections into the same trees.
+    parts: SharedParts,
     bar: indicatif::ProgressBar,
     /// What happened so far.
     pub summary: RecvSummary,
@@ -202,6 +214,24 @@ fn same_kind(kind: Kind, m: &fs::Metadata) -> bool {
         Kind::Dir => m.is_dir(),
         Kind::File | Kind::Symlink => !m.is_dir(),
     }
+}
+
+/// The checkpoints in the partial directory that belong to the partial file `data_path`
+/// (`NAME.data`): `NAME.ckpt` and the parts' `NAME.START.ckpt`, of this layout or an earlier
+/// run's.
+fn leftover_checkpoints(data_path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(stem)) = (data_path.parent(), data_path.file_stem().and_then(|s| s.to_str())) else {
+        return Vec::new();
+    };
+    let Ok(list) = fs::read_dir(dir) else { return Vec::new() };
+    list.filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.strip_prefix(stem).is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".ckpt"))
+            })
+        })
+        .collect()
 }
 
 /// Opens the partial file at `path` in the partial directory `dir`, creating both as needed;
@@ -237,10 +267,16 @@ fn open_partial(dir: &Path, path: &Path) -> Result<(File, bool)> {
 }
 
 /// Hashes of the 64 KiB blocks of `file`.
-fn block_hashes(file: &mut File) -> std::io::Result<Vec<u8>> {
+/// BLAKE3 of each `BLOCK_LOG2` block of `file` from `start` (block-aligned) up to `end` or
+/// the end of the file.
+fn block_hashes(file: &mut File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut block = vec![0u8; 1 << BLOCK_LOG2];
-    loop {
+    file.seek(SeekFrom::Start(start))?;
+    let mut at = start;
+    while at < end {
+        let want = ((end - at) as usize).min(block.len());
+        let block = &mut block[..want];
         let mut n = 0;
         while n < block.len() {
             match file.read(&mut block[n..])? {
@@ -255,7 +291,9 @@ fn block_hashes(file: &mut File) -> std::io::Result<Vec<u8>> {
         if n < block.len() {
             return Ok(out);
         }
+        at += n as u64;
     }
+    Ok(out)
 }
 
 impl RecvApp {
@@ -276,9 +314,18 @@ impl RecvApp {
             log_as: None,
             local_max_body: 0,
             index: None,
+            parts: SharedParts::default(),
             bar: indicatif::ProgressBar::hidden(),
             summary: RecvSummary::default(),
         }
+    }
+
+    /// Shares the record of split files' verified parts with the other connections that
+    /// receive into the same trees, so that parts arriving over several connections complete
+    /// their file.
+    pub fn with_parts(mut self, parts: SharedParts) -> Self {
+        self.parts = parts;
+        self
     }
 
     /// Shows progress on `bar`: its length grows as files are announced.
@@ -418,7 +465,10 @@ impl RecvApp {
         max_body: usize,
     ) -> Result<()> {
         let id = meta.id;
-        self.bar.inc_length(meta.size);
+        // The core checked the part; `None` cannot happen.
+        let (start, end) = meta.range().unwrap_or((0, meta.size));
+        let split = meta.part.is_some();
+        self.bar.inc_length(end - start);
         let existing = existing.filter(|m| m.is_file());
         if let Some(m) = &existing
             && self.unchanged(meta, &rel, m, &dest)
@@ -426,15 +476,21 @@ impl RecvApp {
             if m.permissions().mode() & 0o7777 != meta.mode {
                 let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(meta.mode));
             }
-            self.summary.files_skipped += 1;
-            self.bar.inc(meta.size);
+            if start == 0 {
+                self.summary.files_skipped += 1;
+            }
+            self.bar.inc(end - start);
             self.replies.push_back(Reply::Have(id, Have::Skip));
             return Ok(());
         }
         let partial_dir = self.root.join(PARTIAL_DIR);
         let name = hex::encode(&blake3::hash(rel.as_bytes()).as_bytes()[..16]);
         let data_path = partial_dir.join(format!("{name}.data"));
-        let ckpt_path = partial_dir.join(format!("{name}.ckpt"));
+        // A part keeps its own checkpoint, named by where it starts.
+        let ckpt_path = match split {
+            false => partial_dir.join(format!("{name}.ckpt")),
+            true => partial_dir.join(format!("{name}.{start}.ckpt")),
+        };
         let mut binding = blake3::Hasher::new();
         binding.update(b"keepsync sync partial v1");
         binding.update(&(rel.len() as u64).to_le_bytes());
@@ -445,21 +501,27 @@ impl RecvApp {
         let binding = *binding.finalize().as_bytes();
 
         let (mut data, fresh) = open_partial(&partial_dir, &data_path)?;
-        let (resume, hasher) = if fresh {
+        let (done, hasher) = if fresh && !split {
             (0, blake3::Hasher::new())
         } else {
-            let (resume, hasher) = self.durable_prefix(&mut data, &ckpt_path, &binding);
-            data.set_len(resume).map_err(|e| Error::io("write", &data_path, e))?;
-            data.seek(SeekFrom::Start(resume)).map_err(|e| Error::io("write", &data_path, e))?;
-            (resume, hasher)
+            let (done, hasher) = self.durable_prefix(&mut data, &ckpt_path, &binding, start);
+            let io = |e| Error::io("write", &data_path, e);
+            if !split {
+                data.set_len(done).map_err(io)?;
+            }
+            data.seek(SeekFrom::Start(start + done)).map_err(io)?;
+            (done, hasher)
         };
-        if resume > 0 {
-            self.summary.files_resumed += 1;
-            self.bar.inc(resume);
+        let resume = start + done;
+        if done > 0 {
+            if !split || self.parts.first_resume(&(data_path.clone(), binding)) {
+                self.summary.files_resumed += 1;
+            }
+            self.bar.inc(done);
         }
         let mut old = existing.and_then(|_| File::open(&dest).ok());
         let hashes = match old.as_mut() {
-            Some(f) => block_hashes(f).map_err(|e| Error::io("read", &dest, e))?,
+            Some(f) => block_hashes(f, start, end).map_err(|e| Error::io("read", &dest, e))?,
             None => Vec::new(),
         };
         let blocks = (hashes.len() / 32) as u32;
@@ -482,6 +544,9 @@ impl RecvApp {
                 rel,
                 dest,
                 size: meta.size,
+                start,
+                end,
+                split,
                 mtime: (meta.mtime, meta.mtime_nsec),
                 mode: meta.mode,
                 data,
@@ -499,14 +564,23 @@ impl RecvApp {
         Ok(())
     }
 
-    /// The durable prefix a checkpoint vouches for, re-hashed from the partial file: used
-    /// only when the checkpoint names this very version of the file and the bytes on disk
-    /// still hash to what it recorded.
-    fn durable_prefix(&self, data: &mut File, ckpt_path: &Path, binding: &[u8; 32]) -> (u64, blake3::Hasher) {
+    /// The durable bytes from `start` on (the file's, or a part's) that a checkpoint vouches
+    /// for, re-hashed from the partial file: used only when the checkpoint names this very
+    /// version of the file and the bytes on disk still hash to what it recorded.
+    fn durable_prefix(
+        &self,
+        data: &mut File,
+        ckpt_path: &Path,
+        binding: &[u8; 32],
+        start: u64,
+    ) -> (u64, blake3::Hasher) {
         let fresh = (0, blake3::Hasher::new());
         let Ok(bytes) = fs::read(ckpt_path) else { return fresh };
         let Ok(ckpt) = Checkpoint::decode(&bytes) else { return fresh };
-        if &ckpt.header_mac != binding || data.metadata().map_or(0, |m| m.len()) < ckpt.plain_offset {
+        if &ckpt.header_mac != binding
+            || data.metadata().map_or(0, |m| m.len()) < start + ckpt.plain_offset
+            || data.seek(SeekFrom::Start(start)).is_err()
+        {
             return fresh;
         }
         let mut hasher = blake3::Hasher::new();
@@ -553,8 +627,8 @@ impl RecvApp {
         let ckpt = Checkpoint {
             header_mac: inc.binding,
             chunks_done: 0,
-            plain_offset: inc.written,
-            sealed_offset: inc.written,
+            plain_offset: inc.written - inc.start,
+            sealed_offset: inc.written - inc.start,
             source_hash: *inc.hasher.finalize().as_bytes(),
         };
         let mut buf = [0u8; Checkpoint::MAX_ENCODED_LEN];
@@ -598,9 +672,9 @@ impl RecvApp {
 
     fn on_end(&mut self, id: u32, want: [u8; 32]) {
         let mut inc = self.files.remove(&id).expect("the receiver checked the id");
-        let size = inc.size;
+        let (size, end) = (inc.size, inc.end);
         if inc.failed.is_none()
-            && let Err(why) = Self::fill_from_old(&mut inc, size, &mut self.buf)
+            && let Err(why) = Self::fill_from_old(&mut inc, end, &mut self.buf)
         {
             inc.failed = Some(why);
         }
@@ -612,23 +686,29 @@ impl RecvApp {
             None if *inc.hasher.finalize().as_bytes() != want => Status::HashMismatch,
             None => {
                 let err = |e: std::io::Error| format!("{}: {e}", inc.rel);
-                let meta = inc
+                let mut meta = inc
                     .data
                     .set_permissions(fs::Permissions::from_mode(inc.mode))
                     .and_then(|()| set_mtime(&inc.data, inc.mtime))
                     .map_err(err);
+                if inc.split && meta.is_ok() {
+                    // A part is durable, and its checkpoint says it is whole, before the book
+                    // hears of it: the last part to verify places the file.
+                    meta = Self::checkpoint(&mut inc);
+                }
+                let key = (inc.data_path.clone(), inc.binding);
+                if inc.split && meta.is_ok() {
+                    self.summary.parts_received += 1;
+                }
                 match meta {
+                    Ok(()) if inc.split && !self.parts.verified(&key, inc.start, end, size) => {
+                        return self.replies.push_back(Reply::Done(id, Status::Ok));
+                    }
                     Ok(()) => {
-                        let Incoming { rel, data, data_path, ckpt_path, ckpt_may_exist, dest, .. } = inc;
-                        return self.verified.push(Verified {
-                            id,
-                            rel,
-                            data,
-                            data_path,
-                            ckpt_path: ckpt_may_exist.then_some(ckpt_path),
-                            dest,
-                            size,
-                        });
+                        let Incoming { rel, data, data_path, ckpt_may_exist, dest, .. } = inc;
+                        let ckpts =
+                            if ckpt_may_exist { leftover_checkpoints(&data_path) } else { Vec::new() };
+                        return self.verified.push(Verified { id, rel, data, data_path, ckpts, dest, size });
                     }
                     Err(why) => {
                         self.summary.problems.push(why);
@@ -638,7 +718,10 @@ impl RecvApp {
             }
         };
         // A wrong or failed assembly is dropped with its checkpoint: the next try starts clean.
-        let _ = fs::remove_file(&inc.data_path);
+        // (A part's partial file holds the other parts too: only its checkpoint goes.)
+        if !inc.split {
+            let _ = fs::remove_file(&inc.data_path);
+        }
         let _ = fs::remove_file(&inc.ckpt_path);
         self.replies.push_back(Reply::Done(id, status));
     }
@@ -664,7 +747,7 @@ impl RecvApp {
                     self.summary.files_received += 1;
                     self.summary.bytes_written += v.size;
                     self.renamed = true;
-                    if let Some(ckpt) = &v.ckpt_path {
+                    for ckpt in &v.ckpts {
                         let _ = fs::remove_file(ckpt);
                     }
                     self.replies.push_back(Reply::Done(v.id, Status::Ok));
@@ -672,7 +755,7 @@ impl RecvApp {
                 Err(e) => {
                     self.summary.problems.push(format!("{}: {e}", v.rel));
                     let _ = fs::remove_file(&v.data_path);
-                    if let Some(ckpt) = &v.ckpt_path {
+                    for ckpt in &v.ckpts {
                         let _ = fs::remove_file(ckpt);
                     }
                     self.replies.push_back(Reply::Done(v.id, Status::Failed));

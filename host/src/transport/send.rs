@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::ProgressBar;
 use keepsync_core::budget::compress_bound;
 use keepsync_core::compress::Encoder;
-use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, SendError, SenderEvent, Status};
+use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, Part, SendError, SenderEvent, Status};
 use serde::Serialize;
 
 use super::HostSender;
@@ -34,12 +34,34 @@ pub struct Entry {
     mode: u32,
     target: String,
     retried: bool,
+    /// Only this range of the file (a large file split over connections).
+    part: Option<Part>,
 }
 
 impl Entry {
     /// What the entry is.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// A part of a large file split over connections.
+    pub fn is_part(&self) -> bool {
+        self.part.is_some()
+    }
+
+    /// Bytes this entry carries: its part's, or the whole file's.
+    fn len(&self) -> u64 {
+        self.part.map_or(self.size, |p| p.len)
+    }
+
+    /// The byte range this entry carries.
+    fn range(&self) -> (u64, u64) {
+        self.part.map_or((0, self.size), |p| (p.offset, p.offset + p.len))
+    }
+
+    /// Whether this entry stands for its file in the counts: the whole file, or its first part.
+    fn counts_as_file(&self) -> bool {
+        self.kind == Kind::File && self.part.is_none_or(|p| p.offset == 0)
     }
 
     fn from_meta(rel: String, path: PathBuf, meta: &fs::Metadata) -> Option<Result<Self, String>> {
@@ -71,6 +93,7 @@ impl Entry {
             kind,
             target,
             retried: false,
+            part: None,
         }))
     }
 }
@@ -105,6 +128,38 @@ fn walk_dir(root: &Path, rel: &str, out: &mut Vec<Entry>, problems: &mut Vec<Str
     Ok(())
 }
 
+/// Smallest part a large file is split into (the protocol's part alignment, 1 MiB).
+pub const MIN_PART_SIZE: u64 = 1 << keepsync_core::budget::MAX_BLOCK_LOG2;
+
+/// Default part size: a file larger than this crosses several connections at once.
+pub const PART_SIZE: u64 = 32 << 20;
+
+/// Most parts one file is split into (larger files get larger parts): bounds the entries a
+/// peer's `part_size` can make a server hold.
+const MAX_PARTS_PER_FILE: u64 = 4096;
+
+/// Splits every regular file larger than `part_size` (rounded up to whole MiB) into parts of
+/// that size, so that the connections of a run share its bytes; other entries stay as
+/// they are.
+pub fn split_large_files(entries: Vec<Entry>, part_size: u64) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let part_size =
+            part_size.max(e.size.div_ceil(MAX_PARTS_PER_FILE)).max(1).next_multiple_of(MIN_PART_SIZE);
+        if e.kind != Kind::File || e.size <= part_size {
+            out.push(e);
+            continue;
+        }
+        let mut offset = 0;
+        while offset < e.size {
+            let len = part_size.min(e.size - offset);
+            out.push(Entry { part: Some(Part { offset, len }), ..e.clone() });
+            offset += len;
+        }
+    }
+    out
+}
+
 /// Entries waiting to be offered, shared by the connections of one run.
 #[derive(Debug, Clone, Default)]
 pub struct Queue(Arc<Mutex<VecDeque<Entry>>>);
@@ -119,8 +174,13 @@ impl Queue {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn pop_front(&self) -> Option<Entry> {
-        self.lock().pop_front()
+    /// The next entry, unless it is a part and `take_part` is false.
+    fn pop_front(&self, take_part: bool) -> Option<Entry> {
+        let mut q = self.lock();
+        if !take_part && q.front()?.part.is_some() {
+            return None;
+        }
+        q.pop_front()
     }
 
     fn push_front(&self, entry: Entry) {
@@ -133,9 +193,9 @@ impl Queue {
     }
 }
 
-/// Total bytes of the regular files in `entries`.
+/// Total bytes of the regular files (and parts) in `entries`.
 pub fn total_bytes(entries: &[Entry]) -> u64 {
-    entries.iter().map(|e| e.size).sum()
+    entries.iter().map(Entry::len).sum()
 }
 
 /// What the sending end did.
@@ -208,7 +268,7 @@ impl SendApp {
     /// Sends `entries`; `checksum` sends each file's BLAKE3 up front for the receiver to
     /// compare.
     pub fn new(entries: Vec<Entry>, index: Option<SharedIndex>, codec: SyncCodec, bar: ProgressBar) -> Self {
-        bar.set_length(entries.iter().map(|e| e.size).sum());
+        bar.set_length(total_bytes(&entries));
         Self::with_queue(Queue::new(entries), index, codec, bar)
     }
 
@@ -259,7 +319,10 @@ impl SendApp {
     }
 
     fn offer(&mut self, ep: &mut HostSender, now: u64) -> Result<bool> {
-        let Some(entry) = self.entries.pop_front() else { return Ok(false) };
+        // One part at a time per connection: the others are left for other connections,
+        // which is what splitting a file is for.
+        let part_in_flight = self.flying.values().any(|o| o.entry.part.is_some());
+        let Some(entry) = self.entries.pop_front(!part_in_flight) else { return Ok(false) };
         let hash = match (&self.index, entry.kind) {
             (Some(index), Kind::File) => Some(hash_with(Some(index), &entry.rel, &entry.path)?),
             _ => None,
@@ -274,6 +337,7 @@ impl SendApp {
             mode: entry.mode,
             target: &entry.target,
             hash,
+            part: entry.part,
         };
         match ep.offer(now, &meta) {
             Ok(()) => {}
@@ -283,6 +347,7 @@ impl SendApp {
             }
             Err(e) => return Err(internal(e)),
         }
+        let start = entry.range().0;
         self.flying.insert(
             self.next_id,
             Outgoing {
@@ -291,7 +356,7 @@ impl SendApp {
                 resume_from: 0,
                 block_log2: super::BLOCK_LOG2,
                 file: None,
-                offset: 0,
+                offset: start,
                 hasher: blake3::Hasher::new(),
                 broken: false,
             },
@@ -303,11 +368,15 @@ impl SendApp {
     /// Prepares the next block of the front ready file; `false` when that file is complete.
     fn next_block(&mut self, id: u32) -> Result<bool> {
         let o = self.flying.get_mut(&id).expect("ready files are in flight");
-        while o.offset < o.entry.size && !o.broken {
+        let (start, end) = o.entry.range();
+        while o.offset < end && !o.broken {
             let block_len = 1u64 << o.block_log2;
-            let n = (o.entry.size - o.offset).min(block_len) as usize;
+            let n = (end - o.offset).min(block_len) as usize;
             if o.file.is_none() {
-                o.file = Some(File::open(&o.entry.path).map_err(|e| Error::io("open", &o.entry.path, e))?);
+                let path = &o.entry.path;
+                let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+                file.seek(SeekFrom::Start(start)).map_err(|e| Error::io("read", path, e))?;
+                o.file = Some(file);
             }
             self.block.resize(n, 0);
             let file = o.file.as_mut().expect("opened above");
@@ -320,7 +389,8 @@ impl SendApp {
             o.hasher.update(&self.block);
             let offset = o.offset;
             o.offset += n as u64;
-            let index = (offset >> o.block_log2) as usize;
+            // The receiver's hashes start at the entry's first block.
+            let index = ((offset - start) >> o.block_log2) as usize;
             let unchanged = offset < o.resume_from
                 || o.hashes.get(index).is_some_and(|h| h == blake3::hash(&self.block).as_bytes());
             if unchanged {
@@ -417,9 +487,9 @@ impl App<HostSender> for SendApp {
             match event.map_err(|e| proto("the receiver", e))? {
                 SenderEvent::Have { id, have: Have::Skip } => {
                     if let Some(o) = self.flying.remove(&id) {
-                        self.bar.inc(o.entry.size);
+                        self.bar.inc(o.entry.len());
                         // Only a dry run skips a directory (one that exists).
-                        if o.entry.kind == Kind::File {
+                        if o.entry.counts_as_file() {
                             self.summary.files_skipped += 1;
                         }
                     }
@@ -452,7 +522,8 @@ impl App<HostSender> for SendApp {
                         });
                     }
                     match status {
-                        Status::Ok if o.entry.kind == Kind::File => self.summary.files_transferred += 1,
+                        Status::Ok if o.entry.counts_as_file() => self.summary.files_transferred += 1,
+                        Status::Ok if o.entry.kind == Kind::File => {}
                         Status::Ok => self.summary.other_entries += 1,
                         Status::Rejected => self
                             .summary
@@ -461,6 +532,11 @@ impl App<HostSender> for SendApp {
                         Status::Failed => {
                             self.summary.problems.push(format!("{rel}: the receiver could not write it"))
                         }
+                        // A part's file changed between parts: its layout no longer holds.
+                        Status::HashMismatch if o.entry.part.is_some() => self
+                            .summary
+                            .problems
+                            .push(format!("{rel}: changed while being sent; run the sync again")),
                         Status::HashMismatch if !o.entry.retried => {
                             // Changed while being sent, or a stale partial at the receiver
                             // (which it has dropped): send it once more, as it is now.

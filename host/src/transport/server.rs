@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 
 use super::driver::{App, Link, drive, proto};
 use super::effort::SyncCodec;
+use super::parts::SharedParts;
 use super::recv::{RecvApp, RecvOptions, net_path};
-use super::send::{Queue, SendApp, walk};
+use super::send::{Queue, SendApp, split_large_files, walk};
 use super::{
     Conn, HostReceiver, HostSender, MAX_FILES_WIRE, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms,
 };
@@ -38,6 +39,8 @@ pub struct OpenRequest {
     pub max_files: u16,
     /// The client's id for a pull over several connections (all zero: on its own).
     pub session: [u8; 16],
+    /// A pull in a session: files larger than this go as parts (0: whole).
+    pub part_size: u64,
 }
 
 /// What a pull sends from: the tree's entries and, with `--checksum`, its hash index.
@@ -49,7 +52,12 @@ struct PullSource {
 
 impl PullSource {
     fn new(req: &OpenRequest, tree: &Path, problems: &mut Vec<String>) -> Result<Self> {
-        let queue = Queue::new(walk(tree, problems)?);
+        let mut entries = walk(tree, problems)?;
+        // Only a session has other connections to share parts with.
+        if req.session != [0; 16] && req.part_size > 0 && !req.dry_run {
+            entries = split_large_files(entries, req.part_size);
+        }
+        let queue = Queue::new(entries);
         Ok(Self { queue, index: req.checksum.then(|| HashIndex::shared(tree)) })
     }
 }
@@ -121,7 +129,16 @@ impl App<Conn> for AwaitOpen {
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         if let Some(msg) = conn.poll_message(now) {
             match msg.map_err(|e| proto("the client", e))? {
-                Message::Open { path, direction, delete, checksum, dry_run, max_files, session } => {
+                Message::Open {
+                    path,
+                    direction,
+                    delete,
+                    checksum,
+                    dry_run,
+                    max_files,
+                    session,
+                    part_size,
+                } => {
                     self.request = Some(OpenRequest {
                         path: path.to_owned(),
                         direction,
@@ -130,6 +147,7 @@ impl App<Conn> for AwaitOpen {
                         dry_run,
                         max_files,
                         session,
+                        part_size,
                     });
                 }
                 _ => {
@@ -211,6 +229,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
         limit: opts.limit,
         checkpoint_every: opts.checkpoint_every,
         sessions: Sessions::default(),
+        parts: SharedParts::default(),
     });
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -276,11 +295,13 @@ struct Served {
     limit: RateLimiter,
     checkpoint_every: u64,
     sessions: Sessions,
+    /// Verified parts of split files, shared by every push into this server.
+    parts: SharedParts,
 }
 
 /// One connection, start to end. Returns a line for the log.
 async fn session(link: &mut Link, served: &Served) -> Result<String> {
-    let Served { root, psk, limit, checkpoint_every, sessions } = served;
+    let Served { root, psk, limit, checkpoint_every, sessions, parts } = served;
     let mut conn = Conn::server(
         RustCrypto,
         psk.clone(),
@@ -315,15 +336,17 @@ async fn session(link: &mut Link, served: &Served) -> Result<String> {
                 // them again on a last connection when it used several.
                 defer_dirs: false,
             };
-            let mut app = RecvApp::new(tree, opts).log_problems_as(link.peer.clone());
+            let mut app =
+                RecvApp::new(tree, opts).log_problems_as(link.peer.clone()).with_parts(Arc::clone(parts));
             let result = drive(link, &mut ep, &mut app, limit).await;
             let s = &app.summary;
             result.map(|()| {
                 format!(
-                    "push into {:?} done: {} files received ({} resumed), {} up to date, {} deleted, {} problems",
+                    "push into {:?} done: {} files received ({} resumed, {} parts of split files), {} up to date, {} deleted, {} problems",
                     req.path,
                     s.files_received,
                     s.files_resumed,
+                    s.parts_received,
                     s.files_skipped,
                     s.deleted,
                     s.problems.len()
