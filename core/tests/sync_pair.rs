@@ -813,3 +813,22 @@ fn a_part_keeps_its_offer_resume_and_data_inside_its_range() {
     carry(&mut c, &mut receiver);
     assert!(matches!(receiver.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
 }
+
+#[test]
+fn a_send_queue_filled_to_its_last_bytes_blocks_and_never_panics() {
+    // Messages of every size from 1 to 300 body bytes, then pings, leave every possible
+    // remainder of the queue free, down to fewer bytes than a frame header.
+    for len in 1..300 {
+        let (mut c, mut s) = pair(1, 1, 40);
+        handshake(&mut c, &mut s).unwrap();
+        let body = vec![0x5a; len];
+        let data = Message::Data { id: 0, offset: 0, codec: 0, raw_len: len as u32, body: Bytes(&body) };
+        while c.send(0, &data).is_ok() {}
+        while c.send(0, &Message::Ping).is_ok() {}
+        assert_eq!(c.send(0, &Message::Ping), Err(SendError::Blocked), "body {len}");
+        // Draining makes room again.
+        let mut out = vec![0u8; BUF];
+        assert!(c.poll_transmit(&mut out) > 0);
+        c.send(0, &Message::Ping).unwrap();
+    }
+}

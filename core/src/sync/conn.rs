@@ -437,7 +437,11 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         }
         let pending = self.tx_end > 0;
         let free = tx.len() - self.tx_end;
-        let cap = free.saturating_sub(FRAME_HEADER_LEN + TAG_LEN).min(self.peer_max_body - TAG_LEN);
+        // Not even room for a header and a tag: the queue must drain first.
+        if free < FRAME_HEADER_LEN + TAG_LEN {
+            return Err(if pending { SendError::Blocked } else { SendError::TooLarge });
+        }
+        let cap = (free - FRAME_HEADER_LEN - TAG_LEN).min(self.peer_max_body - TAG_LEN);
         let body_at = self.tx_end + FRAME_HEADER_LEN;
         let n = match postcard::to_slice(msg, &mut tx[body_at..body_at + cap]) {
             Ok(encoded) => encoded.len(),
