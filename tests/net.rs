@@ -417,8 +417,10 @@ impl Raw {
         };
         raw.ep.send(0, &open).unwrap();
         raw.flush();
-        // The server announces the host's table (keepsync::transport::FILES_IN_FLIGHT).
-        let max_files = keepsync::transport::FILES_IN_FLIGHT as u16;
+        // The server announces what its table and open-file limit allow (the same limit as
+        // this process's: the server raised its soft limit to the hard one, as this does).
+        keepsync::transport::raise_open_file_limit();
+        let max_files = keepsync::transport::files_in_flight();
         assert_eq!(raw.read_message(), Some(Message::Opened { max_files }));
         raw
     }

@@ -182,7 +182,9 @@ fn connection<F: NorFlash<Error = FlashError>, T: Transport, D: Decoder>(
             let input = match event? {
                 ReceiverEvent::File(meta) => Input::File {
                     id: meta.id,
-                    regular: meta.kind == Kind::File,
+                    // The device takes its blob whole: it never asks for parts (its `Open` has
+                    // no session), and refuses a part a server offers anyway.
+                    regular: meta.kind == Kind::File && meta.part.is_none(),
                     size: meta.size,
                     binding: binding(meta.path, meta.size, meta.mtime, meta.hash),
                     announced: meta.hash,

@@ -80,6 +80,11 @@ pub struct RemoteSummary {
     pub connections: usize,
     /// Connections re-established after a failure.
     pub reconnects: u32,
+    /// Pushes: the shortest round trip measured (offer to the receiver's answer), in ms.
+    pub rtt_ms: Option<f64>,
+    /// Pushes: the most files one connection ended up keeping in flight (the window widens
+    /// on a long link).
+    pub files_in_flight: usize,
     /// Entries that were not synced, with the reason.
     pub problems: Vec<String>,
     /// Nothing was changed (`--dry-run`).
@@ -112,7 +117,7 @@ impl App<Conn> for OpenClient {
                 delete: *delete,
                 checksum: *checksum,
                 dry_run: self.dry_run,
-                max_files: super::MAX_FILES_WIRE,
+                max_files: super::files_in_flight(),
                 session: self.session,
                 part_size: self.part_size,
             };
@@ -224,6 +229,11 @@ fn add_send(into: &mut SendSummary, from: SendSummary) {
     into.data_bytes += from.data_bytes;
     into.data_bytes_compressed += from.data_bytes_compressed;
     into.codec = from.codec;
+    into.rtt = match (into.rtt, from.rtt) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    into.window = into.window.max(from.window);
     into.planned.extend(from.planned);
     into.deleted += from.deleted;
     into.problems.extend(from.problems);
@@ -460,6 +470,11 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                 summary.bytes_sent += r.stats.written;
                 summary.link_bytes += r.stats.written + r.stats.read;
                 summary.reconnects += r.reconnects;
+                if let Some(rtt) = r.send.rtt {
+                    let ms = rtt.as_secs_f64() * 1e3;
+                    summary.rtt_ms = Some(summary.rtt_ms.map_or(ms, |m| m.min(ms)));
+                }
+                summary.files_in_flight = summary.files_in_flight.max(r.send.window);
             }
             if let Some(r) = last_pass {
                 // Metadata only: what it finds up to date was counted by the data pass.

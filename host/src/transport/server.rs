@@ -17,7 +17,7 @@ use super::parts::SharedParts;
 use super::recv::{RecvApp, RecvOptions, net_path};
 use super::send::{Queue, SendApp, split_large_files, walk};
 use super::{
-    Conn, HostReceiver, HostSender, MAX_FILES_WIRE, RX_BUFFER, RateLimiter, TX_BUFFER, fresh_random, now_ms,
+    Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, TX_BUFFER, files_in_flight, fresh_random, now_ms,
 };
 use crate::error::{Error, Result};
 use crate::index::{HashIndex, SharedIndex};
@@ -322,7 +322,7 @@ async fn session(link: &mut Link, served: &Served) -> Result<String> {
             return Err(Error::Refused { peer: link.peer.clone(), reason: why });
         }
     };
-    conn.send(now_ms(), &Message::Opened { max_files: MAX_FILES_WIRE })
+    conn.send(now_ms(), &Message::Opened { max_files: files_in_flight() })
         .map_err(|e| Error::Usage(format!("internal error: {e}")))?;
     match req.direction {
         Direction::Push => {
