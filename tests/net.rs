@@ -743,3 +743,62 @@ fn kill_9_of_the_server_mid_push_reconnects_and_finishes() {
     assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
     assert!(!dst.join(".keepsync-partial").exists());
 }
+
+/// A TCP proxy on loopback that delays every byte by `one_way` in each direction (this
+/// kernel has no netem); returns its address.
+fn delay_proxy(to: String, one_way: Duration) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let pipe = move |mut from: TcpStream, mut into: TcpStream| {
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if tx.send((Instant::now() + one_way, buf[..n].to_vec())).is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for (due, bytes) in rx {
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                if into.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let _ = into.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let server = TcpStream::connect(&to).unwrap();
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_sender_widens_its_window_on_a_long_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    for i in 0..900 {
+        let sub = d.join(format!("src/d{}", i % 9));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i}")), mixed(200 + i * 3, i as u64)).unwrap();
+    }
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let far = delay_proxy(srv.addr.clone(), Duration::from_millis(10));
+    let url = format!("ks://{far}/far");
+    let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--connections", "1", "--json"]);
+    run.ok();
+    assert_eq!(json_u64(&run, "files_transferred"), 900);
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/far")));
+    let rtt = run.json()["rtt_ms"].as_f64().expect("a push measures the round trip");
+    assert!(rtt >= 20.0, "two 10 ms delays: {rtt} ms");
+    // 900 files behind a 20 ms round trip: the window grew past the initial 128.
+    assert!(json_u64(&run, "files_in_flight") > 128, "{}", String::from_utf8_lossy(&run.stdout));
+}
