@@ -8,8 +8,10 @@
 #   small    10,000 small files (~150 MB, seeded), initial transfer and a no-op re-sync
 #   resume   the big file interrupted at ~50% (kill -9 of the client), then resumed
 #   shaped   the big file over the 100 Mbit/s link: rsync, rsync -z, keepsync (SHAPED=1)
+#   delayed  the small files through benches/delay-proxy.py, DELAY_MS each way (DELAY_MS=25)
 #
-# Environment: RUNS=5 (big, no-op), SMALL_RUNS=3, SKIP_BUILD=1, BENCH_DATA, WORK_DIR, SHAPED=0.
+# Environment: RUNS=5 (big, no-op), SMALL_RUNS=3, SKIP_BUILD=1, BENCH_DATA, WORK_DIR, SHAPED=0,
+# DELAY_MS=0 (off).
 # keepsync fsyncs every file before renaming it into place; rsync does not. Both are timed as
 # they come, and "rsync+sync" adds a `sync` after rsync for a like-for-like durability figure.
 set -euo pipefail
@@ -19,6 +21,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 RUNS=${RUNS:-5}
 SMALL_RUNS=${SMALL_RUNS:-3}
 SHAPED=${SHAPED:-0}
+DELAY_MS=${DELAY_MS:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/tmp/ks-bench-target}
 DATA=${BENCH_DATA:-$ROOT/bench-data}
 W=${WORK_DIR:-$DATA/net}
@@ -124,8 +127,9 @@ $KS sync -q --psk-file "$W/psk" --limit-rate 64MiB "$W/src-big" "ks://127.0.0.1:
 pid=$!
 half=$(( $(stat -c %s "$CORPUS") / 2 ))
 while :; do
-    got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%s\n' 2>/dev/null | head -1 || true)
-    [[ -n $got && $got -ge $half ]] && break
+    # Allocated bytes, not the length: the parts of a split file are written at their offsets.
+    got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%b\n' 2>/dev/null | head -1 || true)
+    [[ -n $got && $((got * 512)) -ge $half ]] && break
     sleep 0.02
 done
 kill -9 $pid; wait $pid 2>/dev/null || true
@@ -138,6 +142,31 @@ import sys
 rb, fb, rt, ft = map(float, sys.argv[1:])
 print(f"resume: sent {rb/fb:.2f} of a full run's bytes ({rb/1e6:.1f} of {fb/1e6:.1f} MB), took {rt/ft:.2f} of a full run's time ({rt:.2f} s vs {ft:.2f} s)")
 PY
+
+if [[ $DELAY_MS != 0 ]]; then
+    echo "==> delayed: 10,000 files through a proxy adding $DELAY_MS ms each way (median of $SMALL_RUNS)"
+    python3 "$HERE/delay-proxy.py" --listen 127.0.0.1:7393 --to "127.0.0.1:$KPORT" --delay-ms "$DELAY_MS" &
+    KPROXY=$!
+    python3 "$HERE/delay-proxy.py" --listen 127.0.0.1:8733 --to "127.0.0.1:$RPORT" --delay-ms "$DELAY_MS" &
+    RPROXY=$!
+    sleep 1
+    : > "$W/delayed.tsv"
+    for i in $(seq 1 "$SMALL_RUNS"); do
+        sync
+        t0=$(date +%s.%N); rsync -a "$W/src-small/" "rsync://127.0.0.1:8733/m/small-d$i/"; t1=$(date +%s.%N)
+        sync
+        t2=$(date +%s.%N); $KSYNC "$W/src-small" "ks://127.0.0.1:7393/small-d$i"; t3=$(date +%s.%N)
+        printf 'rsync\t%s\nkeepsync\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" >> "$W/delayed.tsv"
+    done
+    python3 - "$W/delayed.tsv" <<'PY'
+import sys, statistics, collections
+t = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    k, v = line.split(); t[k].append(float(v))
+for k, v in t.items(): print(f"delayed small initial {k}\t{statistics.median(v):.3f}")
+PY
+    kill $KPROXY $RPROXY
+fi
 
 if [[ $SHAPED == 1 ]]; then
     echo "==> shaped: 100 Mbit/s between two network namespaces"

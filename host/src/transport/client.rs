@@ -102,14 +102,17 @@ struct OpenClient {
     dry_run: bool,
     session: [u8; 16],
     part_size: u64,
-    sent: bool,
+    /// When `Open` was queued (on a fresh connection: nothing ahead of it).
+    sent_at: Option<std::time::Instant>,
     /// The server's `max_files`, once it answered `Opened`.
     opened: Option<u16>,
+    /// `Open` to `Opened`: a round trip with nothing queued on either side.
+    rtt: Option<Duration>,
 }
 
 impl App<Conn> for OpenClient {
     fn produce(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
-        if conn.is_open() && !self.sent {
+        if conn.is_open() && self.sent_at.is_none() {
             let (path, direction, delete, checksum) = &self.request;
             let open = Message::Open {
                 path,
@@ -121,7 +124,7 @@ impl App<Conn> for OpenClient {
                 session: self.session,
                 part_size: self.part_size,
             };
-            self.sent = conn.send(now, &open).is_ok();
+            self.sent_at = conn.send(now, &open).is_ok().then(Instant::now);
         }
         Ok(())
     }
@@ -129,7 +132,10 @@ impl App<Conn> for OpenClient {
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         if let Some(msg) = conn.poll_message(now) {
             match msg.map_err(|e| proto("the server", e))? {
-                Message::Opened { max_files } => self.opened = Some(max_files),
+                Message::Opened { max_files } => {
+                    self.opened = Some(max_files);
+                    self.rtt = self.sent_at.map(|at| at.elapsed());
+                }
                 Message::Close(CloseCode::Refused) => {
                     return Err(Error::Refused {
                         peer: "the server".into(),
@@ -159,9 +165,17 @@ struct Shared {
     parts: SharedParts,
 }
 
-/// Connects, runs the handshake and opens the tree (`session`: see [`Message::Open`]); also
-/// returns the server's `max_files`.
-async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<(Link, Conn, u16)> {
+/// An open session: the link, the connection, the server's `max_files` and the round trip
+/// `Open` took.
+struct Session {
+    link: Link,
+    conn: Conn,
+    server_max: u16,
+    rtt: Option<Duration>,
+}
+
+/// Connects, runs the handshake and opens the tree (`session`: see [`Message::Open`]).
+async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Session> {
     let opts = &shared.opts;
     let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&shared.addr)).await;
     let stream = match connect {
@@ -189,11 +203,12 @@ async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<(Link,
         dry_run: opts.dry_run,
         session,
         part_size: opts.part_size,
-        sent: false,
+        sent_at: None,
         opened: None,
+        rtt: None,
     };
     drive(&mut link, &mut conn, &mut app, &opts.limit).await?;
-    Ok((link, conn, app.opened.unwrap_or(0)))
+    Ok(Session { link, conn, server_max: app.opened.unwrap_or(0), rtt: app.rtt })
 }
 
 /// Failures worth another connection: the link, not the request, went wrong.
@@ -304,8 +319,9 @@ async fn push_worker(
                 .dry_run(shared.opts.dry_run);
         let first = retry.first();
         let attempt = async {
-            let (mut link, conn, server_max) =
+            let Session { mut link, conn, server_max, rtt } =
                 open(&shared, delete, [0; 16]).await.map_err(|e| (e, first))?;
+            app.seed_rtt(rtt);
             let mut ep = HostSender::with_table(conn);
             ep.limit_in_flight(server_max);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
@@ -347,7 +363,8 @@ async fn pull_worker(
             RecvApp::new(root.clone(), opts).with_progress(bar.clone()).with_parts(Arc::clone(&shared.parts));
         let first = retry.first();
         let attempt = async {
-            let (mut link, conn, _) = open(&shared, delete, session).await.map_err(|e| (e, first))?;
+            let Session { mut link, conn, .. } =
+                open(&shared, delete, session).await.map_err(|e| (e, first))?;
             let mut ep = HostReceiver::with_table(conn);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
             add_stats(&mut out.stats, link.stats);
@@ -453,9 +470,12 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                     if !delete {
                         entries.retain(|e| e.kind() == Kind::Dir);
                     }
-                    let w =
-                        push_worker(Arc::clone(&shared), Queue::new(entries), ProgressBar::hidden(), delete);
-                    last_pass = Some(w.await?);
+                    // (Without --delete, a tree with no directories needs no such pass.)
+                    if delete || !entries.is_empty() {
+                        let queue = Queue::new(entries);
+                        let w = push_worker(Arc::clone(&shared), queue, ProgressBar::hidden(), delete);
+                        last_pass = Some(w.await?);
+                    }
                 }
                 Ok::<_, Error>((results, last_pass))
             })?;

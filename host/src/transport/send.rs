@@ -234,13 +234,9 @@ pub const INITIAL_WINDOW: usize = 128;
 /// files a second that two cores move over loopback; a LAN's round trip is well below.
 const LONG_LINK: Duration = Duration::from_millis(5);
 
-/// Bytes queued ahead of an offer for which its answer still samples the round trip (more,
-/// and the sample would time the queue).
-const CLEAN_SAMPLE_QUEUE: usize = 64 << 10;
-
 struct Outgoing {
-    /// When the file was offered, if little was queued ahead of it: its `Have` then gives a
-    /// round-trip sample.
+    /// When the file was offered, if nothing was queued ahead of it: its `Have` then gives a
+    /// round-trip sample (one that may still include the receiver's busy time).
     offered: Option<Instant>,
     entry: Entry,
     hashes: Vec<[u8; 32]>,
@@ -377,7 +373,7 @@ impl SendApp {
         self.flying.insert(
             self.next_id,
             Outgoing {
-                offered: (ep.pending_transmit().len() <= CLEAN_SAMPLE_QUEUE).then(Instant::now),
+                offered: ep.pending_transmit().is_empty().then(Instant::now),
                 entry,
                 hashes: Vec::new(),
                 resume_from: 0,
@@ -466,7 +462,17 @@ impl SendApp {
         }
     }
 
+    /// A round trip measured outside (the client's `Open` → `Opened`, with nothing queued on
+    /// either side): the cleanest sample there is.
+    pub fn seed_rtt(&mut self, rtt: Option<Duration>) {
+        if let Some(sample) = rtt {
+            self.summary.rtt = Some(self.summary.rtt.map_or(sample, |r| r.min(sample)));
+        }
+    }
+
     /// A round-trip sample: the time since file `id` was offered, when its `Have` arrives.
+    /// Samples only ever overstate the round trip (queues, a busy receiver), so the least is
+    /// kept.
     fn sample_rtt(&mut self, id: u32) {
         if let Some(offered) = self.flying.get(&id).and_then(|o| o.offered) {
             let sample = offered.elapsed();
