@@ -744,6 +744,46 @@ fn kill_9_of_the_server_mid_push_reconnects_and_finishes() {
     assert!(!dst.join(".keepsync-partial").exists());
 }
 
+#[test]
+fn kill_9_of_the_server_mid_split_pull_reconnects_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv/tree")).unwrap();
+    std::fs::write(d.join("srv/tree/data.bin"), noise(SIZE, 6)).unwrap();
+    std::fs::write(d.join("srv/tree/note.txt"), b"beside the big one").unwrap();
+    let throttled = ["--checkpoint-every", "1MiB", "--limit-rate", "12MiB"];
+    let mut srv = Server::start(d, "srv", "127.0.0.1:0", &throttled);
+    let addr = srv.addr.clone();
+    let back = d.join("back");
+    let pull = ["sync", &srv.url("tree"), "back", "--psk-file", "psk", "--connections", "3"];
+    let mut child = spawn_sync(d, &[&pull[..], &["--part-size", "4MiB", "--json"]].concat());
+    let start = Instant::now();
+    while allocated_partial_bytes(&back) < SIZE as u64 / 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the pull ended before it could be interrupted");
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    // The new server knows nothing of the session: it walks again, and every part resumes
+    // from the client's checkpoints.
+    let _srv = Server::start(d, "srv", &addr, &[]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["reconnects"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(summary["files_resumed"].as_u64().unwrap() >= 1, "{summary}");
+    assert!(summary["bytes_sent"].as_u64().unwrap() < 2 * SIZE as u64, "{summary}");
+    assert_eq!(
+        std::fs::read(back.join("data.bin")).unwrap(),
+        std::fs::read(d.join("srv/tree/data.bin")).unwrap()
+    );
+    assert_eq!(std::fs::read(back.join("note.txt")).unwrap(), b"beside the big one");
+    assert!(!back.join(".keepsync-partial").exists());
+}
+
 /// A TCP proxy on loopback that delays every byte by `one_way` in each direction (this
 /// kernel has no netem); returns its address.
 fn delay_proxy(to: String, one_way: Duration) -> String {
