@@ -99,22 +99,29 @@ hyperfine --runs "$RUNS" --warmup 1 --export-json "$W/big.json" \
 median "$W/big.json" | tee "$W/big.tsv"
 full_bytes=$($KSYNC --json $W/src-big ks://127.0.0.1:$KPORT/big-bytes | python3 -c "import json,sys; print(json.load(sys.stdin)['bytes_sent'])")
 
-echo "==> small: 10,000 files, initial transfer into fresh directories (median of $SMALL_RUNS)"
-: > "$W/small.tsv"
-for i in $(seq 1 "$SMALL_RUNS"); do
-    sync
-    t0=$(date +%s.%N); rsync -a "$W/src-small/" "rsync://127.0.0.1:$RPORT/m/small-$i/"; t1=$(date +%s.%N)
-    sync
-    t2=$(date +%s.%N); $KSYNC "$W/src-small" "ks://127.0.0.1:$KPORT/small-$i"; t3=$(date +%s.%N)
-    printf 'rsync\t%s\nkeepsync\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" >> "$W/small.tsv"
-done
-python3 - "$W/small.tsv" <<'PY'
+# The small-file initial push into fresh directories, rsync then keepsync, SMALL_RUNS times:
+# small_initial LABEL KEEPSYNC_PORT RSYNC_PORT DIR_PREFIX (medians go to $W/LABEL.tsv).
+small_initial() {
+    local label=$1 kport=$2 rport=$3 prefix=$4
+    : > "$W/$label.tsv"
+    for i in $(seq 1 "$SMALL_RUNS"); do
+        sync
+        t0=$(date +%s.%N); rsync -a "$W/src-small/" "rsync://127.0.0.1:$rport/m/$prefix$i/"; t1=$(date +%s.%N)
+        sync
+        t2=$(date +%s.%N); $KSYNC "$W/src-small" "ks://127.0.0.1:$kport/$prefix$i"; t3=$(date +%s.%N)
+        printf 'rsync\t%s\nkeepsync\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" >> "$W/$label.tsv"
+    done
+    python3 - "$W/$label.tsv" "$label" <<'PY'
 import sys, statistics, collections
 t = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     k, v = line.split(); t[k].append(float(v))
-for k, v in t.items(): print(f"small initial {k}\t{statistics.median(v):.3f}")
+for k, v in t.items(): print(f"{sys.argv[2]} initial {k}\t{statistics.median(v):.3f}")
 PY
+}
+
+echo "==> small: 10,000 files, initial transfer into fresh directories (median of $SMALL_RUNS)"
+small_initial small "$KPORT" "$RPORT" small-
 echo "==> small: no-op re-sync (median of $RUNS)"
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$W/noop.json" \
     -n rsync "rsync -a $W/src-small/ rsync://127.0.0.1:$RPORT/m/small-1/" \
@@ -150,21 +157,7 @@ if [[ $DELAY_MS != 0 ]]; then
     python3 "$HERE/delay-proxy.py" --listen 127.0.0.1:8733 --to "127.0.0.1:$RPORT" --delay-ms "$DELAY_MS" &
     RPROXY=$!
     sleep 1
-    : > "$W/delayed.tsv"
-    for i in $(seq 1 "$SMALL_RUNS"); do
-        sync
-        t0=$(date +%s.%N); rsync -a "$W/src-small/" "rsync://127.0.0.1:8733/m/small-d$i/"; t1=$(date +%s.%N)
-        sync
-        t2=$(date +%s.%N); $KSYNC "$W/src-small" "ks://127.0.0.1:7393/small-d$i"; t3=$(date +%s.%N)
-        printf 'rsync\t%s\nkeepsync\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" >> "$W/delayed.tsv"
-    done
-    python3 - "$W/delayed.tsv" <<'PY'
-import sys, statistics, collections
-t = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    k, v = line.split(); t[k].append(float(v))
-for k, v in t.items(): print(f"delayed small initial {k}\t{statistics.median(v):.3f}")
-PY
+    small_initial delayed 7393 8733 small-d
     kill $KPROXY $RPROXY
 fi
 

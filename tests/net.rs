@@ -575,10 +575,11 @@ fn spawn_sync(d: &Path, args: &[&str]) -> Child {
         .unwrap()
 }
 
-/// Waits until the receiver's partial data under `dst` reaches `bytes`.
-fn wait_for_partial(dst: &Path, bytes: u64, child: &mut Child) {
+/// Waits until the receiver's partial data under `dst`, as `measure` counts it, reaches
+/// `bytes`.
+fn wait_for_partial(dst: &Path, bytes: u64, child: &mut Child, measure: fn(&Path) -> u64) {
     let start = Instant::now();
-    while partial_bytes(dst) < bytes {
+    while measure(dst) < bytes {
         assert!(child.try_wait().unwrap().is_none(), "the sync ended before it could be interrupted");
         assert!(start.elapsed() < Duration::from_secs(60), "no progress");
         std::thread::sleep(Duration::from_millis(5));
@@ -646,25 +647,28 @@ fn a_large_file_goes_as_parts_over_several_connections_both_ways() {
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/split")));
 }
 
-#[test]
-fn kill_9_mid_split_file_resumes_every_part_where_it_stopped() {
+/// A temp dir with a PSK, `src/data.bin` (`SIZE` bytes of noise from `seed`) and a server on
+/// `srv/` that checkpoints every MiB: the scene of the `kill -9` tests.
+fn resume_scene(seed: u64) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ks(d, &["keygen", "-o", "psk"]).ok();
     std::fs::create_dir_all(d.join("src")).unwrap();
     std::fs::create_dir_all(d.join("srv")).unwrap();
-    std::fs::write(d.join("src/data.bin"), noise(SIZE, 4)).unwrap();
+    std::fs::write(d.join("src/data.bin"), noise(SIZE, seed)).unwrap();
     let srv = Server::start(d, "srv", "127.0.0.1:0", &["--checkpoint-every", "1MiB"]);
+    (dir, srv)
+}
+
+#[test]
+fn kill_9_mid_split_file_resumes_every_part_where_it_stopped() {
+    let (dir, srv) = resume_scene(4);
+    let d = dir.path();
     let url = srv.url("dst");
     let dst = d.join("srv/dst");
     let split = ["sync", "src", &url, "--psk-file", "psk", "--connections", "3", "--part-size", "4MiB"];
     let mut child = spawn_sync(d, &[&split[..], &["--limit-rate", "12MiB"]].concat());
-    let start = Instant::now();
-    while allocated_partial_bytes(&dst) < SIZE as u64 / 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the sync ended before it could be interrupted");
-        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_partial(&dst, SIZE as u64 / 2, &mut child, allocated_partial_bytes);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!dst.join("data.bin").exists(), "an unfinished file never appears under its name");
@@ -683,20 +687,15 @@ fn kill_9_mid_split_file_resumes_every_part_where_it_stopped() {
 
 #[test]
 fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, srv) = resume_scene(3);
     let d = dir.path();
-    ks(d, &["keygen", "-o", "psk"]).ok();
-    std::fs::create_dir_all(d.join("src")).unwrap();
-    std::fs::create_dir_all(d.join("srv")).unwrap();
-    std::fs::write(d.join("src/data.bin"), noise(SIZE, 3)).unwrap();
     std::fs::write(d.join("src/small.txt"), b"small").unwrap();
-    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--checkpoint-every", "1MiB"]);
     let url = srv.url("dst");
     let dst = d.join("srv/dst");
     // Throttled so the kills land mid-file; each kill point is further along.
     for percent in [20u64, 45, 70] {
         let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
-        wait_for_partial(&dst, SIZE as u64 * percent / 100, &mut child);
+        wait_for_partial(&dst, SIZE as u64 * percent / 100, &mut child, partial_bytes);
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!dst.join("data.bin").exists(), "an unfinished file never appears under its name");
@@ -715,20 +714,15 @@ fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing()
 
 #[test]
 fn kill_9_of_the_server_mid_push_reconnects_and_finishes() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut srv) = resume_scene(4);
     let d = dir.path();
-    ks(d, &["keygen", "-o", "psk"]).ok();
-    std::fs::create_dir_all(d.join("src")).unwrap();
-    std::fs::create_dir_all(d.join("srv")).unwrap();
-    std::fs::write(d.join("src/data.bin"), noise(SIZE, 4)).unwrap();
-    let mut srv = Server::start(d, "srv", "127.0.0.1:0", &["--checkpoint-every", "1MiB"]);
     let addr = srv.addr.clone();
     let dst: PathBuf = d.join("srv/dst");
     let mut child = spawn_sync(
         d,
         &["sync", "src", &srv.url("dst"), "--psk-file", "psk", "--limit-rate", "12MiB", "--json"],
     );
-    wait_for_partial(&dst, SIZE as u64 / 2, &mut child);
+    wait_for_partial(&dst, SIZE as u64 / 2, &mut child, partial_bytes);
     srv.child.kill().unwrap();
     srv.child.wait().unwrap();
     let durable = partial_bytes(&dst);
@@ -758,12 +752,7 @@ fn kill_9_of_the_server_mid_split_pull_reconnects_and_finishes() {
     let back = d.join("back");
     let pull = ["sync", &srv.url("tree"), "back", "--psk-file", "psk", "--connections", "3"];
     let mut child = spawn_sync(d, &[&pull[..], &["--part-size", "4MiB", "--json"]].concat());
-    let start = Instant::now();
-    while allocated_partial_bytes(&back) < SIZE as u64 / 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the pull ended before it could be interrupted");
-        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_partial(&back, SIZE as u64 / 2, &mut child, allocated_partial_bytes);
     srv.child.kill().unwrap();
     srv.child.wait().unwrap();
     // The new server knows nothing of the session: it walks again, and every part resumes
