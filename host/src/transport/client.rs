@@ -167,7 +167,7 @@ struct Shared {
 
 /// An open session: the link, the connection, the server's `max_files` and the round trip
 /// `Open` took.
-struct Session {
+struct Established {
     link: Link,
     conn: Conn,
     server_max: u16,
@@ -175,7 +175,7 @@ struct Session {
 }
 
 /// Connects, runs the handshake and opens the tree (`session`: see [`Message::Open`]).
-async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Session> {
+async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Established> {
     let opts = &shared.opts;
     let connect = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&shared.addr)).await;
     let stream = match connect {
@@ -208,7 +208,7 @@ async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Sessio
         rtt: None,
     };
     drive(&mut link, &mut conn, &mut app, &opts.limit).await?;
-    Ok(Session { link, conn, server_max: app.opened.unwrap_or(0), rtt: app.rtt })
+    Ok(Established { link, conn, server_max: app.opened.unwrap_or(0), rtt: app.rtt })
 }
 
 /// Failures worth another connection: the link, not the request, went wrong.
@@ -319,7 +319,7 @@ async fn push_worker(
                 .dry_run(shared.opts.dry_run);
         let first = retry.first();
         let attempt = async {
-            let Session { mut link, conn, server_max, rtt } =
+            let Established { mut link, conn, server_max, rtt } =
                 open(&shared, delete, [0; 16]).await.map_err(|e| (e, first))?;
             app.seed_rtt(rtt);
             let mut ep = HostSender::with_table(conn);
@@ -363,7 +363,7 @@ async fn pull_worker(
             RecvApp::new(root.clone(), opts).with_progress(bar.clone()).with_parts(Arc::clone(&shared.parts));
         let first = retry.first();
         let attempt = async {
-            let Session { mut link, conn, .. } =
+            let Established { mut link, conn, .. } =
                 open(&shared, delete, session).await.map_err(|e| (e, first))?;
             let mut ep = HostReceiver::with_table(conn);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;

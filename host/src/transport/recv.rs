@@ -266,7 +266,6 @@ fn open_partial(dir: &Path, path: &Path) -> Result<(File, bool)> {
     Err(Error::io("create", path, last.unwrap_or_else(|| NotFound.into())))
 }
 
-/// Hashes of the 64 KiB blocks of `file`.
 /// BLAKE3 of each `BLOCK_LOG2` block of `file` from `start` (block-aligned) up to `end` or
 /// the end of the file.
 fn block_hashes(file: &mut File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {

@@ -457,7 +457,6 @@ impl SendApp {
         let settled = self.widened_at.is_none_or(|at| at.elapsed() >= 2 * rtt);
         if waiting && settled && self.window < ep.window() {
             self.window = (2 * self.window).min(ep.window());
-            self.summary.window = self.window;
             self.widened_at = Some(Instant::now());
         }
     }
@@ -497,6 +496,7 @@ impl App<HostSender> for SendApp {
             self.effort.on_receiver_wait(since.elapsed());
         }
         self.widen_on_a_long_link(ep);
+        self.summary.window = self.window.min(ep.window());
         while ep.can_offer() && ep.in_flight() < self.window && self.offer(ep, now)? {}
         while let Some(&id) = self.ready.front() {
             if let Some(p) = &self.pending {
