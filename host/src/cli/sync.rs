@@ -23,8 +23,8 @@ interrupted sync never leaves a half-written file under a real name; run it agai
 Network sync: either side may be ks://HOST[:PORT]/PATH, served by `keepsync serve`; then
 --psk-file is required (the same file on both sides, made once by `keepsync keygen`). The
 link is encrypted and authenticated (AES-256-GCM, keys from the PSK and fresh randoms);
-blocks are compressed on the way; a changed file sends only the 64 KiB blocks that differ
-from the receiver's copy. An interrupted transfer resumes at the last durable block: run the
+blocks are compressed on the way; a changed file sends only the blocks that differ from the
+receiver's copy (blocks sized to the file: 2 KiB for 100 KB, 64 KiB for 128 MiB). An interrupted transfer resumes at the last durable block: run the
 same command again. Files are spread over --connections connections, both ways (a pull's
 connections share one listing on the server, so each file crosses once). --dry-run asks the
 receiving side what it would write and, with --delete, remove, and changes nothing; the list

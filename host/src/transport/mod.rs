@@ -68,8 +68,21 @@ pub fn files_in_flight() -> u16 {
     per_connection.clamp(MAX_FILES_IN_FLIGHT as u64, FILES_IN_FLIGHT as u64) as u16
 }
 
-/// Delta block size on hosts when the receiver has an old copy to compare: 64 KiB.
+/// Block size for a new file when the receiver's frames are too small for 1 MiB blocks (a
+/// device's), and a sender's placeholder until the receiver chose: 64 KiB. Against an old
+/// copy the receiver sizes blocks to it ([`delta_block_log2`]).
 pub const BLOCK_LOG2: u8 = 16;
+
+/// The delta block size for an old copy of `len` bytes: the power of two nearest √(32·len).
+/// One changed spot costs a block of data and the receiver sends 32 bytes of hash per block,
+/// so `len / b · 32 + b` is least at `b = √(32·len)`: 2 KiB for a 100 KB file, 16 KiB for
+/// 7 MiB, 64 KiB for 128 MiB, 1 MiB (the largest) from 32 GiB on. A fixed 64 KiB sent most
+/// of a small document for one changed byte, and 26 MB of hashes for a 50 GiB image.
+pub fn delta_block_log2(len: u64) -> u8 {
+    use keepsync_core::budget::{MAX_BLOCK_LOG2, MIN_BLOCK_LOG2};
+    let ideal = (32.0 * len as f64).sqrt().max(1.0);
+    (ideal.log2().round() as u8).clamp(MIN_BLOCK_LOG2, MAX_BLOCK_LOG2)
+}
 
 /// Block size for a file the receiver has no copy of: 1 MiB, for fewer messages and a better
 /// compression ratio (each block is compressed on its own).
@@ -141,6 +154,18 @@ pub fn fresh_random() -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delta_blocks_grow_with_the_square_root_of_the_old_copy() {
+        let kib = |log2: u8| 1u64 << (log2 - 10);
+        assert_eq!(kib(delta_block_log2(0)), 1, "the smallest block");
+        assert_eq!(kib(delta_block_log2(100_000)), 2);
+        assert_eq!(kib(delta_block_log2(3 << 20)), 8);
+        assert_eq!(kib(delta_block_log2(7 << 20)), 16);
+        assert_eq!(kib(delta_block_log2(128 << 20)), 64);
+        assert_eq!(kib(delta_block_log2(32 << 30)), 1024);
+        assert_eq!(kib(delta_block_log2(u64::MAX)), 1024, "the largest block");
+    }
 
     #[test]
     fn remote_urls_parse_and_bad_ones_explain() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use keepsync_core::Checkpoint;
-use keepsync_core::budget::{MAX_PATH_LEN, frame_body_for_block};
+use keepsync_core::budget::{MAX_PATH_LEN, MIN_BLOCK_LOG2, frame_body_for_block};
 use keepsync_core::compress::{Codec, Decoder};
 use keepsync_core::sync::message::hashes_per_frame;
 use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, ProtoError, ReceiverEvent, SendError, Status};
@@ -20,7 +20,7 @@ use serde::Serialize;
 use super::HostReceiver;
 use super::driver::{App, proto};
 use super::parts::SharedParts;
-use super::{BLOCK_LOG2, NEW_FILE_BLOCK_LOG2};
+use super::{NEW_FILE_BLOCK_LOG2, delta_block_log2};
 use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
 use crate::index::{HashIndex, SharedIndex, hash_with};
@@ -266,11 +266,11 @@ fn open_partial(dir: &Path, path: &Path) -> Result<(File, bool)> {
     Err(Error::io("create", path, last.unwrap_or_else(|| NotFound.into())))
 }
 
-/// BLAKE3 of each `BLOCK_LOG2` block of `file` from `start` (block-aligned) up to `end` or
-/// the end of the file.
-fn block_hashes(file: &mut File, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
+/// BLAKE3 of each `2^block_log2`-byte block of `file` from `start` (block-aligned) up to
+/// `end` or the end of the file.
+fn block_hashes(file: &mut File, block_log2: u8, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut block = vec![0u8; 1 << BLOCK_LOG2];
+    let mut block = vec![0u8; 1 << block_log2];
     file.seek(SeekFrom::Start(start))?;
     let mut at = start;
     while at < end {
@@ -518,20 +518,26 @@ impl RecvApp {
             }
             self.bar.inc(done);
         }
+        let old_len = existing.as_ref().map(|m| m.len());
         let mut old = existing.and_then(|_| File::open(&dest).ok());
+        // Blocks sized to the old copy, where they can match it; 1 MiB otherwise, for fewer
+        // messages and a better compression ratio. Within what the frames carry, and on the
+        // boundaries of a resume (made with the blocks of the run before).
+        let mut block_log2 = match (&old, old_len) {
+            (Some(_), Some(len)) => delta_block_log2(len),
+            _ => NEW_FILE_BLOCK_LOG2,
+        };
+        while block_log2 > MIN_BLOCK_LOG2 && frame_body_for_block(block_log2) > self.local_max_body {
+            block_log2 -= 1;
+        }
+        if resume < end {
+            block_log2 = block_log2.min(resume.trailing_zeros().min(u32::from(u8::MAX)) as u8);
+        }
         let hashes = match old.as_mut() {
-            Some(f) => block_hashes(f, start, end).map_err(|e| Error::io("read", &dest, e))?,
+            Some(f) => block_hashes(f, block_log2, start, end).map_err(|e| Error::io("read", &dest, e))?,
             None => Vec::new(),
         };
         let blocks = (hashes.len() / 32) as u32;
-        // Small blocks where they can match an old copy (or continue a resume made with
-        // them); large ones otherwise, for fewer messages and a better compression ratio.
-        let large = frame_body_for_block(NEW_FILE_BLOCK_LOG2) <= self.local_max_body;
-        let block_log2 = if old.is_none() && large && resume.is_multiple_of(1 << NEW_FILE_BLOCK_LOG2) {
-            NEW_FILE_BLOCK_LOG2
-        } else {
-            BLOCK_LOG2
-        };
         self.replies.push_back(Reply::Have(id, Have::Need { resume_from: resume, block_log2, blocks }));
         let per = hashes_per_frame(max_body).max(1);
         for (i, batch) in hashes.chunks(per * 32).enumerate() {
