@@ -714,6 +714,34 @@ fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing()
 }
 
 #[test]
+fn a_damaged_durable_prefix_is_caught_and_the_file_sent_again_whole() {
+    let (dir, srv) = resume_scene(5);
+    let d = dir.path();
+    let url = srv.url("dst");
+    let dst = d.join("srv/dst");
+    let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
+    wait_for_partial(&dst, SIZE as u64 / 2, &mut child, partial_bytes);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Flip a byte inside what the checkpoint vouches for: the receiver answers with the resume
+    // offset at once, re-hashes the prefix beside the transfer, finds it damaged, and the
+    // file's End fails to verify; the sender then sends it whole.
+    let partial = std::fs::read_dir(dst.join(".keepsync-partial"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "data"))
+        .unwrap();
+    let mut bytes = std::fs::read(&partial).unwrap();
+    bytes[4096] ^= 0x40;
+    std::fs::write(&partial, &bytes).unwrap();
+    let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--json"]);
+    run.ok();
+    assert!(json_u64(&run, "bytes_sent") >= SIZE as u64, "sent again whole");
+    assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
+    assert!(!dst.join(".keepsync-partial").exists());
+}
+
+#[test]
 fn kill_9_of_the_server_mid_push_reconnects_and_finishes() {
     let (dir, mut srv) = resume_scene(4);
     let d = dir.path();

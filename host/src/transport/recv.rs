@@ -168,7 +168,13 @@ struct Incoming {
     ckpt_path: PathBuf,
     binding: [u8; 32],
     written: u64,
+    /// BLAKE3 of `start..written`, once the durable prefix is settled.
     hasher: blake3::Hasher,
+    /// The durable prefix being re-hashed beside the transfer: the hasher's state after it,
+    /// if it still matches its checkpoint.
+    prefix: Option<std::thread::JoinHandle<Option<blake3::Hasher>>>,
+    /// The durable prefix did not match its checkpoint: the file cannot verify.
+    prefix_bad: bool,
     old: Option<File>,
     since_ckpt: u64,
     /// A checkpoint file may exist: the partial was there before, or one was written.
@@ -214,6 +220,42 @@ fn same_kind(kind: Kind, m: &fs::Metadata) -> bool {
         Kind::Dir => m.is_dir(),
         Kind::File | Kind::Symlink => !m.is_dir(),
     }
+}
+
+/// The durable bytes from `start` on (the file's, or a part's) that the checkpoint at
+/// `ckpt_path` claims, and the BLAKE3 it recorded of them: when it names this very version of
+/// the file (`binding`) and the partial file is long enough. The bytes are checked apart
+/// ([`verify_prefix`]).
+fn claimed_prefix(data: &File, ckpt_path: &Path, binding: &[u8; 32], start: u64) -> Option<(u64, [u8; 32])> {
+    let bytes = fs::read(ckpt_path).ok()?;
+    let ckpt = Checkpoint::decode(&bytes).ok()?;
+    let long_enough = data.metadata().ok()?.len() >= start + ckpt.plain_offset;
+    (&ckpt.header_mac == binding && long_enough && ckpt.plain_offset > 0)
+        .then_some((ckpt.plain_offset, ckpt.source_hash))
+}
+
+/// Re-hashes `len` bytes of `file` from `start` on a thread of its own (positioned reads:
+/// the caller's writes through its own handle are not disturbed); the hasher's state after
+/// them, if they still hash to `expect`.
+fn verify_prefix(
+    file: File,
+    start: u64,
+    len: u64,
+    expect: [u8; 32],
+) -> std::thread::JoinHandle<Option<blake3::Hasher>> {
+    use std::os::unix::fs::FileExt;
+    std::thread::spawn(move || {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut at, end) = (start, start + len);
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], at).ok()?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        (*hasher.finalize().as_bytes() == expect).then_some(hasher)
+    })
 }
 
 /// The checkpoints in the partial directory that belong to the partial file `data_path`
@@ -500,17 +542,23 @@ impl RecvApp {
         let binding = *binding.finalize().as_bytes();
 
         let (mut data, fresh) = open_partial(&partial_dir, &data_path)?;
-        let (done, hasher) = if fresh && !split {
-            (0, blake3::Hasher::new())
-        } else {
-            let (done, hasher) = self.durable_prefix(&mut data, &ckpt_path, &binding, start);
-            let io = |e| Error::io("write", &data_path, e);
-            if !split {
-                data.set_len(done).map_err(io)?;
+        let io = |e| Error::io("write", &data_path, e);
+        // A new whole file has no checkpoint to read.
+        let claimed = if fresh && !split { None } else { claimed_prefix(&data, &ckpt_path, &binding, start) };
+        let (done, prefix) = match claimed {
+            // The prefix is re-hashed beside the transfer: the sender re-reads its own at the
+            // same time (it needs it for the file's BLAKE3), instead of after this one.
+            Some((done, expect)) => {
+                (done, Some(verify_prefix(data.try_clone().map_err(io)?, start, done, expect)))
             }
-            data.seek(SeekFrom::Start(start + done)).map_err(io)?;
-            (done, hasher)
+            None => (0, None),
         };
+        if !fresh && !split {
+            data.set_len(done).map_err(io)?;
+        }
+        if !fresh || split {
+            data.seek(SeekFrom::Start(start + done)).map_err(io)?;
+        }
         let resume = start + done;
         if done > 0 {
             if !split || self.parts.first_resume(&(data_path.clone(), binding)) {
@@ -559,7 +607,9 @@ impl RecvApp {
                 ckpt_path,
                 binding,
                 written: resume,
-                hasher,
+                hasher: blake3::Hasher::new(),
+                prefix,
+                prefix_bad: false,
                 old,
                 since_ckpt: 0,
                 ckpt_may_exist: !fresh,
@@ -569,40 +619,17 @@ impl RecvApp {
         Ok(())
     }
 
-    /// The durable bytes from `start` on (the file's, or a part's) that a checkpoint vouches
-    /// for, re-hashed from the partial file: used only when the checkpoint names this very
-    /// version of the file and the bytes on disk still hash to what it recorded.
-    fn durable_prefix(
-        &self,
-        data: &mut File,
-        ckpt_path: &Path,
-        binding: &[u8; 32],
-        start: u64,
-    ) -> (u64, blake3::Hasher) {
-        let fresh = (0, blake3::Hasher::new());
-        let Ok(bytes) = fs::read(ckpt_path) else { return fresh };
-        let Ok(ckpt) = Checkpoint::decode(&bytes) else { return fresh };
-        if &ckpt.header_mac != binding
-            || data.metadata().map_or(0, |m| m.len()) < start + ckpt.plain_offset
-            || data.seek(SeekFrom::Start(start)).is_err()
-        {
-            return fresh;
-        }
-        let mut hasher = blake3::Hasher::new();
-        let mut left = ckpt.plain_offset;
-        let mut buf = vec![0u8; 1 << 20];
-        while left > 0 {
-            let n = (left as usize).min(buf.len());
-            if data.read_exact(&mut buf[..n]).is_err() {
-                return fresh;
+    /// Takes over the re-hashed durable prefix of `inc` once it is needed (before more bytes
+    /// are hashed). A prefix that no longer hashes to its checkpoint's record dooms the file:
+    /// its `End` answers `HashMismatch`, which drops the partial, and the sender offers the
+    /// file once more, whole.
+    fn settle_prefix(inc: &mut Incoming) {
+        if let Some(handle) = inc.prefix.take() {
+            match handle.join() {
+                Ok(Some(hasher)) => inc.hasher = hasher,
+                _ => inc.prefix_bad = true,
             }
-            hasher.update(&buf[..n]);
-            left -= n as u64;
         }
-        if *hasher.finalize().as_bytes() != ckpt.source_hash {
-            return fresh;
-        }
-        (ckpt.plain_offset, hasher)
     }
 
     /// Copies the old copy's bytes up to `until` (blocks the sender found unchanged).
@@ -628,6 +655,10 @@ impl RecvApp {
     }
 
     fn checkpoint(inc: &mut Incoming) -> std::result::Result<(), String> {
+        Self::settle_prefix(inc);
+        if inc.prefix_bad {
+            return Ok(()); // nothing here is worth resuming from
+        }
         inc.data.sync_data().map_err(|e| format!("{}: {e}", inc.rel))?;
         let ckpt = Checkpoint {
             header_mac: inc.binding,
@@ -649,6 +680,7 @@ impl RecvApp {
         if inc.failed.is_some() {
             return Ok(());
         }
+        Self::settle_prefix(inc);
         let before = inc.written;
         if let Err(why) = Self::fill_from_old(inc, offset, &mut self.buf) {
             inc.failed = Some(why);
@@ -677,6 +709,7 @@ impl RecvApp {
 
     fn on_end(&mut self, id: u32, want: [u8; 32]) {
         let mut inc = self.files.remove(&id).expect("the receiver checked the id");
+        Self::settle_prefix(&mut inc);
         let (size, end) = (inc.size, inc.end);
         if inc.failed.is_none()
             && let Err(why) = Self::fill_from_old(&mut inc, end, &mut self.buf)
@@ -688,7 +721,7 @@ impl RecvApp {
                 self.summary.problems.push(why.clone());
                 Status::Failed
             }
-            None if *inc.hasher.finalize().as_bytes() != want => Status::HashMismatch,
+            None if inc.prefix_bad || *inc.hasher.finalize().as_bytes() != want => Status::HashMismatch,
             None => {
                 let err = |e: std::io::Error| format!("{}: {e}", inc.rel);
                 let mut meta = inc

@@ -598,11 +598,15 @@ impl App<HostSender> for SendApp {
                         Status::Failed => {
                             self.summary.problems.push(format!("{rel}: the receiver could not write it"))
                         }
-                        // A part's file changed between parts: its layout no longer holds.
-                        Status::HashMismatch if o.entry.part.is_some() => self
-                            .summary
-                            .problems
-                            .push(format!("{rel}: changed while being sent; run the sync again")),
+                        // A part's file changed between parts (its layout no longer holds), or
+                        // the receiver's partial of it was damaged (it dropped the part's
+                        // checkpoint): the next run sends the part again.
+                        Status::HashMismatch if o.entry.part.is_some() => {
+                            self.summary.problems.push(format!(
+                                "{rel}: a part did not verify (the file changed while being sent, or the \
+                             receiver's partial was damaged); run the sync again"
+                            ))
+                        }
                         Status::HashMismatch if !o.entry.retried => {
                             // Changed while being sent, or a stale partial at the receiver
                             // (which it has dropped): send it once more, as it is now.
