@@ -447,6 +447,8 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             // A dry run moves no data: one connection lists everything (and --delete inline).
             let n = if dry_run { 1 } else { n };
             summary.connections = n;
+            // The directories this listing carries, for the last pass below.
+            let dirs: Vec<_> = entries.iter().filter(|e| e.kind() == Kind::Dir).cloned().collect();
             let queue = Queue::new(entries);
             // With several connections, --delete needs the whole listing on one: it runs as
             // a last, metadata-only pass after the data moved.
@@ -464,18 +466,18 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
                 // With several connections, a directory is finished by the one that carried it
                 // while others may still write into it: a last, metadata-only connection lists
                 // the whole tree for --delete, or the directories again for their mtimes.
+                let last = if delete && !delete_inline {
+                    Some(walk(&local, &mut Vec::new())?)
+                } else if n > 1 && !dry_run && !dirs.is_empty() {
+                    Some(dirs)
+                } else {
+                    None // (one connection, or no directories: nothing to finish again)
+                };
                 let mut last_pass = None;
-                if (delete && !delete_inline) || (n > 1 && !dry_run) {
-                    let mut entries = walk(&local, &mut Vec::new())?;
-                    if !delete {
-                        entries.retain(|e| e.kind() == Kind::Dir);
-                    }
-                    // (Without --delete, a tree with no directories needs no such pass.)
-                    if delete || !entries.is_empty() {
-                        let queue = Queue::new(entries);
-                        let w = push_worker(Arc::clone(&shared), queue, ProgressBar::hidden(), delete);
-                        last_pass = Some(w.await?);
-                    }
+                if let Some(entries) = last {
+                    let w =
+                        push_worker(Arc::clone(&shared), Queue::new(entries), ProgressBar::hidden(), delete);
+                    last_pass = Some(w.await?);
                 }
                 Ok::<_, Error>((results, last_pass))
             })?;

@@ -733,13 +733,20 @@ impl RecvApp {
                     // A part is durable, and its checkpoint says it is whole, before the book
                     // hears of it: the last part to verify places the file.
                     meta = Self::checkpoint(&mut inc);
-                }
-                let key = (inc.data_path.clone(), inc.binding);
-                if inc.split && meta.is_ok() {
-                    self.summary.parts_received += 1;
+                    if meta.is_ok() {
+                        self.summary.parts_received += 1;
+                    }
                 }
                 match meta {
-                    Ok(()) if inc.split && !self.parts.verified(&key, inc.start, end, size) => {
+                    Ok(())
+                        if inc.split
+                            && !self.parts.verified(
+                                &(inc.data_path.clone(), inc.binding),
+                                inc.start,
+                                end,
+                                size,
+                            ) =>
+                    {
                         return self.replies.push_back(Reply::Done(id, Status::Ok));
                     }
                     Ok(()) => {

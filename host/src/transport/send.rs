@@ -175,10 +175,10 @@ impl Queue {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The next entry, unless it is a part and `take_part` is false.
-    fn pop_front(&self, take_part: bool) -> Option<Entry> {
+    /// The next entry, unless it is a part and `take_part` (asked only then) says no.
+    fn pop_front(&self, take_part: impl FnOnce() -> bool) -> Option<Entry> {
         let mut q = self.lock();
-        if !take_part && q.front()?.part.is_some() {
+        if q.front()?.part.is_some() && !take_part() {
             return None;
         }
         q.pop_front()
@@ -343,8 +343,9 @@ impl SendApp {
     fn offer(&mut self, ep: &mut HostSender, now: u64) -> Result<bool> {
         // One part at a time per connection: the others are left for other connections,
         // which is what splitting a file is for.
-        let part_in_flight = self.flying.values().any(|o| o.entry.part.is_some());
-        let Some(entry) = self.entries.pop_front(!part_in_flight) else { return Ok(false) };
+        let flying = &self.flying;
+        let no_part_in_flight = || !flying.values().any(|o| o.entry.part.is_some());
+        let Some(entry) = self.entries.pop_front(no_part_in_flight) else { return Ok(false) };
         let hash = match (&self.index, entry.kind) {
             (Some(index), Kind::File) => Some(hash_with(Some(index), &entry.rel, &entry.path)?),
             _ => None,
