@@ -33,6 +33,22 @@ fn hash(data: &[u8]) -> [u8; 32] {
     *blake3::hash(data).as_bytes()
 }
 
+/// A whole regular file `path` of `size` bytes, as a sender offers it.
+fn regular(id: u32, path: &str, size: u64) -> FileMeta<'_> {
+    FileMeta {
+        id,
+        path,
+        kind: Kind::File,
+        size,
+        mtime: 0,
+        mtime_nsec: 0,
+        mode: 0o644,
+        target: "",
+        hash: None,
+        part: None,
+    }
+}
+
 /// A byte link with seeded faults applied per segment.
 struct Link {
     seed: u64,
@@ -317,18 +333,7 @@ fn run_connection(src: &BTreeMap<String, Vec<u8>>, store: &mut Store, link_seed:
         // Sender: offer, then stream blocks of files whose hashes are complete.
         while sender.is_open() && sender.can_offer() {
             let Some(&(id, name)) = queue.front() else { break };
-            let meta = FileMeta {
-                id,
-                path: name,
-                kind: Kind::File,
-                size: src[name].len() as u64,
-                mtime: 0,
-                mtime_nsec: 0,
-                mode: 0o644,
-                target: "",
-                hash: None,
-                part: None,
-            };
+            let meta = regular(id, name, src[name].len() as u64);
             match sender.offer(now, &meta) {
                 Ok(()) => {
                     queue.pop_front();
@@ -642,19 +647,7 @@ fn offer_until_full<const S: usize, const R: usize>(
 ) -> (u32, Result<(), ProtoError>) {
     let mut id = 0;
     loop {
-        let meta = FileMeta {
-            id,
-            path: "f",
-            kind: Kind::File,
-            size: 1,
-            mtime: 0,
-            mtime_nsec: 0,
-            mode: 0o644,
-            target: "",
-            hash: None,
-            part: None,
-        };
-        if s.offer(0, &meta).is_err() {
+        if s.offer(0, &regular(id, "f", 1)).is_err() {
             return (id, Ok(()));
         }
         id += 1;
@@ -748,18 +741,7 @@ fn carry(from: &mut Conn, to: &mut Conn) {
 #[test]
 fn a_part_keeps_its_offer_resume_and_data_inside_its_range() {
     const MIB: u64 = 1 << 20;
-    let meta = |id, part| FileMeta {
-        id,
-        path: "big",
-        kind: Kind::File,
-        size: 3 * MIB + 5,
-        mtime: 0,
-        mtime_nsec: 0,
-        mode: 0o644,
-        target: "",
-        hash: None,
-        part,
-    };
+    let meta = |id, part| FileMeta { part, ..regular(id, "big", 3 * MIB + 5) };
     let part = |offset, len| Some(Part { offset, len });
     let (mut c, mut s) = pair(1, 1, 31);
     handshake(&mut c, &mut s).unwrap();
