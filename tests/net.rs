@@ -275,6 +275,57 @@ fn a_pull_over_several_connections_sends_each_file_once() {
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("back")));
 }
 
+/// Threads of a running process (Linux).
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_idle_server_keeps_no_thread_for_the_connections_it_served() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let pid = srv.child.id();
+    for round in 0..3 {
+        ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk", "--connections", "4"]).ok();
+        ks(d, &["sync", &srv.url("t"), &format!("back{round}"), "--psk-file", "psk", "--connections", "3"])
+            .ok();
+    }
+    // Each connection had a thread of its own while it ran; once they all ended, only the
+    // accept loop's is left (no pool of idle workers, no thread per past connection).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads(pid) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(threads(pid), 1, "{}", srv.log());
+}
+
+#[test]
+fn connections_beyond_max_connections_wait_for_one_to_end() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--max-connections", "1"]);
+    // A connection that says nothing holds the only place.
+    let idle = std::net::TcpStream::connect(&srv.addr).unwrap();
+    let mut sync = Command::new(env!("CARGO_BIN_EXE_keepsync"))
+        .current_dir(d)
+        .args(["sync", "src", &srv.url("t"), "--psk-file", "psk", "--connections", "1", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(sync.try_wait().unwrap().is_none(), "the sync ran beside the held connection");
+    assert!(!d.join("srv/t/f1.log").exists());
+    assert!(srv.log().contains("1 connections are open; new ones wait"), "{}", srv.log());
+    drop(idle);
+    let out = sync.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/t")));
+}
+
 #[test]
 fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
     let dir = setup();

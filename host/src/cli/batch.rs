@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::OutputArgs;
+use super::ReportArgs;
 use crate::error::{Error, Result, exit};
 use crate::keys::SessionKeys;
 
@@ -151,7 +151,7 @@ pub struct Outcome<T> {
 /// summary; a missing key fails once up front rather than once per input.
 pub fn run_all<T: Serialize>(
     jobs: &[Job],
-    out: &OutputArgs,
+    out: &ReportArgs,
     keys: &mut SessionKeys,
     verb: &str,
     mut one: impl FnMut(&mut SessionKeys, &Job, &str) -> Result<T>,
@@ -188,7 +188,7 @@ pub fn run_each<T>(jobs: &[Job], mut one: impl FnMut(&Job) -> Result<T>) -> Outc
 impl<T: Serialize> Outcome<T> {
     /// Prints the summaries (`--json`, `-v`) and fails if any input failed, with the exit code
     /// the failures share (1 when they differ).
-    pub fn finish(self, out: &OutputArgs, verb: &str, argon2id_runs: u32) -> Result<()> {
+    pub fn finish(self, out: &ReportArgs, verb: &str, argon2id_runs: u32) -> Result<()> {
         let total = self.done.len() + self.failed.len();
         out.print_summary(|| {
             let runs = match argon2id_runs {

@@ -126,32 +126,41 @@ impl PipelineArgs {
     }
 }
 
-/// Output options shared by pack and unpack.
+/// How a command reports: progress, notices, summaries (sync, pack, unpack).
 #[derive(Debug, Args)]
-pub struct OutputArgs {
+pub struct ReportArgs {
     /// Print no progress bar and no notices.
     #[arg(long, short = 'q')]
     quiet: bool,
-    /// Print a JSON summary on stdout when done (needs -o FILE, not -o -). With several
-    /// inputs: {"files": [...], "failed": [...], "argon2id_runs": N}.
+    /// Print a JSON summary on stdout when done.
     #[arg(long)]
     json: bool,
-    /// Replace the output file if it exists.
-    #[arg(long, short = 'f')]
-    force: bool,
     /// Print a one-line summary (sizes, ratio, speed, peak memory) on stderr when done.
     #[arg(long, short = 'v')]
     verbose: bool,
 }
 
+/// Output options shared by pack and unpack: how they report, and whether they replace.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    #[command(flatten)]
+    report: ReportArgs,
+    /// Replace the output file if it exists.
+    #[arg(long, short = 'f')]
+    force: bool,
+}
+
 impl OutputArgs {
+    /// `--json` prints on standard output, so the container cannot go there too.
     fn check(&self, output: &std::path::Path) -> Result<()> {
-        if self.json && output == std::path::Path::new("-") {
+        if self.report.json && output == std::path::Path::new("-") {
             return Err(Error::Usage("--json prints on stdout, so it needs -o FILE rather than -o -".into()));
         }
         Ok(())
     }
+}
 
+impl ReportArgs {
     fn progress(&self, label: &'static str) -> ProgressBar {
         if self.quiet || !std::io::stderr().is_terminal() {
             return ProgressBar::hidden();

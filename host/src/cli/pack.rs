@@ -25,6 +25,9 @@ all, as one key file would; each container still has its own random file salt, h
 keys. If an input fails, the error names it, the others are still packed, and the exit code is
 non-zero.
 
+--json prints the summary on stdout, so the output cannot be -o -. With several inputs it
+prints {\"files\": [...], \"failed\": [...], \"argon2id_runs\": N}.
+
 Each container is written beside its OUTPUT as a hidden partial file, fsynced, and renamed into
 place only when complete. If the run is interrupted, run the same command again (with several
 inputs: with the inputs not yet packed): it resumes after re-verifying the bytes already packed,
@@ -94,7 +97,7 @@ pub fn run(args: PackArgs) -> Result<()> {
         crypto: args.pipeline.crypto,
     };
     let mut keys = SessionKeys::new(args.key.spec());
-    batch::run_all(&jobs, &args.out, &mut keys, "packed", |keys, job, prefix| {
+    batch::run_all(&jobs, &args.out.report, &mut keys, "packed", |keys, job, prefix| {
         pack_one(&args, &opts, keys, job, prefix)
     })
 }
@@ -109,13 +112,13 @@ fn pack_one(
 ) -> Result<PackSummary> {
     let source = Source::from_arg(&job.input);
     let sink = Sink::from_arg(&job.output, args.out.force);
-    let progress = args.out.progress("pack");
-    let notice = args.out.notice();
+    let progress = args.out.report.progress("pack");
+    let notice = args.out.report.notice();
     let notice = |msg: &str| notice(&format!("{prefix}{msg}"));
     let summary = pack_with_session(&source, &sink, keys, opts, &progress, &notice);
     progress.finish_and_clear();
     let summary = summary?;
-    args.out.print_summary(|| {
+    args.out.report.print_summary(|| {
         format!(
             "{prefix}packed {} into {} ({:.3}) in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
             human_bytes(summary.bytes_in),

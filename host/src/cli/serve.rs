@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// push resends at most this much.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = crate::units::parse_size)]
     checkpoint_every: u64,
+    /// Connections served at once (each holds a thread and about 6 MiB of buffers); more wait
+    /// to be accepted until one ends.
+    #[arg(long, value_name = "N", default_value_t = crate::transport::server::MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_connections: u16,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -46,16 +51,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,
         None => RateLimiter::unlimited(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?;
     let opts = ServeOptions {
         root: args.root,
         listen: args.listen,
         psk,
         limit,
         checkpoint_every: args.checkpoint_every.max(1 << 16),
+        max_connections: usize::from(args.max_connections),
     };
-    runtime.block_on(serve(opts))
+    // The accept loop needs one thread; every connection gets a thread of its own.
+    crate::transport::block_on(serve(opts))
 }

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::OutputArgs;
+use super::ReportArgs;
 use crate::error::{Error, Result, exit};
 use crate::sync::{Action, SyncOptions, sync};
 use crate::transport::client::{RemoteSync, sync_remote};
@@ -71,7 +71,7 @@ pub struct SyncArgs {
     #[arg(long, value_name = "RATE")]
     limit_rate: Option<String>,
     #[command(flatten)]
-    out: OutputArgs,
+    out: ReportArgs,
 }
 
 fn remote(path: &std::path::Path) -> Option<Result<Remote>> {

@@ -24,7 +24,10 @@ exits non-zero.
 Several inputs are opened with one Argon2id run per passphrase session: containers packed by one
 `keepsync pack` share the stretched key. If an input fails (wrong passphrase, damage), the error
 names it, no output is left for it, the others are still unpacked, and the exit code is
-non-zero.")]
+non-zero.
+
+--json prints the summary on stdout, so the output cannot be -o -. With several inputs it
+prints {\"files\": [...], \"failed\": [...], \"argon2id_runs\": N}.")]
 pub struct UnpackArgs {
     /// Containers to read, or - for standard input (given alone).
     #[arg(required = true, value_name = "INPUT")]
@@ -47,7 +50,7 @@ pub fn run(args: UnpackArgs) -> Result<()> {
         args.out.check(&job.output)?;
     }
     let mut keys = SessionKeys::new(args.key.spec());
-    batch::run_all(&jobs, &args.out, &mut keys, "unpacked", |keys, job, prefix| {
+    batch::run_all(&jobs, &args.out.report, &mut keys, "unpacked", |keys, job, prefix| {
         unpack_one(&args, keys, job, prefix)
     })
 }
@@ -56,7 +59,7 @@ pub fn run(args: UnpackArgs) -> Result<()> {
 fn unpack_one(args: &UnpackArgs, keys: &mut SessionKeys, job: &Job, prefix: &str) -> Result<UnpackSummary> {
     let source = Source::from_arg(&job.input);
     let sink = Sink::from_arg(&job.output, args.out.force);
-    let progress = args.out.progress("unpack");
+    let progress = args.out.report.progress("unpack");
     let summary = unpack_with_session(
         &source,
         &sink,
@@ -68,7 +71,7 @@ fn unpack_one(args: &UnpackArgs, keys: &mut SessionKeys, job: &Job, prefix: &str
     );
     progress.finish_and_clear();
     let summary = summary?;
-    args.out.print_summary(|| {
+    args.out.report.print_summary(|| {
         format!(
             "{prefix}unpacked {} chunks into {} in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
             summary.chunks,

@@ -20,7 +20,8 @@ use super::parts::SharedParts;
 use super::recv::{CHECKPOINT_EVERY, DirMeta, RecvApp, RecvOptions, RecvSummary, apply_dirs};
 use super::send::{Queue, SendApp, SendSummary, split_large_files, total_bytes, walk};
 use super::{
-    Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, fresh_random, now_ms,
+    Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, Remote, TX_BUFFER, block_on, connection_thread,
+    fresh_random, join_connection, now_ms,
 };
 use crate::error::{Error, Result};
 use crate::index::{HashIndex, SharedIndex};
@@ -382,20 +383,20 @@ async fn pull_worker(
 /// A pull over `n` connections sharing one listing on the server. With several, directories
 /// are finished after all of them, and `--delete` runs as a last pass over one connection
 /// that lists the whole tree.
-async fn pull(shared: Arc<Shared>, bar: ProgressBar, n: usize) -> Result<WorkerResult> {
+fn pull(shared: Arc<Shared>, bar: ProgressBar, n: usize) -> Result<WorkerResult> {
     let delete = shared.opts.delete;
     if n == 1 {
-        return pull_worker(shared, bar, [0; 16], delete, false).await;
+        return block_on(pull_worker(shared, bar, [0; 16], delete, false));
     }
     let mut session = [0u8; 16];
     session.copy_from_slice(&fresh_random()?[..16]);
-    let mut tasks = Vec::new();
+    let mut threads = Vec::new();
     for _ in 0..n {
-        tasks.push(tokio::spawn(pull_worker(Arc::clone(&shared), bar.clone(), session, false, true)));
+        threads.push(connection_thread(pull_worker(Arc::clone(&shared), bar.clone(), session, false, true))?);
     }
     let mut out = WorkerResult::default();
-    for t in tasks {
-        let r = t.await.map_err(|e| Error::Usage(format!("internal error: {e}")))??;
+    for t in threads {
+        let r = join_connection(t)?;
         add_recv(&mut out.recv, r.recv);
         add_stats(&mut out.stats, r.stats);
         out.reconnects += r.reconnects;
@@ -403,7 +404,7 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar, n: usize) -> Result<WorkerR
     }
     apply_dirs(std::mem::take(&mut out.dirs));
     if delete {
-        let r = pull_worker(shared, ProgressBar::hidden(), [0; 16], true, false).await?;
+        let r = block_on(pull_worker(shared, ProgressBar::hidden(), [0; 16], true, false))?;
         // Metadata only: what it finds up to date was counted by the data pass.
         out.recv.deleted += r.recv.deleted;
         out.recv.problems.extend(r.recv.problems);
@@ -418,11 +419,6 @@ async fn pull(shared: Arc<Shared>, bar: ProgressBar, n: usize) -> Result<WorkerR
 pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary> {
     let started = Instant::now();
     super::raise_open_file_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(opts.connections.clamp(1, 8).max(2))
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?;
     let addr = format!("{}:{}", opts.remote.host, opts.remote.port);
     let mut summary = RemoteSummary::default();
     let direction = opts.direction;
@@ -453,34 +449,31 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             // With several connections, --delete needs the whole listing on one: it runs as
             // a last, metadata-only pass after the data moved.
             let delete_inline = delete && n == 1;
-            let (results, last_pass) = runtime.block_on(async {
-                let mut tasks = Vec::new();
-                for _ in 0..n {
-                    let w = push_worker(Arc::clone(&shared), queue.clone(), bar.clone(), delete_inline);
-                    tasks.push(tokio::spawn(w));
-                }
-                let mut results = Vec::new();
-                for t in tasks {
-                    results.push(t.await.map_err(|e| Error::Usage(format!("internal error: {e}")))??);
-                }
-                // With several connections, a directory is finished by the one that carried it
-                // while others may still write into it: a last, metadata-only connection lists
-                // the whole tree for --delete, or the directories again for their mtimes.
-                let last = if delete && !delete_inline {
-                    Some(walk(&local, &mut Vec::new())?)
-                } else if n > 1 && !dry_run && !dirs.is_empty() {
-                    Some(dirs)
-                } else {
-                    None // (one connection, or no directories: nothing to finish again)
-                };
-                let mut last_pass = None;
-                if let Some(entries) = last {
-                    let w =
-                        push_worker(Arc::clone(&shared), Queue::new(entries), ProgressBar::hidden(), delete);
-                    last_pass = Some(w.await?);
-                }
-                Ok::<_, Error>((results, last_pass))
-            })?;
+            let mut threads = Vec::new();
+            for _ in 0..n {
+                let w = push_worker(Arc::clone(&shared), queue.clone(), bar.clone(), delete_inline);
+                threads.push(connection_thread(w)?);
+            }
+            let results = threads.into_iter().map(join_connection).collect::<Result<Vec<_>>>()?;
+            // With several connections, a directory is finished by the one that carried it
+            // while others may still write into it: a last, metadata-only connection lists
+            // the whole tree for --delete, or the directories again for their mtimes.
+            let last = if delete && !delete_inline {
+                Some(walk(&local, &mut Vec::new())?)
+            } else if n > 1 && !dry_run && !dirs.is_empty() {
+                Some(dirs)
+            } else {
+                None // (one connection, or no directories: nothing to finish again)
+            };
+            let last_pass = match last {
+                Some(entries) => Some(block_on(push_worker(
+                    Arc::clone(&shared),
+                    Queue::new(entries),
+                    ProgressBar::hidden(),
+                    delete,
+                ))?),
+                None => None,
+            };
             for r in results {
                 summary.codecs.push(r.send.codec.clone());
                 summary.files_transferred += r.send.files_transferred;
@@ -518,7 +511,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<RemoteSummary>
             if !local.exists() && !dry_run {
                 std::fs::create_dir_all(&local).map_err(|e| Error::io("create", &local, e))?;
             }
-            let r = runtime.block_on(pull(Arc::clone(&shared), bar.clone(), n))?;
+            let r = pull(Arc::clone(&shared), bar.clone(), n)?;
             summary.files_transferred = r.recv.files_received;
             summary.files_skipped = r.recv.files_skipped;
             summary.files_resumed = r.recv.files_resumed;

@@ -1,8 +1,9 @@
 //! The async loop that runs one connection: socket bytes in and out of the core's state
 //! machine, full duplex, timers from `poll_timeout`, writes paced by the rate limiter.
 //!
-//! The file work (reading, hashing, compressing, writing) happens in the [`App`] callbacks
-//! inside `block_in_place`, so it does not stall the runtime's other connections.
+//! The file work (reading, hashing, compressing, writing) happens in the [`App`] callbacks,
+//! on the connection's own thread (see [`super::connection_thread`]): it blocks no other
+//! connection.
 
 use std::time::Duration;
 
@@ -121,7 +122,7 @@ pub async fn drive<E: Endpoint, A: App<E>>(
     let peer = peer.as_str();
     loop {
         let now = now_ms();
-        tokio::task::block_in_place(|| app.produce(ep, now))?;
+        app.produce(ep, now)?;
         let pending = !ep.conn().pending_transmit().is_empty();
         if app.is_done() && !pending {
             return Ok(());
@@ -205,7 +206,7 @@ fn feed<E: Endpoint, A: App<E>>(ep: &mut E, app: &mut A, peer: &str, now: u64, d
     while at < data.len() && app.wants_input() && !app.is_done() {
         let used = ep.conn().handle_input(now, &data[at..]).map_err(|e| proto(peer, e))?;
         at += used;
-        tokio::task::block_in_place(|| app.handle(ep, now))?;
+        app.handle(ep, now)?;
     }
     Ok(at)
 }

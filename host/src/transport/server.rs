@@ -1,6 +1,7 @@
 //! `keepsync serve`: accepts connections, proves the PSK, opens the requested tree under the
-//! served root, and runs the receiving (push) or sending (pull) end on it. One task per
-//! connection; a failing connection is logged and never stops the others.
+//! served root, and runs the receiving (push) or sending (pull) end on it. One thread per
+//! connection, at most [`MAX_CONNECTIONS`]; a failing connection is logged and never stops
+//! the others.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use super::driver::{App, Link, drive, proto};
 use super::effort::SyncCodec;
@@ -178,6 +180,8 @@ pub struct ServeOptions {
     pub limit: RateLimiter,
     /// Bytes between durable checkpoints of a received file.
     pub checkpoint_every: u64,
+    /// Connections served at once; more wait to be accepted until one ends.
+    pub max_connections: usize,
 }
 
 /// Where request `path` lives under `root`; for a push it is created when missing.
@@ -231,7 +235,24 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
         sessions: Sessions::default(),
         parts: SharedParts::default(),
     });
+    // Each connection runs on a thread of its own, at most `max_connections` at once: beyond
+    // that, new ones wait in the listen backlog until one ends (a client's handshake times out
+    // if the wait is long).
+    let max_connections = opts.max_connections.max(1);
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if log {
+                    eprintln!(
+                        "keepsync: {max_connections} connections are open; new ones wait for one to end \
+                         (see --max-connections)"
+                    );
+                }
+                Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed")
+            }
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -239,17 +260,38 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
                 continue;
             }
         };
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("keepsync: {peer}: cannot take the connection over: {e}");
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
+        let started = super::connection_thread(async move {
+            let _slot = slot;
+            let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| Error::Network {
+                peer: peer.to_string(),
+                action: "talk to",
+                source: e,
+            })?;
             let mut link = Link::new(stream, peer.to_string());
             match session(&mut link, &shared).await {
                 Ok(what) if log => eprintln!("keepsync: {peer}: {what}"),
                 Ok(_) => {}
                 Err(e) => eprintln!("keepsync: {peer}: {e}"),
             }
+            Ok(())
         });
+        if let Err(e) = started {
+            eprintln!("keepsync: {peer}: {e}");
+        }
     }
 }
+
+/// Connections a server runs at once by default. Each holds its buffers (about 6 MiB) and a
+/// thread; a client opens at most 8 at a time.
+pub const MAX_CONNECTIONS: u16 = 128;
 
 /// Starts a quiet server for `root` on a free loopback port in a background thread (for
 /// `keepsync bench`'s loopback workload) and returns its address.
@@ -262,28 +304,27 @@ pub fn spawn_loopback(root: PathBuf, psk: SecretKey) -> Result<std::net::SocketA
         action: "listen on",
         source: e,
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?;
+    // The accept loop's thread (each connection gets one of its own).
     std::thread::spawn(move || {
-        runtime.block_on(async move {
+        let served = super::block_on(async move {
             let opts = ServeOptions {
                 root,
                 listen: addr.to_string(),
                 psk,
                 limit: RateLimiter::unlimited(),
                 checkpoint_every: super::recv::CHECKPOINT_EVERY,
+                max_connections: usize::from(MAX_CONNECTIONS),
             };
-            match TcpListener::from_std(listener) {
-                Ok(l) => {
-                    if let Err(e) = serve_on(l, opts, false).await {
-                        eprintln!("keepsync: loopback server: {e}");
-                    }
-                }
-                Err(e) => eprintln!("keepsync: loopback server: {e}"),
-            }
+            let listener = TcpListener::from_std(listener).map_err(|e| Error::Network {
+                peer: addr.to_string(),
+                action: "listen on",
+                source: e,
+            })?;
+            serve_on(listener, opts, false).await
         });
+        if let Err(e) = served {
+            eprintln!("keepsync: loopback server: {e}");
+        }
     });
     Ok(addr)
 }
