@@ -322,6 +322,7 @@ async fn push_worker(
         let attempt = async {
             let Established { mut link, conn, server_max, rtt } =
                 open(&shared, delete, [0; 16]).await.map_err(|e| (e, first))?;
+            app.peer_on_loopback(link.peer_is_loopback());
             app.seed_rtt(rtt);
             let mut ep = HostSender::with_table(conn);
             ep.limit_in_flight(server_max);

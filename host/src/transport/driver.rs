@@ -93,6 +93,11 @@ impl Link {
         Self { stream, peer, rbuf: vec![0u8; 256 << 10], rlen: 0, rat: 0, stats: LinkStats::default() }
     }
 
+    /// The peer is on this host (a loopback address).
+    pub fn peer_is_loopback(&self) -> bool {
+        self.stream.peer_addr().is_ok_and(|a| a.ip().is_loopback())
+    }
+
     /// Writes out everything `ep` has queued (e.g. a `Close` before hanging up).
     pub async fn flush<E: Endpoint>(&mut self, ep: &mut E) {
         while !ep.conn().pending_transmit().is_empty() {

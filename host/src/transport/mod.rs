@@ -181,6 +181,25 @@ pub fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
         .block_on(work)
 }
 
+/// Feeds bytes `from..to` of `file` to `hasher`, by positioned reads (another handle's
+/// position, and writes through it, are not disturbed), `buf.len()` bytes at a time.
+pub fn hash_file_range(
+    hasher: &mut blake3::Hasher,
+    file: &std::fs::File,
+    (from, to): (u64, u64),
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Fresh random bytes for a handshake.
 pub fn fresh_random() -> Result<[u8; 32]> {
     let mut r = [0u8; 32];

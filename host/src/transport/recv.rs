@@ -168,8 +168,11 @@ struct Incoming {
     ckpt_path: PathBuf,
     binding: [u8; 32],
     written: u64,
-    /// BLAKE3 of `start..written`, once the durable prefix is settled.
+    /// BLAKE3 of `start..hashed`, once the durable prefix is settled.
     hasher: blake3::Hasher,
+    /// Where the hash has got to: bytes written while the durable prefix was still being
+    /// re-hashed are hashed afterwards, read back ([`RecvApp::catch_up`]).
+    hashed: u64,
     /// The durable prefix being re-hashed beside the transfer: the hasher's state after it,
     /// if it still matches its checkpoint.
     prefix: Option<std::thread::JoinHandle<Option<blake3::Hasher>>>,
@@ -243,17 +246,9 @@ fn verify_prefix(
     len: u64,
     expect: [u8; 32],
 ) -> std::thread::JoinHandle<Option<blake3::Hasher>> {
-    use std::os::unix::fs::FileExt;
     std::thread::spawn(move || {
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let (mut at, end) = (start, start + len);
-        while at < end {
-            let n = ((end - at) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], at).ok()?;
-            hasher.update(&buf[..n]);
-            at += n as u64;
-        }
+        super::hash_file_range(&mut hasher, &file, (start, start + len), &mut vec![0u8; 1 << 20]).ok()?;
         (*hasher.finalize().as_bytes() == expect).then_some(hasher)
     })
 }
@@ -608,6 +603,7 @@ impl RecvApp {
                 binding,
                 written: resume,
                 hasher: blake3::Hasher::new(),
+                hashed: resume,
                 prefix,
                 prefix_bad: false,
                 old,
@@ -619,10 +615,9 @@ impl RecvApp {
         Ok(())
     }
 
-    /// Takes over the re-hashed durable prefix of `inc` once it is needed (before more bytes
-    /// are hashed). A prefix that no longer hashes to its checkpoint's record dooms the file:
-    /// its `End` answers `HashMismatch`, which drops the partial, and the sender offers the
-    /// file once more, whole.
+    /// Takes over the re-hashed durable prefix of `inc`. A prefix that no longer hashes to its
+    /// checkpoint's record dooms the file: its `End` answers `HashMismatch`, which drops the
+    /// partial, and the sender offers the file once more, whole.
     fn settle_prefix(inc: &mut Incoming) {
         if let Some(handle) = inc.prefix.take() {
             match handle.join() {
@@ -632,32 +627,74 @@ impl RecvApp {
         }
     }
 
+    /// Brings the hash up to `written`: once the durable prefix is settled (waiting for it
+    /// only with `wait`), the bytes written meanwhile are read back and hashed. So a resumed
+    /// file takes data at once, while its prefix is still being re-hashed. `false` while the
+    /// prefix is not settled, or when it did not verify.
+    fn catch_up(inc: &mut Incoming, wait: bool, buf: &mut Vec<u8>) -> std::result::Result<bool, String> {
+        if !wait && inc.prefix.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(false);
+        }
+        Self::settle_prefix(inc);
+        if inc.prefix_bad {
+            return Ok(false);
+        }
+        if inc.hashed < inc.written {
+            buf.resize(1 << 20, 0);
+            super::hash_file_range(&mut inc.hasher, &inc.data, (inc.hashed, inc.written), buf)
+                .map_err(|e| format!("{}: cannot read back the partial file: {e}", inc.rel))?;
+            inc.hashed = inc.written;
+        }
+        Ok(true)
+    }
+
+    /// Writes `bytes` at `inc.written`, hashing them now if the hash is up to date.
+    fn write(inc: &mut Incoming, bytes: &[u8]) -> std::result::Result<(), String> {
+        inc.data.write_all(bytes).map_err(|e| format!("{}: {e}", inc.rel))?;
+        if inc.prefix.is_none() && inc.hashed == inc.written {
+            inc.hasher.update(bytes);
+            inc.hashed += bytes.len() as u64;
+        }
+        inc.written += bytes.len() as u64;
+        inc.since_ckpt += bytes.len() as u64;
+        Ok(())
+    }
+
     /// Copies the old copy's bytes up to `until` (blocks the sender found unchanged).
     fn fill_from_old(inc: &mut Incoming, until: u64, buf: &mut Vec<u8>) -> std::result::Result<(), String> {
         if inc.written >= until {
             return Ok(());
         }
-        let Some(old) = inc.old.as_mut() else {
+        let Some(mut old) = inc.old.take() else {
             return Err(format!("{}: the sender skipped blocks this side does not have", inc.rel));
         };
+        let copied = Self::copy_old(inc, &mut old, until, buf);
+        inc.old = Some(old);
+        copied
+    }
+
+    fn copy_old(
+        inc: &mut Incoming,
+        old: &mut File,
+        until: u64,
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<(), String> {
         old.seek(SeekFrom::Start(inc.written)).map_err(|e| e.to_string())?;
         buf.resize(1 << 20, 0);
         while inc.written < until {
             let n = ((until - inc.written) as usize).min(buf.len());
             old.read_exact(&mut buf[..n])
                 .map_err(|_| format!("{}: the old copy changed during the sync", inc.rel))?;
-            inc.data.write_all(&buf[..n]).map_err(|e| format!("{}: {e}", inc.rel))?;
-            inc.hasher.update(&buf[..n]);
-            inc.written += n as u64;
-            inc.since_ckpt += n as u64;
+            Self::write(inc, &buf[..n])?;
         }
         Ok(())
     }
 
-    fn checkpoint(inc: &mut Incoming) -> std::result::Result<(), String> {
-        Self::settle_prefix(inc);
-        if inc.prefix_bad {
-            return Ok(()); // nothing here is worth resuming from
+    /// Makes `inc` durable up to `written` and records that in its checkpoint. Put off while
+    /// its durable prefix is still being re-hashed (the next block tries again).
+    fn checkpoint(inc: &mut Incoming, buf: &mut Vec<u8>) -> std::result::Result<(), String> {
+        if !Self::catch_up(inc, false, buf)? {
+            return Ok(()); // not yet, or nothing here is worth resuming from
         }
         inc.data.sync_data().map_err(|e| format!("{}: {e}", inc.rel))?;
         let ckpt = Checkpoint {
@@ -667,8 +704,8 @@ impl RecvApp {
             sealed_offset: inc.written - inc.start,
             source_hash: *inc.hasher.finalize().as_bytes(),
         };
-        let mut buf = [0u8; Checkpoint::MAX_ENCODED_LEN];
-        let bytes = ckpt.encode(&mut buf).map_err(|e| e.to_string())?;
+        let mut bytes = [0u8; Checkpoint::MAX_ENCODED_LEN];
+        let bytes = ckpt.encode(&mut bytes).map_err(|e| e.to_string())?;
         inc.ckpt_may_exist = true;
         write_small_file_atomically(&inc.ckpt_path, bytes).map_err(|e| e.to_string())?;
         inc.since_ckpt = 0;
@@ -680,9 +717,10 @@ impl RecvApp {
         if inc.failed.is_some() {
             return Ok(());
         }
-        Self::settle_prefix(inc);
         let before = inc.written;
-        if let Err(why) = Self::fill_from_old(inc, offset, &mut self.buf) {
+        let copied = Self::catch_up(inc, false, &mut self.buf)
+            .and_then(|_| Self::fill_from_old(inc, offset, &mut self.buf));
+        if let Err(why) = copied {
             inc.failed = Some(why);
             return Ok(());
         }
@@ -691,16 +729,13 @@ impl RecvApp {
         if !matches!(decoded, Some(Ok(()))) {
             return Err(proto("the sender", ProtoError::Malformed));
         }
-        if let Err(e) = inc.data.write_all(&self.buf) {
-            inc.failed = Some(format!("{}: {e}", inc.rel));
+        if let Err(why) = Self::write(inc, &self.buf) {
+            inc.failed = Some(why);
             return Ok(());
         }
-        inc.hasher.update(&self.buf);
-        inc.written += u64::from(raw_len);
         self.bar.inc(inc.written - before);
-        inc.since_ckpt += u64::from(raw_len);
         if inc.since_ckpt >= self.opts.checkpoint_every
-            && let Err(why) = Self::checkpoint(inc)
+            && let Err(why) = Self::checkpoint(inc, &mut self.buf)
         {
             inc.failed = Some(why);
         }
@@ -709,10 +744,10 @@ impl RecvApp {
 
     fn on_end(&mut self, id: u32, want: [u8; 32]) {
         let mut inc = self.files.remove(&id).expect("the receiver checked the id");
-        Self::settle_prefix(&mut inc);
         let (size, end) = (inc.size, inc.end);
         if inc.failed.is_none()
-            && let Err(why) = Self::fill_from_old(&mut inc, end, &mut self.buf)
+            && let Err(why) = Self::catch_up(&mut inc, true, &mut self.buf)
+                .and_then(|_| Self::fill_from_old(&mut inc, end, &mut self.buf))
         {
             inc.failed = Some(why);
         }
@@ -732,7 +767,7 @@ impl RecvApp {
                 if inc.split && meta.is_ok() {
                     // A part is durable, and its checkpoint says it is whole, before the book
                     // hears of it: the last part to verify places the file.
-                    meta = Self::checkpoint(&mut inc);
+                    meta = Self::checkpoint(&mut inc, &mut self.buf);
                     if meta.is_ok() {
                         self.summary.parts_received += 1;
                     }

@@ -226,6 +226,16 @@ pub struct SendSummary {
     pub window: usize,
 }
 
+/// A loopback peer whose round trip is below this runs on this very host; the near end of a
+/// tunnel to another host answers with that host's round trip. Loopback here answers in
+/// 0.1-0.4 ms (release and debug builds).
+const SAME_HOST_RTT: Duration = Duration::from_millis(1);
+
+/// Whether a receiver reached over loopback (or not) with round trip `rtt` runs on this host.
+fn same_host(loopback: bool, rtt: Option<Duration>) -> bool {
+    loopback && rtt.is_some_and(|rtt| rtt < SAME_HOST_RTT)
+}
+
 /// Files a sender keeps in flight at first, if the receiver takes that many.
 pub const INITIAL_WINDOW: usize = 128;
 
@@ -244,8 +254,41 @@ struct Outgoing {
     block_log2: u8,
     file: Option<File>,
     offset: u64,
+    /// BLAKE3 of the bytes read so far, in order (an entry hashed inline).
     hasher: blake3::Hasher,
+    /// An entry hashed on a thread of its own (see [`HASH_ASIDE_MIN`]): its BLAKE3, or `None`
+    /// if the file could not be read whole.
+    aside: Option<std::thread::JoinHandle<Option<[u8; 32]>>>,
+    /// The BLAKE3 `End` carries, once taken.
+    hash: Option<[u8; 32]>,
     broken: bool,
+}
+
+impl Outgoing {
+    /// The entry's BLAKE3 for `End` (waiting for its thread, if it has one); all zero, which
+    /// the receiver refuses, if the file changed under the sender.
+    fn whole_hash(&mut self) -> [u8; 32] {
+        *self.hash.get_or_insert_with(|| match self.aside.take() {
+            _ if self.broken => [0; 32],
+            Some(thread) => thread.join().ok().flatten().unwrap_or([0; 32]),
+            None => *self.hasher.finalize().as_bytes(),
+        })
+    }
+}
+
+/// Entries at least this long are hashed on a thread of their own (one per connection at a
+/// time), beside the reading, encoding and sending. Above all, a resumed entry then starts
+/// sending at once from where the receiver stopped, rather than after re-reading its durable
+/// prefix to hash it first (BLAKE3 takes the bytes in order).
+const HASH_ASIDE_MIN: u64 = 8 << 20;
+
+/// Hashes `range` of `file` on a thread of its own.
+fn hash_aside(file: File, range: (u64, u64)) -> std::thread::JoinHandle<Option<[u8; 32]>> {
+    std::thread::spawn(move || {
+        let mut hasher = blake3::Hasher::new();
+        super::hash_file_range(&mut hasher, &file, range, &mut vec![0u8; 1 << 20]).ok()?;
+        Some(*hasher.finalize().as_bytes())
+    })
 }
 
 struct Pending {
@@ -274,6 +317,8 @@ pub struct SendApp {
     waiting_since: Option<std::time::Instant>,
     /// Files this sender lets be in flight (within what the receiver takes).
     window: usize,
+    /// The receiver is reached over a loopback address.
+    loopback: bool,
     /// When the window last widened.
     widened_at: Option<Instant>,
     encoder: HostEncoder,
@@ -307,6 +352,7 @@ impl SendApp {
             pending: None,
             waiting_since: None,
             window: INITIAL_WINDOW,
+            loopback: false,
             widened_at: None,
             finished: false,
             closed: false,
@@ -318,6 +364,22 @@ impl SendApp {
             out: Vec::new(),
             bar,
             summary: SendSummary { codec: effort_name, window: INITIAL_WINDOW, ..SendSummary::default() },
+        }
+    }
+
+    /// The receiver is reached over a loopback address: this host, or the near end of a
+    /// tunnel (`ssh -L`); the round trip tells them apart (see [`same_host`]).
+    pub fn peer_on_loopback(&mut self, loopback: bool) {
+        self.loopback = loopback;
+    }
+
+    /// Once the receiver shows it runs on this very host, `auto` compression stores: no
+    /// compression shortens a memory copy, and both ends share the CPU (see `effort.rs`).
+    fn follow_the_round_trip(&mut self) {
+        if self.effort.is_adaptive() && same_host(self.loopback, self.summary.rtt) {
+            self.effort = Effort::new(SyncCodec::None);
+            self.encoder = self.effort.encoder();
+            self.summary.codec = self.effort.name();
         }
     }
 
@@ -382,6 +444,8 @@ impl SendApp {
                 file: None,
                 offset: start,
                 hasher: blake3::Hasher::new(),
+                aside: None,
+                hash: None,
                 broken: false,
             },
         );
@@ -391,16 +455,29 @@ impl SendApp {
 
     /// Prepares the next block of the front ready file; `false` when that file is complete.
     fn next_block(&mut self, id: u32) -> Result<bool> {
-        let o = self.flying.get_mut(&id).expect("ready files are in flight");
+        let o = &self.flying[&id];
         let (start, end) = o.entry.range();
+        // Asked only of a large entry's first block: whether another is being hashed aside.
+        let aside = o.file.is_none()
+            && end - start >= HASH_ASIDE_MIN
+            && !self.flying.values().any(|o| o.aside.is_some());
+        let o = self.flying.get_mut(&id).expect("ready files are in flight");
         while o.offset < end && !o.broken {
             let block_len = 1u64 << o.block_log2;
             let n = (end - o.offset).min(block_len) as usize;
             if o.file.is_none() {
                 let path = &o.entry.path;
-                let mut file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-                file.seek(SeekFrom::Start(start)).map_err(|e| Error::io("read", path, e))?;
+                let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+                if aside {
+                    let copy = file.try_clone().map_err(|e| Error::io("read", path, e))?;
+                    o.aside = Some(hash_aside(copy, (start, end)));
+                }
                 o.file = Some(file);
+                o.offset = if o.aside.is_some() { o.resume_from.clamp(start, end) } else { start };
+                self.bar.inc(o.offset - start);
+                let (file, offset) = (o.file.as_mut().expect("opened above"), o.offset);
+                file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io("read", path, e))?;
+                continue;
             }
             self.block.resize(n, 0);
             let file = o.file.as_mut().expect("opened above");
@@ -410,7 +487,9 @@ impl SendApp {
                 o.broken = true;
                 break;
             }
-            o.hasher.update(&self.block);
+            if o.aside.is_none() {
+                o.hasher.update(&self.block);
+            }
             let offset = o.offset;
             o.offset += n as u64;
             // The receiver's hashes start at the entry's first block.
@@ -467,6 +546,7 @@ impl SendApp {
     pub fn seed_rtt(&mut self, rtt: Option<Duration>) {
         if let Some(sample) = rtt {
             self.summary.rtt = Some(self.summary.rtt.map_or(sample, |r| r.min(sample)));
+            self.follow_the_round_trip();
         }
     }
 
@@ -477,6 +557,7 @@ impl SendApp {
         if let Some(offered) = self.flying.get(&id).and_then(|o| o.offered) {
             let sample = offered.elapsed();
             self.summary.rtt = Some(self.summary.rtt.map_or(sample, |r| r.min(sample)));
+            self.follow_the_round_trip();
         }
     }
 }
@@ -523,8 +604,7 @@ impl App<HostSender> for SendApp {
             if self.next_block(id)? {
                 continue;
             }
-            let o = &self.flying[&id];
-            let hash = if o.broken { [0; 32] } else { *o.hasher.clone().finalize().as_bytes() };
+            let hash = self.flying.get_mut(&id).expect("ready files are in flight").whole_hash();
             match ep.end_file(now, id, hash) {
                 Ok(()) => {
                     self.ready.pop_front();
@@ -646,5 +726,25 @@ impl App<HostSender> for SendApp {
 
     fn is_done(&self) -> bool {
         self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec_after(codec: SyncCodec, loopback: bool, rtt_ms: f64) -> String {
+        let mut app = SendApp::new(Vec::new(), None, codec, ProgressBar::hidden());
+        app.peer_on_loopback(loopback);
+        app.seed_rtt(Some(Duration::from_secs_f64(rtt_ms / 1e3)));
+        app.summary.codec
+    }
+
+    #[test]
+    fn auto_stores_for_a_receiver_on_this_host_only() {
+        assert_eq!(codec_after(SyncCodec::Auto, true, 0.2), "store", "loopback, 0.2 ms: this host");
+        assert_eq!(codec_after(SyncCodec::Auto, true, 30.0), "zstd-1", "loopback, 30 ms: a tunnel");
+        assert_eq!(codec_after(SyncCodec::Auto, false, 0.2), "zstd-1", "a LAN peer");
+        assert_eq!(codec_after(SyncCodec::Zstd, true, 0.2), "zstd-1", "asked for by name");
     }
 }
