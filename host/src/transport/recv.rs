@@ -965,3 +965,90 @@ impl App<HostReceiver> for RecvApp {
         self.closed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resumed whole file whose durable prefix `prefix` is still being re-hashed until
+    /// `release` is sent.
+    fn resumed(dir: &Path, prefix: &[u8], size: u64) -> (Incoming, std::sync::mpsc::Sender<()>) {
+        let data_path = dir.join("f.data");
+        fs::write(&data_path, prefix).unwrap();
+        let data = OpenOptions::new().read(true).write(true).open(&data_path).unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let expect = *blake3::hash(prefix).as_bytes();
+        let check = data.try_clone().unwrap();
+        let len = prefix.len() as u64;
+        let prefix = std::thread::spawn(move || {
+            wait.recv().unwrap();
+            verify_prefix(check, 0, len, expect).join().unwrap()
+        });
+        let mut data = data;
+        data.seek(SeekFrom::Start(len)).unwrap();
+        let inc = Incoming {
+            rel: "f".into(),
+            dest: dir.join("f"),
+            size,
+            start: 0,
+            end: size,
+            split: false,
+            mtime: (0, 0),
+            mode: 0o644,
+            data,
+            data_path,
+            ckpt_path: dir.join("f.ckpt"),
+            binding: [7; 32],
+            written: len,
+            hasher: blake3::Hasher::new(),
+            hashed: len,
+            prefix: Some(prefix),
+            prefix_bad: false,
+            old: None,
+            since_ckpt: 0,
+            ckpt_may_exist: true,
+            failed: None,
+        };
+        (inc, release)
+    }
+
+    #[test]
+    fn data_written_while_the_prefix_verifies_is_hashed_once_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (prefix, rest) = bytes.split_at(1_200_000);
+        let (mut inc, release) = resumed(dir.path(), prefix, bytes.len() as u64);
+        let mut buf = Vec::new();
+
+        // The prefix is still being checked: data lands, unhashed, and no checkpoint is made.
+        RecvApp::write(&mut inc, &rest[..700_000]).unwrap();
+        assert_eq!((inc.hashed, inc.written), (1_200_000, 1_900_000));
+        assert!(!RecvApp::catch_up(&mut inc, false, &mut buf).unwrap());
+        RecvApp::checkpoint(&mut inc, &mut buf).unwrap();
+        assert!(!inc.ckpt_path.exists(), "no checkpoint before the prefix is settled");
+
+        // Once it is, the hash catches up from the partial, then follows the data in line.
+        release.send(()).unwrap();
+        assert!(RecvApp::catch_up(&mut inc, true, &mut buf).unwrap());
+        assert_eq!(inc.hashed, 1_900_000);
+        RecvApp::write(&mut inc, &rest[700_000..]).unwrap();
+        assert_eq!(inc.hashed, 3_000_000);
+        assert_eq!(inc.hasher.finalize(), blake3::hash(&bytes));
+        RecvApp::checkpoint(&mut inc, &mut buf).unwrap();
+        let ckpt = Checkpoint::decode(&fs::read(&inc.ckpt_path).unwrap()).unwrap();
+        assert_eq!((ckpt.plain_offset, ckpt.source_hash), (3_000_000, *blake3::hash(&bytes).as_bytes()));
+    }
+
+    #[test]
+    fn a_prefix_that_no_longer_matches_dooms_the_file_even_after_data_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut inc, release) = resumed(dir.path(), &[5u8; 100_000], 300_000);
+        RecvApp::write(&mut inc, &[6u8; 100_000]).unwrap();
+        // The durable prefix is damaged before its re-hash reads it.
+        std::os::unix::fs::FileExt::write_all_at(&inc.data, &[0u8; 10], 500).unwrap();
+        release.send(()).unwrap();
+        let mut buf = Vec::new();
+        assert!(!RecvApp::catch_up(&mut inc, true, &mut buf).unwrap());
+        assert!(inc.prefix_bad);
+    }
+}
