@@ -104,12 +104,18 @@ full_bytes=$($KSYNC --json $W/src-big ks://127.0.0.1:$KPORT/big-bytes | python3 
 small_initial() {
     local label=$1 kport=$2 rport=$3 prefix=$4
     : > "$W/$label.tsv"
+    # The order alternates: whichever runs first after a flush pays more of the filesystem's
+    # leftovers (freed inodes the allocator skips for a minute, writeback).
+    timed() { sync; local t0 t1; t0=$(date +%s.%N); "$@"; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
     for i in $(seq 1 "$SMALL_RUNS"); do
-        sync
-        t0=$(date +%s.%N); rsync -a "$W/src-small/" "rsync://127.0.0.1:$rport/m/$prefix$i/"; t1=$(date +%s.%N)
-        sync
-        t2=$(date +%s.%N); $KSYNC "$W/src-small" "ks://127.0.0.1:$kport/$prefix$i"; t3=$(date +%s.%N)
-        printf 'rsync\t%s\nkeepsync\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" >> "$W/$label.tsv"
+        if (( i % 2 )); then
+            r=$(timed rsync -a "$W/src-small/" "rsync://127.0.0.1:$rport/m/$prefix$i/")
+            k=$(timed $KSYNC "$W/src-small" "ks://127.0.0.1:$kport/$prefix$i")
+        else
+            k=$(timed $KSYNC "$W/src-small" "ks://127.0.0.1:$kport/$prefix$i")
+            r=$(timed rsync -a "$W/src-small/" "rsync://127.0.0.1:$rport/m/$prefix$i/")
+        fi
+        printf 'rsync\t%s\nkeepsync\t%s\n' "$r" "$k" >> "$W/$label.tsv"
     done
     python3 - "$W/$label.tsv" "$label" <<'PY'
 import sys, statistics, collections
@@ -128,26 +134,33 @@ hyperfine --runs "$RUNS" --warmup 1 --export-json "$W/noop.json" \
     -n keepsync "$KSYNC $W/src-small ks://127.0.0.1:$KPORT/small-1"
 median "$W/noop.json"
 
-echo "==> resume: kill -9 at ~50% of the big file, then resume"
-rm -rf "$W/ks-root/resume"; sync
-$KS sync -q --psk-file "$W/psk" --limit-rate 64MiB "$W/src-big" "ks://127.0.0.1:$KPORT/resume" &
-pid=$!
+echo "==> resume: kill -9 at ~50% of the big file, then resume (median of $SMALL_RUNS, each against a full run timed the same way)"
 half=$(( $(stat -c %s "$CORPUS") / 2 ))
-while :; do
-    # Allocated bytes, not the length: the parts of a split file are written at their offsets.
-    got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%b\n' 2>/dev/null | head -1 || true)
-    [[ -n $got && $((got * 512)) -ge $half ]] && break
-    sleep 0.02
+: > "$W/resume.tsv"
+for i in $(seq 1 "$SMALL_RUNS"); do
+    rm -rf "$W/ks-root/resume" "$W/ks-root/full"; sync
+    t0=$(date +%s.%N); $KSYNC "$W/src-big" "ks://127.0.0.1:$KPORT/full"; t1=$(date +%s.%N)
+    $KS sync -q --psk-file "$W/psk" --limit-rate 64MiB "$W/src-big" "ks://127.0.0.1:$KPORT/resume" &
+    pid=$!
+    while :; do
+        # Allocated bytes, not the length: the parts of a split file are written at their offsets.
+        got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%b\n' 2>/dev/null | head -1 || true)
+        [[ -n $got && $((got * 512)) -ge $half ]] && break
+        sleep 0.02
+    done
+    kill -9 $pid; wait $pid 2>/dev/null || true
+    sync
+    t2=$(date +%s.%N)
+    resumed_bytes=$($KSYNC --json "$W/src-big" "ks://127.0.0.1:$KPORT/resume" | python3 -c "import json,sys; print(json.load(sys.stdin)['bytes_sent'])")
+    t3=$(date +%s.%N)
+    printf '%s\t%s\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" "$resumed_bytes" >> "$W/resume.tsv"
 done
-kill -9 $pid; wait $pid 2>/dev/null || true
-t0=$(date +%s.%N)
-resumed_bytes=$($KSYNC --json "$W/src-big" "ks://127.0.0.1:$KPORT/resume" | python3 -c "import json,sys; print(json.load(sys.stdin)['bytes_sent'])")
-t1=$(date +%s.%N)
-full_time=$(awk -F'\t' '$1=="keepsync" {print $2}' "$W/big.tsv")
-python3 - "$resumed_bytes" "$full_bytes" "$(echo "$t1 - $t0" | bc)" "$full_time" <<'PY'
-import sys
-rb, fb, rt, ft = map(float, sys.argv[1:])
-print(f"resume: sent {rb/fb:.2f} of a full run's bytes ({rb/1e6:.1f} of {fb/1e6:.1f} MB), took {rt/ft:.2f} of a full run's time ({rt:.2f} s vs {ft:.2f} s)")
+python3 - "$W/resume.tsv" "$full_bytes" <<'PY'
+import sys, statistics as st
+rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
+fb = float(sys.argv[2])
+ft, rt, rb = (st.median(r[k] for r in rows) for k in range(3))
+print(f"resume: sent {rb/fb:.2f} of a full run's bytes ({rb/1e6:.1f} of {fb/1e6:.1f} MB), took {rt/ft:.2f} of a full run's time ({rt:.2f} s vs {ft:.2f} s; medians)")
 PY
 
 if [[ $DELAY_MS != 0 ]]; then

@@ -17,8 +17,8 @@
 //! the receiver's), so a sender that spends most of a window waiting so steps down too. On
 //! loopback with 10,000 small files that took the default from zstd-1 (1.03-1.18 s) to store.
 //!
-//! A push to a peer on the same host (a loopback address that answers within 1 ms, so not
-//! the end of an `ssh -L` tunnel to a distant host) gets no compression at all with `auto`:
+//! A receiver on the same host (a loopback address that answers within 1 ms, so not the end
+//! of an `ssh -L` tunnel to a distant host) gets no compression at all with `auto`:
 //! the "link" is a memory copy that fewer bytes do not speed up, and both ends share the CPU.
 //! Measured there, the ladder could not tell its receiver's disk from a slow link: a resumed
 //! 256 MiB push climbed to lz4 or zstd 1 and took 0.58-0.67 s for the half a full run moves in

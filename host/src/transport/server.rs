@@ -402,6 +402,8 @@ async fn session(link: &mut Link, served: &Served) -> Result<String> {
             let index = source.index.clone();
             let mut app =
                 SendApp::with_queue(source.queue, source.index, SyncCodec::Auto, ProgressBar::hidden());
+            // Its round trip, from the client's first answers, tells this host from a tunnel.
+            app.peer_on_loopback(link.peer_is_loopback());
             let result = drive(link, &mut ep, &mut app, limit).await;
             if let Some(index) = index {
                 // The hashes this connection computed serve the next `--checksum` pull.
