@@ -277,6 +277,29 @@ fn timers_ping_an_idle_link_and_fail_a_silent_peer() {
     assert_eq!(c2.handle_timeout(keepsync_core::sync::IDLE_TIMEOUT_MS), Err(ProtoError::TimedOut));
 }
 
+#[test]
+fn a_frame_arriving_slower_than_the_idle_timeout_is_not_silence() {
+    use keepsync_core::sync::IDLE_TIMEOUT_MS;
+    let (mut c, mut s) = pair(5, 5, 5);
+    handshake(&mut c, &mut s).unwrap();
+    let body = vec![0x5a; 3000];
+    let data = Message::Data { id: 1, offset: 0, codec: 0, raw_len: 3000, body: Bytes(&body) };
+    c.send(0, &data).unwrap();
+    let mut out = vec![0u8; BUF];
+    let n = c.poll_transmit(&mut out);
+    // 100 bytes every third of the idle timeout: the frame takes ten timeouts to arrive.
+    let mut now = 0;
+    for chunk in out[..n].chunks(100) {
+        now += IDLE_TIMEOUT_MS / 3;
+        assert_eq!(s.handle_timeout(now), Ok(()), "a peer still sending at {now} ms is alive");
+        assert_eq!(s.handle_input(now, chunk), Ok(chunk.len()));
+    }
+    assert!(now > 10 * IDLE_TIMEOUT_MS);
+    assert_eq!(s.poll_message(now).unwrap().unwrap(), data);
+    // Silence after it still times out.
+    assert_eq!(s.handle_timeout(now + IDLE_TIMEOUT_MS), Err(ProtoError::TimedOut));
+}
+
 // ---- file transfers -------------------------------------------------------------------
 
 /// The receiving side's storage: finished files, the old copies it had, and durable

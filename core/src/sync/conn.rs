@@ -283,6 +283,12 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         self.rx.as_mut()[self.rx_fill..self.rx_fill + take].copy_from_slice(&data[used..used + take]);
         self.rx_fill += take;
         used += take;
+        // Once open, any byte of a frame shows the peer alive: on a link slower than a frame
+        // per idle timeout (1 MiB in 60 s is 17 KiB/s) a frame still arriving is no silence.
+        // (The handshake keeps its own deadline from the start.)
+        if self.phase == Phase::Open && used > 0 {
+            self.last_rx = now;
+        }
         if self.rx_fill < frame_len {
             return Ok(used);
         }
