@@ -270,11 +270,13 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
         let shared = Arc::clone(&shared);
         let started = super::connection_thread(async move {
             let _slot = slot;
-            let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| Error::Network {
-                peer: peer.to_string(),
-                action: "talk to",
-                source: e,
-            })?;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("keepsync: {peer}: cannot take the connection over: {e}");
+                    return Ok(());
+                }
+            };
             let mut link = Link::new(stream, peer.to_string());
             match session(&mut link, &shared).await {
                 Ok(what) if log => eprintln!("keepsync: {peer}: {what}"),
