@@ -161,15 +161,18 @@ for i in $(seq 1 "$SMALL_RUNS"); do
     sync
     # (The JSON is read after the clock stops: a Python start costs 0.1 s of CPU.)
     t2=$(date +%s.%N); $KSYNC --json "$W/src-big" "ks://127.0.0.1:$KPORT/resume" > "$W/resume.json"; t3=$(date +%s.%N)
-    resumed_bytes=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bytes_sent'])" "$W/resume.json")
-    printf '%s\t%s\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" "$resumed_bytes" >> "$W/resume.tsv"
+    resumed=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['bytes_sent'], d['data_bytes'])" "$W/resume.json")
+    printf '%s\t%s\t%s\t%s\n' "$(echo "$t1 - $t0" | bc)" "$(echo "$t3 - $t2" | bc)" $resumed >> "$W/resume.tsv"
 done
-python3 - "$W/resume.tsv" "$full_bytes" <<'PY'
+# Link bytes depend on how much each run compressed; the file bytes carried do not.
+python3 - "$W/resume.tsv" "$full_bytes" "$(stat -c %s "$CORPUS")" <<'PY'
 import sys, statistics as st
 rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
-fb = float(sys.argv[2])
-ft, rt, rb = (st.median(r[k] for r in rows) for k in range(3))
-print(f"resume: sent {rb/fb:.2f} of a full run's bytes ({rb/1e6:.1f} of {fb/1e6:.1f} MB), took {rt/ft:.2f} of a full run's time ({rt:.2f} s vs {ft:.2f} s; medians)")
+fb, size = float(sys.argv[2]), float(sys.argv[3])
+ft, rt, rb, rd = (st.median(r[k] for r in rows) for k in range(4))
+print(f"resume: carried {rd/size:.2f} of the file's bytes again ({rd/2**20:.0f} of {size/2**20:.0f} MiB); "
+      f"sent {rb/fb:.2f} of a full run's link bytes ({rb/1e6:.1f} of {fb/1e6:.1f} MB); "
+      f"took {rt/ft:.2f} of a full run's time ({rt:.2f} s vs {ft:.2f} s; medians)")
 PY
 
 if [[ $DELAY_MS != 0 ]]; then
