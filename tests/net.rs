@@ -765,6 +765,43 @@ fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing()
 }
 
 #[test]
+fn a_broken_push_keeps_every_byte_that_arrived_not_only_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    std::fs::write(d.join("src/data.bin"), noise(SIZE, 11)).unwrap();
+    // The default --checkpoint-every of 16 MiB: no periodic checkpoint before the kill.
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let url = srv.url("dst");
+    let dst = d.join("srv/dst");
+    let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
+    wait_for_partial(&dst, SIZE as u64 * 40 / 100, &mut child, partial_bytes);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The server sees the connection break and keeps what arrived, with a checkpoint.
+    let ckpts = || {
+        std::fs::read_dir(dst.join(".keepsync-partial"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ckpts() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ckpts(), "{}", srv.log());
+    let kept = partial_bytes(&dst);
+    assert!((SIZE as u64 * 40 / 100..(16 << 20)).contains(&kept), "kept {kept}");
+    let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--json"]);
+    run.ok();
+    let sent = json_u64(&run, "bytes_sent");
+    assert!(sent <= SIZE as u64 - kept + SIZE as u64 / 100, "sent {sent} of {SIZE}, kept {kept}");
+    assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
+}
+
+#[test]
 fn a_damaged_durable_prefix_is_caught_and_the_file_sent_again_whole() {
     let (dir, srv) = resume_scene(5);
     let d = dir.path();

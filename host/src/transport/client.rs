@@ -369,6 +369,9 @@ async fn pull_worker(
                 open(&shared, delete, session).await.map_err(|e| (e, first))?;
             let mut ep = HostReceiver::with_table(conn);
             let r = drive(&mut link, &mut ep, &mut app, &shared.opts.limit).await;
+            if r.is_err() {
+                app.save_in_flight();
+            }
             add_stats(&mut out.stats, link.stats);
             r.map_err(|e| (e, false))
         }

@@ -690,10 +690,10 @@ impl RecvApp {
         Ok(())
     }
 
-    /// Makes `inc` durable up to `written` and records that in its checkpoint. Put off while
-    /// its durable prefix is still being re-hashed (the next block tries again).
-    fn checkpoint(inc: &mut Incoming, buf: &mut Vec<u8>) -> std::result::Result<(), String> {
-        if !Self::catch_up(inc, false, buf)? {
+    /// Makes `inc` durable up to `written` and records that in its checkpoint. Unless `wait`,
+    /// put off while its durable prefix is still being re-hashed (the next block tries again).
+    fn checkpoint(inc: &mut Incoming, wait: bool, buf: &mut Vec<u8>) -> std::result::Result<(), String> {
+        if !Self::catch_up(inc, wait, buf)? {
             return Ok(()); // not yet, or nothing here is worth resuming from
         }
         inc.data.sync_data().map_err(|e| format!("{}: {e}", inc.rel))?;
@@ -735,7 +735,7 @@ impl RecvApp {
         }
         self.bar.inc(inc.written - before);
         if inc.since_ckpt >= self.opts.checkpoint_every
-            && let Err(why) = Self::checkpoint(inc, &mut self.buf)
+            && let Err(why) = Self::checkpoint(inc, false, &mut self.buf)
         {
             inc.failed = Some(why);
         }
@@ -767,7 +767,7 @@ impl RecvApp {
                 if inc.split && meta.is_ok() {
                     // A part is durable, and its checkpoint says it is whole, before the book
                     // hears of it: the last part to verify places the file.
-                    meta = Self::checkpoint(&mut inc, &mut self.buf);
+                    meta = Self::checkpoint(&mut inc, true, &mut self.buf);
                     if meta.is_ok() {
                         self.summary.parts_received += 1;
                     }
@@ -840,6 +840,24 @@ impl RecvApp {
                     }
                     self.replies.push_back(Reply::Done(v.id, Status::Failed));
                 }
+            }
+        }
+    }
+
+    /// The connection broke: keeps what it delivered. Files verified but not yet committed are
+    /// flushed and placed, and each file in flight is made durable up to the last byte that
+    /// arrived, with its checkpoint, so the next try resumes there rather than at the last
+    /// periodic checkpoint (up to `--checkpoint-every` behind). Every byte written came in an
+    /// authenticated frame, in order, and the file is still placed only once its whole BLAKE3
+    /// matches.
+    pub fn save_in_flight(&mut self) {
+        if self.opts.dry_run {
+            return;
+        }
+        self.commit_verified();
+        for inc in self.files.values_mut() {
+            if inc.failed.is_none() && inc.since_ckpt > 0 {
+                let _ = Self::checkpoint(inc, true, &mut self.buf);
             }
         }
     }
@@ -1024,7 +1042,7 @@ mod tests {
         RecvApp::write(&mut inc, &rest[..700_000]).unwrap();
         assert_eq!((inc.hashed, inc.written), (1_200_000, 1_900_000));
         assert!(!RecvApp::catch_up(&mut inc, false, &mut buf).unwrap());
-        RecvApp::checkpoint(&mut inc, &mut buf).unwrap();
+        RecvApp::checkpoint(&mut inc, false, &mut buf).unwrap();
         assert!(!inc.ckpt_path.exists(), "no checkpoint before the prefix is settled");
 
         // Once it is, the hash catches up from the partial, then follows the data in line.
@@ -1034,7 +1052,7 @@ mod tests {
         RecvApp::write(&mut inc, &rest[700_000..]).unwrap();
         assert_eq!(inc.hashed, 3_000_000);
         assert_eq!(inc.hasher.finalize(), blake3::hash(&bytes));
-        RecvApp::checkpoint(&mut inc, &mut buf).unwrap();
+        RecvApp::checkpoint(&mut inc, false, &mut buf).unwrap();
         let ckpt = Checkpoint::decode(&fs::read(&inc.ckpt_path).unwrap()).unwrap();
         assert_eq!((ckpt.plain_offset, ckpt.source_hash), (3_000_000, *blake3::hash(&bytes).as_bytes()));
     }

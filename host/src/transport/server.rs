@@ -382,6 +382,9 @@ async fn session(link: &mut Link, served: &Served) -> Result<String> {
             let mut app =
                 RecvApp::new(tree, opts).log_problems_as(link.peer.clone()).with_parts(Arc::clone(parts));
             let result = drive(link, &mut ep, &mut app, limit).await;
+            if result.is_err() {
+                app.save_in_flight();
+            }
             let s = &app.summary;
             result.map(|()| {
                 format!(
