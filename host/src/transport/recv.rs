@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::HostReceiver;
 use super::driver::{App, proto};
-use super::parts::SharedParts;
+use super::parts::{CLAIM_WAIT, Claim, PartBook, SharedParts};
 use super::{NEW_FILE_BLOCK_LOG2, delta_block_log2};
 use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
@@ -150,6 +150,8 @@ struct Verified {
     ckpts: Vec<PathBuf>,
     dest: PathBuf,
     size: u64,
+    /// Held until the file is placed.
+    _claim: Claim,
 }
 
 struct Incoming {
@@ -183,6 +185,8 @@ struct Incoming {
     /// A checkpoint file may exist: the partial was there before, or one was written.
     ckpt_may_exist: bool,
     failed: Option<String>,
+    /// This connection's hold on its range of the partial file, until the entry is done.
+    _claim: Claim,
 }
 
 /// The receiving application on one connection, writing under `root`.
@@ -536,6 +540,8 @@ impl RecvApp {
         binding.update(&meta.mtime_nsec.to_le_bytes());
         let binding = *binding.finalize().as_bytes();
 
+        // A connection that broke may still be saving this very range: wait for it.
+        let claim = PartBook::claim(&self.parts, data_path.clone(), start, CLAIM_WAIT);
         let (mut data, fresh) = open_partial(&partial_dir, &data_path)?;
         let io = |e| Error::io("write", &data_path, e);
         // A new whole file has no checkpoint to read.
@@ -610,6 +616,7 @@ impl RecvApp {
                 since_ckpt: 0,
                 ckpt_may_exist: !fresh,
                 failed: None,
+                _claim: claim,
             },
         );
         Ok(())
@@ -785,10 +792,11 @@ impl RecvApp {
                         return self.replies.push_back(Reply::Done(id, Status::Ok));
                     }
                     Ok(()) => {
-                        let Incoming { rel, data, data_path, ckpt_may_exist, dest, .. } = inc;
+                        let Incoming { rel, data, data_path, ckpt_may_exist, dest, _claim, .. } = inc;
                         let ckpts =
                             if ckpt_may_exist { leftover_checkpoints(&data_path) } else { Vec::new() };
-                        return self.verified.push(Verified { id, rel, data, data_path, ckpts, dest, size });
+                        let placed = Verified { id, rel, data, data_path, ckpts, dest, size, _claim };
+                        return self.verified.push(placed);
                     }
                     Err(why) => {
                         self.summary.problems.push(why);
@@ -1026,6 +1034,7 @@ mod tests {
             since_ckpt: 0,
             ckpt_may_exist: true,
             failed: None,
+            _claim: PartBook::claim(&SharedParts::default(), dir.join("f.data"), 0, CLAIM_WAIT),
         };
         (inc, release)
     }
