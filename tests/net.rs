@@ -702,13 +702,18 @@ fn a_large_file_goes_as_parts_over_several_connections_both_ways() {
 /// A temp dir with a PSK, `src/data.bin` (`SIZE` bytes of noise from `seed`) and a server on
 /// `srv/` that checkpoints every MiB: the scene of the `kill -9` tests.
 fn resume_scene(seed: u64) -> (tempfile::TempDir, Server) {
+    scene_serving_with(seed, &["--checkpoint-every", "1MiB"])
+}
+
+/// The same scene, its server started with `args`.
+fn scene_serving_with(seed: u64, args: &[&str]) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ks(d, &["keygen", "-o", "psk"]).ok();
     std::fs::create_dir_all(d.join("src")).unwrap();
     std::fs::create_dir_all(d.join("srv")).unwrap();
     std::fs::write(d.join("src/data.bin"), noise(SIZE, seed)).unwrap();
-    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--checkpoint-every", "1MiB"]);
+    let srv = Server::start(d, "srv", "127.0.0.1:0", args);
     (dir, srv)
 }
 
@@ -766,14 +771,9 @@ fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing()
 
 #[test]
 fn a_broken_push_keeps_every_byte_that_arrived_not_only_the_last_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    ks(d, &["keygen", "-o", "psk"]).ok();
-    std::fs::create_dir_all(d.join("src")).unwrap();
-    std::fs::create_dir_all(d.join("srv")).unwrap();
-    std::fs::write(d.join("src/data.bin"), noise(SIZE, 11)).unwrap();
     // The default --checkpoint-every of 16 MiB: no periodic checkpoint before the kill.
-    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let (dir, srv) = scene_serving_with(11, &[]);
+    let d = dir.path();
     let url = srv.url("dst");
     let dst = d.join("srv/dst");
     let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
