@@ -292,7 +292,8 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
 }
 
 /// Connections a server runs at once by default. Each holds its buffers (about 6 MiB) and a
-/// thread; a client opens at most 8 at a time.
+/// thread; a client opens as many as its `--connections` (by default its cores, at most 4;
+/// 64 at the most).
 pub const MAX_CONNECTIONS: u16 = 128;
 
 /// Starts a quiet server for `root` on a free loopback port in a background thread (for
