@@ -672,24 +672,14 @@ impl RecvApp {
         if inc.written >= until {
             return Ok(());
         }
-        let Some(mut old) = inc.old.take() else {
+        let Some(old) = inc.old.as_mut() else {
             return Err(format!("{}: the sender skipped blocks this side does not have", inc.rel));
         };
-        let copied = Self::copy_old(inc, &mut old, until, buf);
-        inc.old = Some(old);
-        copied
-    }
-
-    fn copy_old(
-        inc: &mut Incoming,
-        old: &mut File,
-        until: u64,
-        buf: &mut Vec<u8>,
-    ) -> std::result::Result<(), String> {
         old.seek(SeekFrom::Start(inc.written)).map_err(|e| e.to_string())?;
         buf.resize(1 << 20, 0);
         while inc.written < until {
             let n = ((until - inc.written) as usize).min(buf.len());
+            let old = inc.old.as_mut().expect("checked above");
             old.read_exact(&mut buf[..n])
                 .map_err(|_| format!("{}: the old copy changed during the sync", inc.rel))?;
             Self::write(inc, &buf[..n])?;
