@@ -8,7 +8,7 @@
 //! of this run are done. After a crash the book is empty, and the sender's next offers
 //! rebuild it: a part whose checkpoint covers it resumes at its end and verifies again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -33,8 +33,9 @@ struct Parts {
 #[derive(Default)]
 pub struct PartBook {
     book: Mutex<HashMap<FileKey, Parts>>,
-    /// Ranges of partial files a connection is writing: (partial file, first byte).
-    writing: Mutex<HashSet<(PathBuf, u64)>>,
+    /// Ranges of partial files connections are writing, (partial file, first byte), and by
+    /// how many (more than one only once a wait timed out).
+    writing: Mutex<HashMap<(PathBuf, u64), usize>>,
     released: Condvar,
 }
 
@@ -54,7 +55,14 @@ pub struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.book.writing.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+        let mut writing = self.book.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(holders) = writing.get_mut(&self.key) {
+            *holders -= 1;
+            if *holders == 0 {
+                writing.remove(&self.key);
+            }
+        }
+        drop(writing);
         self.book.released.notify_all();
     }
 }
@@ -72,14 +80,14 @@ impl PartBook {
         let key = (partial, start);
         let deadline = Instant::now() + wait;
         let mut writing = book.writing.lock().unwrap_or_else(|e| e.into_inner());
-        while writing.contains(&key) {
+        while writing.contains_key(&key) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             writing = book.released.wait_timeout(writing, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        writing.insert(key.clone());
+        *writing.entry(key.clone()).or_default() += 1;
         Claim { book: Arc::clone(book), key }
     }
 
@@ -158,9 +166,14 @@ mod tests {
         let waited = waiter.join().unwrap();
         assert!(waited >= Duration::from_millis(150), "waited {waited:?}");
         assert!(waited < CLAIM_WAIT, "woken by the release, not the timeout");
-        // A holder that never lets go is waited for only so long.
+        // A holder that never lets go is waited for only so long; when the late one is done,
+        // the first still holds its range.
         let t = Instant::now();
-        let _late = PartBook::claim(&book, "b.data".into(), 0, Duration::from_millis(100));
+        let late = PartBook::claim(&book, "b.data".into(), 0, Duration::from_millis(100));
         assert!(t.elapsed() >= Duration::from_millis(100));
+        drop(late);
+        let t = Instant::now();
+        let _next = PartBook::claim(&book, "b.data".into(), 0, Duration::from_millis(100));
+        assert!(t.elapsed() >= Duration::from_millis(100), "b.data is still held by _other");
     }
 }
