@@ -212,7 +212,8 @@ fn sync_transfer_256k(mut t: Transfer) -> u64 {
         mode: 0o644,
         target: "",
         hash: None,
-        part: None,
+        version: [0; 16],
+        layout: keepsync_core::sync::Layout::Whole,
     };
     // One frame each way: the offer, then the answer.
     t.sender.offer(0, &meta).unwrap();

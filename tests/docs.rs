@@ -66,7 +66,8 @@ fn protocol_message_table_matches_the_encoding() {
         mode: 0o644,
         target: "",
         hash: None,
-        part: None,
+        version: [0; 16],
+        layout: keepsync_core::sync::Layout::Whole,
     };
     let samples: [(&str, Message<'_>); 13] = [
         (

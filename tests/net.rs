@@ -129,7 +129,7 @@ fn push_noop_delta_and_pull_over_loopback() {
     assert_eq!(json_u64(&run, "files_transferred"), 14);
     assert!(json_u64(&run, "bytes_sent") < total, "compressed on the way");
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/backup/tree")));
-    assert!(!d.join("srv/backup/tree/.keepsync-partial").exists(), "nothing left behind");
+    assert!(!d.join("srv/.keepsync-partial").exists(), "nothing left behind");
 
     // No-op: every file skipped, only metadata crosses the link.
     let run = ks(d, &["sync", "src", &dst, "--psk-file", "psk", "--json"]);
@@ -174,7 +174,7 @@ fn dry_run_over_the_network_lists_what_would_change_and_changes_nothing() {
     let run = ks(d, &["sync", "src", &srv.url("dry/tree"), "--psk-file", "psk", "--dry-run"]);
     run.ok();
     let out = String::from_utf8_lossy(&run.stdout);
-    assert!(out.contains("copy        sub/big.bin (3145728 bytes)"), "{out}");
+    assert!(out.contains("copy        sub/big.bin (3.0 MiB)"), "{out}");
     assert!(out.contains("create dir  sub/deeper"), "{out}");
     assert!(out.contains("symlink     sub/link -> ../f1.log"), "{out}");
     assert!(!d.join("srv/dry").exists(), "a dry run creates nothing");
@@ -189,10 +189,14 @@ fn dry_run_over_the_network_lists_what_would_change_and_changes_nothing() {
     let json = run.json();
     assert_eq!(json["dry_run"], true);
     assert_eq!(json["files_transferred"], 1);
-    let mut planned: Vec<&str> =
-        json["planned"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut planned: Vec<String> = json["planned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| format!("{} {}", v["action"].as_str().unwrap(), v["path"].as_str().unwrap()))
+        .collect();
     planned.sort_unstable();
-    assert_eq!(planned, ["copy        f2.log (7 bytes)", "delete      extra"]);
+    assert_eq!(planned, ["copy_file f2.log", "delete extra"]);
     assert_eq!(json["deleted"], 1, "the server's deletion reaches the client");
     assert_eq!(snapshot(&d.join("srv/t")), before, "nothing changed at the server");
     // The real run deletes it and says so.
@@ -343,10 +347,11 @@ fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--psk-file"), "{}", run.stderr);
 
+    // Refused before connecting (the server refuses them too: see the hostile client).
     for bad in ["../escape", "a/../../escape"] {
         let run = ks(d, &["sync", "src", &srv.url(bad), "--psk-file", "psk"]);
-        assert_eq!(run.code, 12, "{bad}: {}", run.stderr);
-        assert!(run.stderr.contains("refused"), "{}", run.stderr);
+        assert_eq!(run.code, 2, "{bad}: {}", run.stderr);
+        assert!(run.stderr.contains("is not allowed"), "{}", run.stderr);
     }
     assert!(!d.join("escape").exists());
 
@@ -445,6 +450,22 @@ impl Raw {
     }
 
     fn open(addr: &str, psk: &SecretKey, path: &str) -> Self {
+        let (raw, answer) = Self::try_open(addr, psk, path, Direction::Push);
+        // The server announces what its table and open-file limit allow (the same limit as
+        // this process's: the server raised its soft limit to the hard one, as this does).
+        keepsync::net::raise_open_file_limit();
+        let max_files = keepsync::net::files_in_flight();
+        assert_eq!(answer, Some(Message::Opened { max_files }));
+        raw
+    }
+
+    /// Opens `path` for `direction` and returns the server's answer.
+    fn try_open(
+        addr: &str,
+        psk: &SecretKey,
+        path: &str,
+        direction: Direction,
+    ) -> (Self, Option<Message<'static>>) {
         let mut raw = Self::connect(addr, psk);
         raw.flush();
         let mut buf = [0u8; 4096];
@@ -458,7 +479,7 @@ impl Raw {
         }
         let open = Message::Open {
             path,
-            direction: Direction::Push,
+            direction,
             delete: false,
             checksum: false,
             dry_run: false,
@@ -468,12 +489,8 @@ impl Raw {
         };
         raw.ep.send(0, &open).unwrap();
         raw.flush();
-        // The server announces what its table and open-file limit allow (the same limit as
-        // this process's: the server raised its soft limit to the hard one, as this does).
-        keepsync::transport::raise_open_file_limit();
-        let max_files = keepsync::transport::files_in_flight();
-        assert_eq!(raw.read_message(), Some(Message::Opened { max_files }));
-        raw
+        let answer = raw.read_message();
+        (raw, answer)
     }
 
     /// Next sender event, owned.
@@ -522,7 +539,8 @@ fn file(id: u32, path: &str, size: u64) -> FileMeta<'_> {
         mode: 0o644,
         target: "",
         hash: None,
-        part: None,
+        version: [0; 16],
+        layout: keepsync_core::sync::Layout::Whole,
     }
 }
 
@@ -535,6 +553,16 @@ fn a_hostile_client_is_confined_to_the_root_and_the_server_keeps_serving() {
     std::fs::create_dir_all(d.join("outside")).unwrap();
     std::os::unix::fs::symlink(d.join("outside"), d.join("srv/t/evil")).unwrap();
     let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+
+    // Trees that would escape, or name no tree at all (the whole served root is only ever
+    // asked for as "."): refused before anything runs, both ways.
+    for bad in ["../escape", "a/../../escape", "/etc", "", "t/evil", "t/evil/x", ".keepsync-partial"] {
+        for direction in [Direction::Push, Direction::Pull] {
+            let (_, answer) = Raw::try_open(&srv.addr, &psk, bad, direction);
+            assert_eq!(answer, Some(Message::Close(keepsync_core::sync::CloseCode::Refused)), "{bad:?}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(d.join("outside")).unwrap().count(), 0);
 
     // Paths that would escape: each refused, nothing written outside the root.
     let mut raw = Raw::open(&srv.addr, &psk, "t");
@@ -672,7 +700,7 @@ fn a_large_file_goes_as_parts_over_several_connections_both_ways() {
     run.ok();
     assert_eq!(json_u64(&run, "files_transferred"), 15);
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/split")));
-    assert!(!d.join("srv/split/.keepsync-partial").exists(), "parts' checkpoints cleaned up");
+    assert!(!d.join("srv/.keepsync-partial").exists(), "parts' checkpoints cleaned up");
     // 7 parts of huge.bin and 3 of big.bin (3 MiB), spread over more than one connection.
     let log = srv.log();
     let parts = log_counts(&log, " parts of split files");
@@ -723,13 +751,15 @@ fn kill_9_mid_split_file_resumes_every_part_where_it_stopped() {
     let d = dir.path();
     let url = srv.url("dst");
     let dst = d.join("srv/dst");
+    // Partials live at the served root, whatever tree a push writes.
+    let partials = d.join("srv");
     let split = ["sync", "src", &url, "--psk-file", "psk", "--connections", "3", "--part-size", "4MiB"];
     let mut child = spawn_sync(d, &[&split[..], &["--limit-rate", "12MiB"]].concat());
-    wait_for_partial(&dst, SIZE as u64 / 2, &mut child, allocated_partial_bytes);
+    wait_for_partial(&partials, SIZE as u64 / 2, &mut child, allocated_partial_bytes);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!dst.join("data.bin").exists(), "an unfinished file never appears under its name");
-    let written = allocated_partial_bytes(&dst);
+    let written = allocated_partial_bytes(&partials);
 
     let run = ks(d, &[&split[..], &["--json"]].concat());
     run.ok();
@@ -738,7 +768,7 @@ fn kill_9_mid_split_file_resumes_every_part_where_it_stopped() {
     let bound = SIZE as u64 - written + (3 << 20) + SIZE as u64 / 100;
     assert!(sent <= bound, "sent {sent}, written {written}, bound {bound}");
     assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
-    assert!(!dst.join(".keepsync-partial").exists(), "partials cleaned up");
+    assert!(!partials.join(".keepsync-partial").exists(), "partials cleaned up");
     assert_eq!(log_counts(&srv.log(), " resumed").iter().sum::<u64>(), 1, "{}", srv.log());
 }
 
@@ -749,15 +779,17 @@ fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing()
     std::fs::write(d.join("src/small.txt"), b"small").unwrap();
     let url = srv.url("dst");
     let dst = d.join("srv/dst");
+    // Partials live at the served root, whatever tree a push writes.
+    let partials = d.join("srv");
     // Throttled so the kills land mid-file; each kill point is further along.
     for percent in [20u64, 45, 70] {
         let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
-        wait_for_partial(&dst, SIZE as u64 * percent / 100, &mut child, partial_bytes);
+        wait_for_partial(&partials, SIZE as u64 * percent / 100, &mut child, partial_bytes);
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!dst.join("data.bin").exists(), "an unfinished file never appears under its name");
     }
-    let durable = partial_bytes(&dst);
+    let durable = partial_bytes(&partials);
     let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--json"]);
     run.ok();
     let sent = json_u64(&run, "bytes_sent");
@@ -766,7 +798,7 @@ fn kill_9_of_the_client_at_several_points_resumes_sending_only_what_is_missing()
     assert!(durable >= SIZE as u64 * 60 / 100, "durable {durable}");
     assert!(sent <= missing + (1 << 20) + SIZE as u64 / 100, "sent {sent}, missing {missing}");
     assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
-    assert!(!dst.join(".keepsync-partial").exists(), "partials cleaned up");
+    assert!(!partials.join(".keepsync-partial").exists(), "partials cleaned up");
 }
 
 #[test]
@@ -776,11 +808,13 @@ fn a_broken_push_keeps_every_byte_that_arrived_not_only_the_last_checkpoint() {
     let d = dir.path();
     let url = srv.url("dst");
     let dst = d.join("srv/dst");
+    // Partials live at the served root, whatever tree a push writes.
+    let partials = d.join("srv");
     let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
-    wait_for_partial(&dst, SIZE as u64 * 40 / 100, &mut child, partial_bytes);
+    wait_for_partial(&partials, SIZE as u64 * 40 / 100, &mut child, partial_bytes);
     child.kill().unwrap();
     child.wait().unwrap();
-    let kept = partial_bytes(&dst);
+    let kept = partial_bytes(&partials);
     assert!((SIZE as u64 * 40 / 100..(16 << 20)).contains(&kept), "kept {kept}");
     // Run again at once: the server keeps what arrived (an fsync and a checkpoint) as it sees
     // the connection break, and the new connection waits for that before it resumes.
@@ -797,14 +831,16 @@ fn a_damaged_durable_prefix_is_caught_and_the_file_sent_again_whole() {
     let d = dir.path();
     let url = srv.url("dst");
     let dst = d.join("srv/dst");
+    // Partials live at the served root, whatever tree a push writes.
+    let partials = d.join("srv");
     let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--limit-rate", "12MiB"]);
-    wait_for_partial(&dst, SIZE as u64 / 2, &mut child, partial_bytes);
+    wait_for_partial(&partials, SIZE as u64 / 2, &mut child, partial_bytes);
     child.kill().unwrap();
     child.wait().unwrap();
     // Flip a byte inside what the checkpoint vouches for: the receiver answers with the resume
     // offset at once, re-hashes the prefix beside the transfer, finds it damaged, and the
     // file's End fails to verify; the sender then sends it whole.
-    let partial = std::fs::read_dir(dst.join(".keepsync-partial"))
+    let partial = std::fs::read_dir(partials.join(".keepsync-partial"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "data"))
@@ -816,7 +852,7 @@ fn a_damaged_durable_prefix_is_caught_and_the_file_sent_again_whole() {
     run.ok();
     assert!(json_u64(&run, "bytes_sent") >= SIZE as u64, "sent again whole");
     assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
-    assert!(!dst.join(".keepsync-partial").exists());
+    assert!(!partials.join(".keepsync-partial").exists());
 }
 
 #[test]
@@ -825,14 +861,15 @@ fn kill_9_of_the_server_mid_push_reconnects_and_finishes() {
     let d = dir.path();
     let addr = srv.addr.clone();
     let dst: PathBuf = d.join("srv/dst");
+    let partials = d.join("srv");
     let mut child = spawn_sync(
         d,
         &["sync", "src", &srv.url("dst"), "--psk-file", "psk", "--limit-rate", "12MiB", "--json"],
     );
-    wait_for_partial(&dst, SIZE as u64 / 2, &mut child, partial_bytes);
+    wait_for_partial(&partials, SIZE as u64 / 2, &mut child, partial_bytes);
     srv.child.kill().unwrap();
     srv.child.wait().unwrap();
-    let durable = partial_bytes(&dst);
+    let durable = partial_bytes(&partials);
     let _srv = Server::start(d, "srv", &addr, &["--checkpoint-every", "1MiB"]);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -842,7 +879,7 @@ fn kill_9_of_the_server_mid_push_reconnects_and_finishes() {
     assert!(summary["reconnects"].as_u64().unwrap() >= 1);
     assert!(durable >= SIZE as u64 / 3, "durable {durable}");
     assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
-    assert!(!dst.join(".keepsync-partial").exists());
+    assert!(!partials.join(".keepsync-partial").exists());
 }
 
 #[test]

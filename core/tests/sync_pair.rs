@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::{
-    Bytes, Connection, FileMeta, Have, Kind, Message, Part, ProtoError, Receiver, ReceiverEvent, SendError,
+    Bytes, Connection, FileMeta, Have, Kind, Layout, Message, ProtoError, Receiver, ReceiverEvent, SendError,
     Sender, SenderEvent, Status,
 };
 use keepsync_core::wire::frame::PROTO_VERSION;
@@ -45,7 +45,8 @@ fn regular(id: u32, path: &str, size: u64) -> FileMeta<'_> {
         mode: 0o644,
         target: "",
         hash: None,
-        part: None,
+        version: [0; 16],
+        layout: Layout::Whole,
     }
 }
 
@@ -764,24 +765,27 @@ fn carry(from: &mut Conn, to: &mut Conn) {
 #[test]
 fn a_part_keeps_its_offer_resume_and_data_inside_its_range() {
     const MIB: u64 = 1 << 20;
-    let meta = |id, part| FileMeta { part, ..regular(id, "big", 3 * MIB + 5) };
-    let part = |offset, len| Some(Part { offset, len });
+    let meta = |id, layout| FileMeta { layout, ..regular(id, "big", 3 * MIB + 5) };
+    let part = |log2, index| Layout::Part { log2, index };
     let (mut c, mut s) = pair(1, 1, 31);
     handshake(&mut c, &mut s).unwrap();
     let (mut sender, mut receiver) = (Sender::new(c), Receiver::new(s));
-    // Off the 1 MiB grid, empty, or past the file: refused before anything is sent.
-    for bad in [part(4096, MIB), part(MIB, 0), part(2 * MIB, MIB + 6), part(MIB, MIB + 1)] {
+    // Parts below 1 MiB, past the file, of a file no larger than one part, and assemblies
+    // without the file's hash: refused before anything is sent.
+    let assemble = Layout::Assemble { log2: 20 };
+    for bad in [part(19, 0), part(20, 4), part(22, 0), part(41, 0), Layout::Assemble { log2: 22 }, assemble] {
         assert!(matches!(sender.offer(0, &meta(1, bad)), Err(SendError::Usage(_))), "{bad:?}");
     }
-    let dir = FileMeta { kind: Kind::Dir, ..meta(1, part(0, MIB)) };
+    let dir = FileMeta { kind: Kind::Dir, ..meta(1, part(20, 0)) };
     assert!(matches!(sender.offer(0, &dir), Err(SendError::Usage(_))));
-    // The file's last part may end off the grid, at the file's end.
-    sender.offer(0, &meta(1, part(2 * MIB, MIB + 5))).unwrap();
+    // The file's last part ends at the file's end.
+    sender.offer(0, &meta(1, part(20, 3))).unwrap();
     carry(&mut sender, &mut receiver);
-    assert!(
-        matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::File(m))) if m.part == part(2 * MIB, MIB + 5))
-    );
-    sender.offer(0, &meta(2, part(MIB, MIB))).unwrap();
+    assert!(matches!(
+        receiver.poll_event(0),
+        Some(Ok(ReceiverEvent::File(m))) if m.layout == part(20, 3) && m.range() == Some((3 * MIB, 3 * MIB + 5))
+    ));
+    sender.offer(0, &meta(2, part(20, 1))).unwrap();
     carry(&mut sender, &mut receiver);
     assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::File(_)))));
     // The receiver cannot resume a part before its start.
@@ -803,8 +807,20 @@ fn a_part_keeps_its_offer_resume_and_data_inside_its_range() {
     carry(&mut sender, &mut receiver);
     assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::End { id: 2, .. }))));
 
+    // An assembly carries the file's hash and is answered with Done alone.
+    let whole = FileMeta { hash: Some([9; 32]), ..meta(3, assemble) };
+    sender.offer(0, &whole).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(
+        matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::File(m))) if m.range() == Some((m.size, m.size)))
+    );
+    assert!(matches!(receiver.have(0, 3, need(3 * MIB + 5)), Err(SendError::Usage(_))));
+    receiver.done(0, 3, Status::Ok).unwrap();
+    carry(&mut receiver, &mut sender);
+    assert!(matches!(sender.poll_event(0), Some(Ok(SenderEvent::Done { id: 3, status: Status::Ok }))));
+
     // ...and at a receiver, from a sender that skips the rules, a protocol violation.
-    receiver.have(0, 1, need(2 * MIB)).unwrap();
+    receiver.have(0, 1, need(3 * MIB)).unwrap();
     carry(&mut receiver, &mut sender);
     let _ = sender.poll_event(0);
     let past = Message::Data { id: 1, offset: 3 * MIB + 5, codec: 0, raw_len: 1, body: Bytes(&[0]) };
@@ -814,9 +830,56 @@ fn a_part_keeps_its_offer_resume_and_data_inside_its_range() {
     let (mut c, mut s) = pair(1, 1, 32);
     handshake(&mut c, &mut s).unwrap();
     let mut receiver = Receiver::new(s);
-    c.send(0, &Message::File(meta(1, part(4096, MIB)))).unwrap();
+    c.send(0, &Message::File(meta(1, part(20, 9)))).unwrap();
     carry(&mut c, &mut receiver);
     assert!(matches!(receiver.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
+}
+
+#[test]
+fn an_early_failure_stops_the_data_and_the_end_closes_the_entry() {
+    let (mut c, mut s) = pair(1, 1, 33);
+    handshake(&mut c, &mut s).unwrap();
+    let (mut sender, mut receiver) = (Sender::new(c), Receiver::new(s));
+    sender.offer(0, &regular(1, "f", 8 * BLOCK as u64)).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::File(_)))));
+    // Not before the Have, and never an early Ok.
+    assert!(matches!(receiver.done(0, 1, Status::NoSpace), Ok(())), "right after File, any status");
+    carry(&mut receiver, &mut sender);
+    assert!(matches!(sender.poll_event(0), Some(Ok(SenderEvent::Done { id: 1, status: Status::NoSpace }))));
+    assert_eq!(sender.in_flight(), 0);
+
+    sender.offer(0, &regular(2, "g", 8 * BLOCK as u64)).unwrap();
+    carry(&mut sender, &mut receiver);
+    let _ = receiver.poll_event(0);
+    receiver.have(0, 2, Have::Need { resume_from: 0, block_log2: BLOCK_LOG2, blocks: 0 }).unwrap();
+    carry(&mut receiver, &mut sender);
+    let _ = sender.poll_event(0);
+    let block = [3u8; BLOCK];
+    sender.send_data(0, 2, 0, 0, BLOCK as u32, &block).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::Data { .. }))));
+    assert!(matches!(receiver.done(0, 2, Status::Ok), Err(SendError::Usage(_))), "Ok only after End");
+    receiver.done(0, 2, Status::NoSpace).unwrap();
+    // A block the sender queued before it heard: dropped at the receiver, no event.
+    sender.send_data(0, 2, BLOCK as u64, 0, BLOCK as u32, &block).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(receiver.poll_event(0).is_none());
+    carry(&mut receiver, &mut sender);
+    assert!(matches!(sender.poll_event(0), Some(Ok(SenderEvent::Done { id: 2, status: Status::NoSpace }))));
+    // The sender sends no more data, only the End, which frees both slots silently.
+    let more = sender.send_data(0, 2, 2 * BLOCK as u64, 0, BLOCK as u32, &block);
+    assert!(matches!(more, Err(SendError::Usage(_))));
+    assert_eq!(sender.in_flight(), 1);
+    sender.end_file(0, 2, [0; 32]).unwrap();
+    assert_eq!(sender.in_flight(), 0);
+    carry(&mut sender, &mut receiver);
+    assert!(receiver.poll_event(0).is_none());
+    assert_eq!(receiver.in_flight(), 0);
+    // The id may be used again at once.
+    sender.offer(0, &regular(2, "h", 1)).unwrap();
+    carry(&mut sender, &mut receiver);
+    assert!(matches!(receiver.poll_event(0), Some(Ok(ReceiverEvent::File(m))) if m.path == "h"));
 }
 
 #[test]

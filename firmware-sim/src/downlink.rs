@@ -184,7 +184,7 @@ fn connection<F: NorFlash<Error = FlashError>, T: Transport, D: Decoder>(
                     id: meta.id,
                     // The device takes its blob whole: it never asks for parts (its `Open` has
                     // no session), and refuses a part a server offers anyway.
-                    regular: meta.kind == Kind::File && meta.part.is_none(),
+                    regular: meta.kind == Kind::File && meta.layout == keepsync_core::sync::Layout::Whole,
                     size: meta.size,
                     binding: binding(meta.path, meta.size, meta.mtime, meta.hash),
                     announced: meta.hash,

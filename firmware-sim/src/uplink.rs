@@ -14,7 +14,7 @@
 use embedded_storage::nor_flash::ReadNorFlash;
 use keepsync_core::crypto::SecretKey;
 use keepsync_core::sync::{
-    CloseCode, Direction, FileMeta, Have, Kind, ProtoError, SendError, Sender, SenderEvent, Status,
+    CloseCode, Direction, FileMeta, Have, Kind, Layout, ProtoError, SendError, Sender, SenderEvent, Status,
 };
 
 use crate::device::{DeviceError, Trng};
@@ -192,7 +192,9 @@ fn connection<F: ReadNorFlash<Error = FlashError>, T: Transport>(
                         mode: 0o600,
                         target: "",
                         hash: Some(hash),
-                        part: None,
+                        // The content's hash is the device's identity of this version.
+                        version: version_of(&hash),
+                        layout: Layout::Whole,
                     };
                     match sender.offer(now, &meta) {
                         Ok(()) => {
@@ -269,4 +271,12 @@ fn hash_file<F: ReadNorFlash<Error = FlashError>>(
         offset += n;
     }
     Ok(*hasher.finalize().as_bytes())
+}
+
+/// The identity of a version of a file's content that the receiver keys its partials by: the
+/// first half of the content's BLAKE3, which a device knows before it sends anything.
+pub fn version_of(hash: &[u8; 32]) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v.copy_from_slice(&hash[..16]);
+    v
 }

@@ -25,6 +25,11 @@ pub mod exit {
     pub const IO: u8 = 74;
     /// A sync finished but some entries could not be synced (rsync's "partial transfer").
     pub const PARTIAL: u8 = 23;
+    /// A sync finished, and the only entries not synced vanished from the source before they
+    /// could be read (rsync's 24).
+    pub const VANISHED: u8 = 24;
+    /// An internal error: a bug in keepsync (sysexits' EX_SOFTWARE).
+    pub const SOFTWARE: u8 = 70;
     /// The network failed: cannot connect, connection lost, peer silent (rsync's 10).
     pub const NETWORK: u8 = 10;
     /// The peer broke the sync protocol, proved the wrong PSK, or refused the request
@@ -73,6 +78,9 @@ pub enum Error {
     },
     /// The command line is inconsistent.
     Usage(String),
+    /// Something keepsync itself got wrong (a bug), or the system refused a resource it
+    /// needs (a thread, a runtime).
+    Internal(String),
     /// A network operation failed.
     Network {
         /// The peer (`host:port`).
@@ -149,6 +157,7 @@ impl Error {
             Self::Network { .. } | Self::Protocol { fault: ProtoError::TimedOut, .. } => exit::NETWORK,
             Self::Protocol { .. } | Self::Refused { .. } => exit::PROTOCOL,
             Self::NoPassphrase(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
+            Self::Internal(_) => exit::SOFTWARE,
             Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
             Self::SomeInputsFailed { exit_code, .. } => *exit_code,
         }
@@ -199,6 +208,7 @@ impl Error {
                 "this file was packed with a key file: use --key-file FILE".into()
             }
             Self::Usage(_) => "see `keepsync help`".into(),
+            Self::Internal(_) => "please report this as a bug, with the command that caused it".into(),
             Self::Network { .. } | Self::Protocol { fault: ProtoError::TimedOut, .. } => {
                 "check that `keepsync serve` runs there and the port is reachable; run the same command \
                  again to resume where it stopped"
@@ -262,6 +272,7 @@ impl fmt::Display for Error {
                 f.write_str("this container needs a key file, not a passphrase")
             }
             Self::Usage(msg) => f.write_str(msg),
+            Self::Internal(msg) => write!(f, "internal error: {msg}"),
             Self::Network { peer, action, source } => write!(f, "cannot {action} {peer}: {source}"),
             Self::Protocol { peer, fault } => write!(f, "{peer}: {fault}"),
             Self::Refused { peer, reason } => write!(f, "{peer} refused the request: {reason}"),

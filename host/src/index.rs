@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::sync::blake3_of;
+use std::fs::File;
+use std::io::Read;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Stamp {
@@ -86,17 +86,17 @@ impl HashIndex {
         Arc::new(Mutex::new(Self::open(root)))
     }
 
-    /// BLAKE3 of the file at `path` (named `rel` in the tree), from the index when its
-    /// size, mtime and inode still match.
-    pub fn hash(&mut self, rel: &str, path: &Path) -> Result<[u8; 32]> {
-        let meta = std::fs::metadata(path).map_err(|e| crate::error::Error::io("read", path, e))?;
+    /// BLAKE3 of the open file `file` (named `rel` in the tree), from the index when its
+    /// size, mtime, ctime and inode still match.
+    pub fn hash(&mut self, rel: &str, file: &File) -> std::io::Result<[u8; 32]> {
+        let meta = file.metadata()?;
         let stamp = Stamp::of(&meta);
         if let Some((s, h)) = self.stored.files.get(rel)
             && *s == stamp
         {
             return Ok(*h);
         }
-        let hash = blake3_of(path)?;
+        let hash = blake3_of(file)?;
         // A file written during the hashing gets a new stamp: store the one read before.
         self.stored.files.insert(rel.to_owned(), (stamp, hash));
         self.dirty = true;
@@ -122,11 +122,22 @@ impl HashIndex {
     }
 }
 
-/// Hashes `path` through `index` when there is one.
-pub fn hash_with(index: Option<&SharedIndex>, rel: &str, path: &Path) -> Result<[u8; 32]> {
-    match index {
-        Some(i) => i.lock().unwrap_or_else(|e| e.into_inner()).hash(rel, path),
-        None => blake3_of(path),
+/// Hashes the open file `file` (named `rel`) through `index`.
+pub fn hash_open(index: &SharedIndex, rel: &str, file: &File) -> std::io::Result<[u8; 32]> {
+    index.lock().unwrap_or_else(|e| e.into_inner()).hash(rel, file)
+}
+
+/// BLAKE3 of an open file's content, read from its start.
+pub fn blake3_of(file: &File) -> std::io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut reader = file;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(*hasher.finalize().as_bytes());
+        }
+        hasher.update(&buf[..n]);
     }
 }
 
@@ -141,14 +152,15 @@ mod tests {
         std::fs::write(&f, b"one").unwrap();
         let store = dir.path().join("index.json");
         let mut idx = HashIndex::at(Some(store.clone()));
-        let h1 = idx.hash("a", &f).unwrap();
+        let open = |p: &Path| File::open(p).unwrap();
+        let h1 = idx.hash("a", &open(&f)).unwrap();
         assert_eq!(h1, *blake3::hash(b"one").as_bytes());
-        assert_eq!(idx.hash("a", &f).unwrap(), h1);
+        assert_eq!(idx.hash("a", &open(&f)).unwrap(), h1);
         assert_eq!(idx.computed, 1, "the second lookup is served from the index");
         idx.save();
 
         let mut again = HashIndex::at(Some(store.clone()));
-        assert_eq!(again.hash("a", &f).unwrap(), h1);
+        assert_eq!(again.hash("a", &open(&f)).unwrap(), h1);
         assert_eq!(again.computed, 0, "the saved index is reused");
 
         // Same size, new content, and the old mtime put back: the ctime still moved.
@@ -157,13 +169,13 @@ mod tests {
         std::fs::write(&f, b"two").unwrap();
         std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
         assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), mtime);
-        assert_eq!(again.hash("a", &f).unwrap(), *blake3::hash(b"two").as_bytes());
+        assert_eq!(again.hash("a", &open(&f)).unwrap(), *blake3::hash(b"two").as_bytes());
         assert_eq!(again.computed, 1);
 
         // A corrupt index is ignored, not trusted.
         std::fs::write(&store, b"{not json").unwrap();
         let mut fresh = HashIndex::at(Some(store));
-        fresh.hash("a", &f).unwrap();
+        fresh.hash("a", &open(&f)).unwrap();
         assert_eq!(fresh.computed, 1);
     }
 }

@@ -23,6 +23,7 @@ pub mod index;
 pub mod inspect;
 pub mod io;
 pub mod keys;
+pub mod net;
 pub mod output;
 pub mod pack;
 pub mod pipeline;
@@ -30,6 +31,5 @@ pub mod sample;
 #[allow(unsafe_code)]
 pub mod secret;
 pub mod sync;
-pub mod transport;
 pub mod units;
 pub mod unpack;

@@ -20,6 +20,11 @@ use crate::error::{Error, Result};
 /// per output file cost nothing next to an fsync.
 static COMMIT_NANOS: AtomicU64 = AtomicU64::new(0);
 
+/// Counts `took` as time spent making outputs durable and placing them (a sync's batches).
+pub fn add_commit_time(took: std::time::Duration) {
+    COMMIT_NANOS.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
 /// Seconds spent committing outputs so far in this process (see [`COMMIT_NANOS`]).
 pub fn commit_seconds() -> f64 {
     COMMIT_NANOS.load(Ordering::Relaxed) as f64 / 1e9

@@ -44,30 +44,56 @@ pub enum Kind {
     Symlink,
 }
 
-/// A byte range of a large file, sent as an entry of its own so that the parts of one file
-/// can cross several connections at once.
+/// How much of a regular file one entry carries.
 ///
-/// `offset` is a multiple of the largest block (1 MiB, [`MAX_BLOCK_LOG2`]) and so is the end,
-/// unless it is the end of the file: every block size a receiver may pick tiles a part.
-/// The receiver places the file once every part of it matched its own BLAKE3.
-///
-/// [`MAX_BLOCK_LOG2`]: crate::budget::MAX_BLOCK_LOG2
+/// A large file may cross several connections at once as `Part`s: the file cut into parts of
+/// `2^log2` bytes (the last may be shorter), each an entry of its own. Each part is one
+/// subtree of the file's BLAKE3 tree (a power of two of 1 KiB chunks, aligned to its size),
+/// so its `End` carries that subtree's chaining value, and the receiver can combine the
+/// chaining values of the parts it verified into the hash of the whole file. A final
+/// `Assemble` entry, sent once every part is done, carries that whole-file hash in
+/// [`FileMeta::hash`]: the receiver places the file only if its parts combine to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Part {
-    /// First byte of the part in the file.
-    pub offset: u64,
-    /// Bytes in the part (more than zero).
-    pub len: u64,
+pub enum Layout {
+    /// The whole file comes in this entry (every kind of entry but a split file's).
+    Whole,
+    /// Part `index` of a file cut into parts of `2^log2` bytes.
+    Part {
+        /// Part size, `log2`: [`MIN_PART_LOG2`]..=[`MAX_PART_LOG2`], and the file is larger.
+        log2: u8,
+        /// Which part: its bytes start at `index << log2`.
+        index: u32,
+    },
+    /// Place the file assembled from its parts of `2^log2` bytes (no data follows; the
+    /// receiver answers `Done`).
+    Assemble {
+        /// Part size of the parts, `log2`.
+        log2: u8,
+    },
 }
 
-impl Part {
-    /// The part's end offset, when the part is well formed for a file of `size` bytes.
-    pub fn checked_end(&self, size: u64) -> Option<u64> {
-        let align = 1u64 << crate::budget::MAX_BLOCK_LOG2;
-        let end = self.offset.checked_add(self.len)?;
-        let aligned = self.offset.is_multiple_of(align) && (end == size || end.is_multiple_of(align));
-        (self.len > 0 && end <= size && aligned).then_some(end)
+/// Smallest part: 1 MiB, the largest block, so every block size a receiver may pick tiles a
+/// part.
+pub const MIN_PART_LOG2: u8 = crate::budget::MAX_BLOCK_LOG2;
+
+/// Largest part: 1 TiB.
+pub const MAX_PART_LOG2: u8 = 40;
+
+impl Layout {
+    /// The byte range of part `index` of `2^log2`-byte parts of a `size`-byte file, when the
+    /// file is larger than one part, the part size is allowed and the part lies in the file.
+    pub fn part_range(size: u64, log2: u8, index: u32) -> Option<(u64, u64)> {
+        if !(MIN_PART_LOG2..=MAX_PART_LOG2).contains(&log2) || size <= 1 << log2 {
+            return None;
+        }
+        let offset = u64::from(index).checked_mul(1 << log2)?;
+        (offset < size).then(|| (offset, size.min(offset + (1 << log2))))
+    }
+
+    /// How many parts of `2^log2` bytes a `size`-byte file has.
+    pub fn parts(size: u64, log2: u8) -> u64 {
+        size.div_ceil(1 << log2.min(63))
     }
 }
 
@@ -90,21 +116,36 @@ pub struct FileMeta<'a> {
     pub mode: u32,
     /// Link target (symlinks), as stored; empty otherwise.
     pub target: &'a str,
-    /// BLAKE3 of the content, sent with `--checksum` so the receiver can compare contents.
+    /// BLAKE3 of the whole content: sent with `--checksum` so the receiver can compare
+    /// contents, and always with [`Layout::Assemble`].
     pub hash: Option<[u8; 32]>,
-    /// Regular files: only this range of the file comes in this entry (its `Have` resumes
-    /// within it, its data stays inside it, its `End` hashes just it); `None`: all of it.
-    pub part: Option<Part>,
+    /// The sender's identity of this version of the content (regular files): it changes
+    /// whenever the file is written. The receiver keys what it keeps of an unfinished file
+    /// (its partial file and checkpoints) by path, size, mtime and this, so two versions never
+    /// share one; all zero when the sender has none to give.
+    pub version: [u8; 16],
+    /// Regular files: all of the file, one part of it, or the assembly of its parts.
+    pub layout: Layout,
 }
 
 impl FileMeta<'_> {
-    /// The byte range this entry carries (`offset..end`), when its `part` is well formed.
+    /// The byte range this entry carries (`offset..end`), when its layout is well formed: the
+    /// whole file, a part's range, or nothing (`size..size`) for an assembly, which must carry
+    /// the whole file's hash.
     pub fn range(&self) -> Option<(u64, u64)> {
-        match self.part {
-            None => Some((0, self.size)),
-            Some(p) if self.kind == Kind::File => p.checked_end(self.size).map(|end| (p.offset, end)),
-            Some(_) => None,
+        match self.layout {
+            Layout::Whole => Some((0, self.size)),
+            _ if self.kind != Kind::File => None,
+            Layout::Part { log2, index } => Layout::part_range(self.size, log2, index),
+            Layout::Assemble { log2 } => (Layout::part_range(self.size, log2, 1).is_some()
+                && self.hash.is_some())
+            .then_some((self.size, self.size)),
         }
+    }
+
+    /// A part of a split file.
+    pub fn is_part(&self) -> bool {
+        matches!(self.layout, Layout::Part { .. })
     }
 }
 
@@ -127,17 +168,42 @@ pub enum Have {
 }
 
 /// How a receiver finished with a file.
+///
+/// Any status but `Ok` may also come early, while the file's data is still streaming (after
+/// its `Have` and every announced hash): the receiver cannot use the rest. The sender then
+/// stops sending the file's data and sends its `End`, which closes the entry on both sides
+/// without another `Done`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Status {
-    /// Written, verified (whole-file BLAKE3), durable and in place.
+    /// Written, verified (whole-file BLAKE3), durable and in place (a part: verified and
+    /// durable, waiting for its assembly).
     Ok,
     /// Refused: the path is not allowed (outside the root, through a symlink, not UTF-8).
     Rejected,
-    /// Writing failed at the receiver (disk full, permissions).
+    /// Writing failed at the receiver for another reason than those below.
     Failed,
     /// The assembled file's BLAKE3 did not match: the sender should send it again whole.
     HashMismatch,
+    /// The receiver's filesystem (or the user's quota there) is full.
+    NoSpace,
+    /// The receiver's filesystem is read-only.
+    ReadOnly,
+    /// The receiver may not write there (permissions).
+    Denied,
+    /// Another writer is writing this very file at the receiver now: try again later.
+    Busy,
+    /// Another writer placed a different version of the file meanwhile; this one was not
+    /// placed over it.
+    Superseded,
+}
+
+impl Status {
+    /// The receiver cannot write anything more into the tree (a full or read-only
+    /// filesystem): a sender stops offering files.
+    pub fn stops_the_tree(self) -> bool {
+        matches!(self, Self::NoSpace | Self::ReadOnly)
+    }
 }
 
 /// Why a connection was closed, as carried by [`Message::Close`].
@@ -179,7 +245,8 @@ pub enum Message<'a> {
         /// entry goes over exactly one of them. All zero: this connection is on its own.
         session: [u8; 16],
         /// A pull in a session: the server sends each file larger than this as parts of
-        /// about this size (see [`Part`]), which the session's connections share. 0: whole.
+        /// this size (a power of two, see [`Layout::Part`]), which the session's connections
+        /// share. 0: whole.
         part_size: u64,
     },
     /// Server → client: the tree is open.
@@ -224,7 +291,8 @@ pub enum Message<'a> {
     End {
         /// The file.
         id: u32,
-        /// BLAKE3 of the whole new content (of a [`Part`]: of the part's bytes).
+        /// BLAKE3 of the whole new content; of a [`Layout::Part`], the chaining value of its
+        /// subtree of the file's BLAKE3 tree.
         hash: [u8; 32],
     },
     /// Receiver → sender: file `id` is finished.

@@ -13,7 +13,9 @@ pub mod message;
 mod transfer;
 
 pub use conn::{Connection, Role};
-pub use message::{Bytes, CloseCode, Direction, FileMeta, Have, Kind, Message, Part, Status};
+pub use message::{
+    Bytes, CloseCode, Direction, FileMeta, Have, Kind, Layout, MAX_PART_LOG2, MIN_PART_LOG2, Message, Status,
+};
 pub use transfer::{Receiver, ReceiverEvent, Sender, SenderEvent};
 
 /// Milliseconds on the caller's clock (any epoch; only differences matter).

@@ -5,15 +5,17 @@
 //! ```text
 //! sender                                     receiver
 //! File(meta) ──────────────────────────────►  (decides)
-//!            ◄── Done(status)                  dirs, symlinks, refused paths
+//!            ◄── Done(status)                  dirs, symlinks, refused paths, assemblies
 //!            ◄── Have(Skip)                    unchanged: nothing more
 //!            ◄── Have(Need{resume_from, block_log2, blocks}), Hashes × k
 //! Data(offset ≥ resume_from, increasing) ×n ─►
+//!            ◄── Done(failure)                 (maybe, early: stop sending the data)
 //! End(BLAKE3 of the whole file) ────────────►  verifies, makes durable, renames
+//!            ◄── Done(status)                  (unless it came early)
 //!
-//! A large file may come as several entries, each a `Part` (a byte range) of it, maybe on
-//! several connections: the same exchange within the part's range.
-//!            ◄── Done(status)
+//! A large file may come as several entries, each a `Part` of it, maybe on several
+//! connections: the same exchange within the part's range; then an `Assemble` entry, answered
+//! with `Done` alone.
 //! Finished (no more files) ─────────────────►
 //! ```
 //!
@@ -27,7 +29,7 @@
 
 use core::ops::{Deref, DerefMut};
 
-use super::message::{Bytes, CloseCode, FileMeta, Have, Message, Status};
+use super::message::{Bytes, CloseCode, FileMeta, Have, Layout, Message, Status};
 use super::{Connection, Millis, ProtoError, SendError};
 use crate::budget::{
     MAX_BLOCK_LOG2, MAX_FILES_IN_FLIGHT, MAX_PATH_LEN, MIN_BLOCK_LOG2, frame_body_for_block,
@@ -41,6 +43,9 @@ enum State {
     Hashing,
     Streaming,
     Ended,
+    /// A failure `Done` crossed before the `End`: data still in flight is dropped, and the
+    /// `End` closes the entry without another `Done`.
+    Aborted,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,16 +60,46 @@ struct Slot {
     block_log2: u8,
     hashes_next: u32,
     hashes_total: u32,
+    /// An [`Layout::Assemble`](super::message::Layout::Assemble) entry: answered with `Done`
+    /// alone.
+    assemble: bool,
 }
 
-const FREE: Slot =
-    Slot { id: 0, state: State::Free, end: 0, next: 0, block_log2: 0, hashes_next: 0, hashes_total: 0 };
+const FREE: Slot = Slot {
+    id: 0,
+    state: State::Free,
+    end: 0,
+    next: 0,
+    block_log2: 0,
+    hashes_next: 0,
+    hashes_total: 0,
+    assemble: false,
+};
+
+/// What a message did to its file's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Pass it on to the caller.
+    Deliver,
+    /// The entry was aborted: the message is dropped.
+    Drop,
+}
 
 impl Slot {
+    /// The slot of a file just offered, once its layout checked out.
+    fn offered(meta: &FileMeta<'_>) -> Result<Self, &'static str> {
+        let (start, end) = meta.range().ok_or(LAYOUT_RULE)?;
+        let assemble = matches!(meta.layout, Layout::Assemble { .. });
+        Ok(Slot { id: meta.id, state: State::Offered, end, next: start, assemble, ..FREE })
+    }
+
     /// Accepts a `Have` for this file (`Skip` ends it); `max_body` is the receiver's frame
     /// limit.
     fn have(&mut self, have: Have, max_body: usize) -> Result<(), &'static str> {
-        let Have::Need { resume_from, block_log2, blocks } = have else { return self.done() };
+        if self.assemble {
+            return Err("Have for an Assemble entry (it is answered with Done)");
+        }
+        let Have::Need { resume_from, block_log2, blocks } = have else { return self.done(Status::Ok) };
         if self.state != State::Offered {
             return Err("Have for a file that is not waiting for one");
         }
@@ -106,7 +141,11 @@ impl Slot {
         Ok(())
     }
 
-    fn data(&mut self, offset: u64, raw_len: u32, body_len: usize) -> Result<(), &'static str> {
+    fn data(&mut self, offset: u64, raw_len: u32, body_len: usize) -> Result<Step, &'static str> {
+        if self.state == State::Aborted {
+            // Data sent before the sender heard of the early `Done`.
+            return Ok(Step::Drop);
+        }
         let block = 1u64 << self.block_log2;
         let end = offset.checked_add(u64::from(raw_len));
         let in_order = self.state == State::Streaming && offset >= self.next && offset.is_multiple_of(block);
@@ -117,22 +156,31 @@ impl Slot {
             return Err("a data body larger than the block it encodes");
         }
         self.next = offset + u64::from(raw_len);
-        Ok(())
+        Ok(Step::Deliver)
     }
 
-    fn end(&mut self) -> Result<(), &'static str> {
-        if self.state != State::Streaming {
-            return Err("End for a file that is not streaming");
+    fn end(&mut self) -> Result<Step, &'static str> {
+        match self.state {
+            State::Streaming => {
+                self.state = State::Ended;
+                Ok(Step::Deliver)
+            }
+            State::Aborted => {
+                *self = FREE;
+                Ok(Step::Drop)
+            }
+            _ => Err("End for a file that is not streaming"),
         }
-        self.state = State::Ended;
-        Ok(())
     }
 
-    fn done(&mut self) -> Result<(), &'static str> {
-        if !matches!(self.state, State::Offered | State::Ended) {
-            return Err("Done for a file before its End");
+    /// `Done(status)`: right after the offer, after the `End`, or (a failure only) early,
+    /// while the data streams.
+    fn done(&mut self, status: Status) -> Result<(), &'static str> {
+        match self.state {
+            State::Offered | State::Ended => *self = FREE,
+            State::Streaming if status != Status::Ok => self.state = State::Aborted,
+            _ => return Err("Done for a file before its End (early, only a failure after every hash)"),
         }
-        *self = FREE;
         Ok(())
     }
 }
@@ -150,9 +198,8 @@ impl<const N: usize> Table<N> {
 
     /// Takes a slot for `meta`, checking its part.
     fn insert(&mut self, meta: &FileMeta<'_>) -> Result<(), &'static str> {
-        let (start, end) = meta.range().ok_or(PART_RULE)?;
         let at = self.free_slot_for(meta.id)?;
-        self.0[at] = Slot { id: meta.id, state: State::Offered, end, next: start, ..FREE };
+        self.0[at] = Slot::offered(meta)?;
         Ok(())
     }
 
@@ -208,7 +255,9 @@ pub enum SenderEvent<'a> {
         /// All announced hashes have arrived: data may be sent now.
         complete: bool,
     },
-    /// The receiver finished file `id` (its slot is free again).
+    /// The receiver finished file `id`: its slot is free again, unless the `Done` came early
+    /// (a failure while the data streams), when the file's `End` must still be sent (any hash)
+    /// and no more of its data.
     Done {
         /// The file.
         id: u32,
@@ -253,8 +302,8 @@ pub enum ReceiverEvent<'a> {
     Closed(CloseCode),
 }
 
-const PART_RULE: &str =
-    "a part that is not of a regular file, is empty, ends past the file, or is not on 1 MiB boundaries";
+const LAYOUT_RULE: &str = "a part or assembly that is not of a regular file larger than one part, a part \
+     size outside 1 MiB..1 TiB, a part past the file, or an assembly without the file's hash";
 
 fn violation(rule: &'static str) -> ProtoError {
     ProtoError::Unexpected(rule)
@@ -342,10 +391,10 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
         if !self.can_offer() {
             return Err(SendError::Usage("more files in flight than the receiver accepts"));
         }
-        let (start, end) = meta.range().ok_or(SendError::Usage(PART_RULE))?;
+        let slot = Slot::offered(meta).map_err(SendError::Usage)?;
         let at = self.files.free_slot_for(meta.id).map_err(SendError::Usage)?;
         self.conn.send(now, &Message::File(*meta))?;
-        self.files.0[at] = Slot { id: meta.id, state: State::Offered, end, next: start, ..FREE };
+        self.files.0[at] = slot;
         Ok(())
     }
 
@@ -363,15 +412,23 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
         self.files.transition(
             &mut self.conn,
             id,
-            |slot| slot.data(offset, raw_len, body.len()),
+            |slot| match slot.data(offset, raw_len, body.len())? {
+                Step::Deliver => Ok(()),
+                Step::Drop => Err("data for a file the receiver ended early (send its End)"),
+            },
             |conn| conn.send(now, &Message::Data { id, offset, codec, raw_len, body: Bytes(body) }),
         )
     }
 
-    /// Ends file `id` with the BLAKE3 of its whole content.
+    /// Ends file `id` with the BLAKE3 of its whole content (of a part: its subtree's chaining
+    /// value). After an early `Done`, this closes the entry (any hash will do).
     pub fn end_file(&mut self, now: Millis, id: u32, hash: [u8; 32]) -> Result<(), SendError> {
-        self.files
-            .transition(&mut self.conn, id, Slot::end, |conn| conn.send(now, &Message::End { id, hash }))
+        self.files.transition(
+            &mut self.conn,
+            id,
+            |slot| slot.end().map(|_| ()),
+            |conn| conn.send(now, &Message::End { id, hash }),
+        )
     }
 
     /// Tells the receiver no more entries follow.
@@ -407,9 +464,11 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
                     complete: slot.state == State::Streaming,
                 })
             }),
-            Message::Done { id, status } => {
-                self.files.find(id).and_then(Slot::done).map(|()| SenderEvent::Done { id, status })
-            }
+            Message::Done { id, status } => self
+                .files
+                .find(id)
+                .and_then(|slot| slot.done(status))
+                .map(|()| SenderEvent::Done { id, status }),
             Message::Close(code) => Ok(SenderEvent::Closed(code)),
             Message::Deleted { path } if self.finished && path.len() <= MAX_PATH_LEN => {
                 Ok(SenderEvent::Deleted(path))
@@ -499,11 +558,17 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P
         )
     }
 
-    /// Finishes file `id`: right after its `File` (directories, symlinks, refusals) or after
-    /// its `End`.
+    /// Finishes file `id`: right after its `File` (directories, symlinks, refusals,
+    /// assemblies) or after its `End`; or early with a failure, once every announced hash is
+    /// sent, when the rest of its data cannot be used (the data still arriving is then
+    /// dropped here, and its `End` closes the entry without another `Done`).
     pub fn done(&mut self, now: Millis, id: u32, status: Status) -> Result<(), SendError> {
-        self.files
-            .transition(&mut self.conn, id, Slot::done, |conn| conn.send(now, &Message::Done { id, status }))
+        self.files.transition(
+            &mut self.conn,
+            id,
+            |slot| slot.done(status),
+            |conn| conn.send(now, &Message::Done { id, status }),
+        )
     }
 
     /// The next event from the sender, checked against the transfer rules.
@@ -521,14 +586,18 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P
                 Err("a path longer than MAX_PATH_LEN")
             }
             Message::File(meta) => self.files.insert(&meta).map(|()| ReceiverEvent::File(meta)),
-            Message::Data { id, offset, codec, raw_len, body } => self
-                .files
-                .find(id)
-                .and_then(|slot| slot.data(offset, raw_len, body.0.len()))
-                .map(|()| ReceiverEvent::Data { id, offset, codec, raw_len, body: body.0 }),
-            Message::End { id, hash } => {
-                self.files.find(id).and_then(Slot::end).map(|()| ReceiverEvent::End { id, hash })
+            Message::Data { id, offset, codec, raw_len, body } => {
+                match self.files.find(id).and_then(|slot| slot.data(offset, raw_len, body.0.len())) {
+                    Ok(Step::Deliver) => Ok(ReceiverEvent::Data { id, offset, codec, raw_len, body: body.0 }),
+                    Ok(Step::Drop) => return None,
+                    Err(rule) => Err(rule),
+                }
             }
+            Message::End { id, hash } => match self.files.find(id).and_then(Slot::end) {
+                Ok(Step::Deliver) => Ok(ReceiverEvent::End { id, hash }),
+                Ok(Step::Drop) => return None,
+                Err(rule) => Err(rule),
+            },
             Message::Finished => {
                 self.finished = true;
                 Ok(ReceiverEvent::Finished)

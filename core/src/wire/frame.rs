@@ -28,7 +28,7 @@ use crate::sync::ProtoError;
 pub const PROTO_MAGIC: [u8; 4] = *b"KSYN";
 
 /// The protocol version this build speaks (lowest and highest: only one so far).
-pub const PROTO_VERSION: u8 = 2;
+pub const PROTO_VERSION: u8 = 3;
 
 /// Length of the ClientHello body.
 pub const CLIENT_HELLO_LEN: usize = 44;

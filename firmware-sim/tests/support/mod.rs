@@ -462,7 +462,8 @@ impl HostRole for DownloadHost {
                 mode: 0o644,
                 target: "",
                 hash: Some(blake3(&self.blob)),
-                part: None,
+                version: [0; 16],
+                layout: keepsync_core::sync::Layout::Whole,
             };
             match s.offer(now, &meta) {
                 Ok(()) => self.offered = true,

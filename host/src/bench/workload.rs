@@ -13,13 +13,13 @@ use crate::crypto::CryptoChoice;
 use crate::error::{Error, Result};
 use crate::io::{Sink, Source};
 use crate::keys::KeySpec;
+use crate::net::client::{RemoteSync, sync_remote};
+use crate::net::server::spawn_loopback;
+use crate::net::{RateLimiter, Remote};
 use crate::pack::{PackOptions, pack};
 use crate::pipeline::PipelineStats;
-use crate::sync::{SyncOptions, sync};
-use crate::transport::client::{RemoteSync, sync_remote};
-use crate::transport::effort::SyncCodec;
-use crate::transport::server::spawn_loopback;
-use crate::transport::{RateLimiter, Remote};
+use crate::sync::send::effort::SyncCodec;
+use crate::sync::{SyncOptions, sync_local};
 use crate::unpack::unpack;
 use keepsync_core::crypto::SecretKey;
 use keepsync_core::sync::Direction;
@@ -315,7 +315,7 @@ impl Context<'_> {
             }
             Workload::Sync => {
                 let (src, dest) = (self.tree()?, self.sync_dest(Tool::Keepsync, run));
-                let (s, m) = measure::in_process(|| sync(src, &dest, &SyncOptions::default(), &bar))?;
+                let (s, m) = measure::in_process(|| sync_local(src, &dest, &SyncOptions::default(), &bar))?;
                 if let Some(problem) = s.problems.first() {
                     return Err(Error::Usage(format!("sync of the corpus did not complete: {problem}")));
                 }
@@ -336,7 +336,7 @@ impl Context<'_> {
                     connections: self.threads.clamp(1, 4),
                     codec: SyncCodec::Auto,
                     dry_run: false,
-                    part_size: crate::transport::send::PART_SIZE,
+                    part_size: crate::sync::send::PART_SIZE,
                 };
                 let (s, m) = measure::in_process(|| sync_remote(opts, &bar))?;
                 if let Some(problem) = s.problems.first() {
@@ -356,7 +356,7 @@ impl Context<'_> {
         if let Some(server) = self.loopback.get() {
             return Ok(server.clone());
         }
-        let psk = SecretKey::from_bytes(crate::transport::fresh_random()?);
+        let psk = SecretKey::from_bytes(crate::net::fresh_random()?);
         let addr = spawn_loopback(self.out_dir.clone(), psk.clone())?;
         Ok(self.loopback.get_or_init(|| (addr, psk)).clone())
     }

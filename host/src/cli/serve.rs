@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::transport::server::{ServeOptions, serve};
-use crate::transport::{DEFAULT_PORT, RateLimiter};
+use crate::net::server::{ServeOptions, serve};
+use crate::net::{DEFAULT_PORT, RateLimiter};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -40,7 +40,7 @@ pub struct ServeArgs {
     checkpoint_every: u64,
     /// Connections served at once (each holds a thread and about 6 MiB of buffers); more wait
     /// to be accepted until one ends.
-    #[arg(long, value_name = "N", default_value_t = crate::transport::server::MAX_CONNECTIONS,
+    #[arg(long, value_name = "N", default_value_t = crate::net::server::MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_connections: u16,
 }
@@ -60,5 +60,5 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_connections: usize::from(args.max_connections),
     };
     // The accept loop needs one thread; every connection gets a thread of its own.
-    crate::transport::block_on(serve(opts))
+    crate::net::block_on(serve(opts))
 }

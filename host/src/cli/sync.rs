@@ -4,11 +4,11 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::ReportArgs;
-use crate::error::{Error, Result, exit};
-use crate::sync::{Action, SyncOptions, sync};
-use crate::transport::client::{RemoteSync, sync_remote};
-use crate::transport::effort::SyncCodec;
-use crate::transport::{RateLimiter, Remote};
+use crate::error::{Error, Result};
+use crate::net::client::{RemoteSync, sync_remote};
+use crate::net::{RateLimiter, Remote};
+use crate::sync::send::effort::SyncCodec;
+use crate::sync::{Summary, SyncOptions, sync_local};
 use crate::units::human_bytes;
 use keepsync_core::sync::Direction;
 
@@ -20,7 +20,9 @@ modification time already match are skipped (--checksum compares contents instea
 copied file is written to a hidden partial file, fsynced and renamed into place, so an
 interrupted sync never leaves a half-written file under a real name; run it again to finish.
 
-Network sync: either side may be ks://HOST[:PORT]/PATH, served by `keepsync serve`; then
+Network sync: either side may be ks://HOST[:PORT]/PATH, served by `keepsync serve`
+(PATH names a tree under the served root; ks://HOST/. names the whole root, which a URL
+without a path never does by accident); then
 --psk-file is required (the same file on both sides, made once by `keepsync keygen`). The
 link is encrypted and authenticated (AES-256-GCM, keys from the PSK and fresh randoms);
 blocks are compressed on the way; a changed file sends only the blocks that differ from the
@@ -35,8 +37,14 @@ Examples:
   keepsync sync ~/photos ks://backup.lan/photos --psk-file sync.psk --limit-rate 10MiB
   keepsync sync ks://backup.lan/photos ~/restore --psk-file sync.psk --json
 
-Exit codes: 0 success, 23 some entries could not be synced (listed), 10 the network failed,
-12 the peer refused or broke the protocol; others as in `keepsync --help`.")]
+A source file that vanishes while the sync runs is reported and skipped; one that changes
+while it is read is read once more, then reported; the rest of the tree completes either way.
+A file is placed only as one complete version its sender had: if another writer places a
+different version at the same path meanwhile, the later one is not placed over it (reported).
+
+Exit codes: 0 success, 23 some entries could not be synced (listed), 24 the only entries not
+synced vanished from the source before they could be read, 10 the network failed, 12 the
+peer refused or broke the protocol; others as in `keepsync --help`.")]
 pub struct SyncArgs {
     /// Directory to mirror (a local path, or ks://HOST[:PORT]/PATH).
     src: PathBuf,
@@ -114,28 +122,43 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
     };
     let summary = sync_remote(opts, &bar);
     bar.finish_and_clear();
-    let summary = summary?;
+    report(&args, summary?)
+}
+
+/// Prints what a sync did and says how it ended.
+fn report(args: &SyncArgs, summary: Summary) -> Result<ExitCode> {
     if summary.dry_run && !args.out.json {
-        for line in &summary.planned {
-            println!("{line}");
+        for action in &summary.planned {
+            println!("{action}");
         }
     }
     for problem in &summary.problems {
         eprintln!("keepsync: warning: {problem}");
     }
     args.out.print_summary(|| {
-        format!(
-            "{} {} files, {} up to date; {} crossed the link in {:.2} s over {} connection(s)",
+        let verb = if summary.dry_run { "would copy" } else { "copied" };
+        let mut line = format!(
+            "{} {verb} {} files ({}), {} up to date, {} dirs created, {} symlinks, {} deleted in {:.2} s",
             summary.direction,
             summary.files_transferred,
+            human_bytes(summary.data_bytes),
             summary.files_skipped,
-            human_bytes(summary.link_bytes),
-            summary.seconds,
-            summary.connections
-        )
+            summary.dirs_created,
+            summary.symlinks,
+            summary.deleted,
+            summary.seconds
+        );
+        if summary.direction != "local" {
+            line += &format!(
+                "; {} crossed the link over {} connection(s)",
+                human_bytes(summary.link_bytes),
+                summary.connections
+            );
+        }
+        line
     });
     args.out.print_json(&summary);
-    Ok(ExitCode::from(if summary.problems.is_empty() { exit::OK } else { exit::PARTIAL }))
+    Ok(ExitCode::from(summary.exit_code()))
 }
 
 pub fn run(args: SyncArgs) -> Result<ExitCode> {
@@ -161,40 +184,7 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
     }
     let opts = SyncOptions { delete: args.delete, dry_run: args.dry_run, checksum: args.checksum };
     let bar = args.out.progress("sync");
-    let summary = sync(&args.src, &args.dest, &opts, &bar);
+    let summary = sync_local(&args.src, &args.dest, &opts, &bar);
     bar.finish_and_clear();
-    let summary = summary?;
-    if summary.dry_run && !args.out.json {
-        for action in &summary.planned {
-            match action {
-                Action::CreateDir { path } => println!("create dir  {}", path.display()),
-                Action::CopyFile { path, bytes } => {
-                    println!("copy        {} ({})", path.display(), human_bytes(*bytes))
-                }
-                Action::Symlink { path, target } => {
-                    println!("symlink     {} -> {}", path.display(), target.display())
-                }
-                Action::Delete { path } => println!("delete      {}", path.display()),
-            }
-        }
-    }
-    for problem in &summary.problems {
-        eprintln!("keepsync: warning: {problem}");
-    }
-    args.out.print_summary(|| {
-        format!(
-            "{} {} files ({}), {} up to date, {} dirs created, {} symlinks, {} deleted in {:.2} s",
-            if summary.dry_run { "would copy" } else { "copied" },
-            summary.files_transferred
-                + summary.planned.iter().filter(|a| matches!(a, Action::CopyFile { .. })).count() as u64,
-            human_bytes(summary.bytes_sent),
-            summary.files_skipped,
-            summary.dirs_created,
-            summary.symlinks,
-            summary.deleted,
-            summary.seconds
-        )
-    });
-    args.out.print_json(&summary);
-    Ok(ExitCode::from(if summary.problems.is_empty() { exit::OK } else { exit::PARTIAL }))
+    report(&args, summary?)
 }

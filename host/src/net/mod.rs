@@ -1,26 +1,22 @@
 //! The network side of `keepsync sync`: a thin tokio driver around the core's sans-IO
-//! [`Connection`], [`Sender`] and [`Receiver`] (see `docs/PROTOCOL.md`).
+//! [`Connection`], [`Sender`] and [`Receiver`] (see `docs/PROTOCOL.md`), and the client and
+//! server that set sessions up. What each end does with files lives in [`crate::sync`].
 //!
-//! - [`driver`]: one loop per TCP connection moves bytes between the socket and the state
-//!   machine, full duplex, with the core's timers and a shared [`RateLimiter`]. Each
-//!   connection runs on a thread of its own ([`connection_thread`]).
-//! - [`send`] and [`recv`]: what each end does with files (reading, hashing and compressing
-//!   blocks; confining paths, writing into `.keepsync-partial/`, checkpointing, verifying).
-//! - [`server`] (`keepsync serve`) and [`client`] (`keepsync sync` with a `ks://` side).
+//! - [`app`]: the [`App`](app::App) trait a connection runs, and the sans-IO feeding step.
+//! - [`driver`]: one loop per connection over any `AsyncRead + AsyncWrite`.
+//! - [`open`]: the `Open`/`Opened` exchange; [`client`] and [`server`] (`keepsync serve`).
+//! - [`clock`]: the monotonic clock every timer runs on; [`limit`]: `--limit-rate`.
 //!
 //! [`Sender`]: keepsync_core::sync::Sender
 //! [`Receiver`]: keepsync_core::sync::Receiver
 
+pub mod app;
 pub mod client;
+pub mod clock;
 pub mod driver;
-pub mod effort;
 pub mod limit;
-pub mod parts;
-pub mod recv;
-pub mod send;
+pub mod open;
 pub mod server;
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_FILES_IN_FLIGHT, frame_body_for_block};
 use keepsync_core::crypto::RustCrypto;
@@ -36,11 +32,10 @@ pub type Conn = Connection<RustCrypto, Vec<u8>>;
 
 /// Files in flight per connection on a host at most: the size of its tables (both ends
 /// announce what they take in `Open`/`Opened`, see [`files_in_flight`]; a device's 32 caps
-/// it). A receiver commits what it verified when nothing is mid-transfer, with one filesystem
-/// flush, and answers `Done` only then, so the window is the batch, and a batch costs two
-/// round trips (`File` → `Have`, data → `Done`). A sender starts at
-/// [`send::INITIAL_WINDOW`] and widens its window on a long link (see `send.rs`): at 50 ms
-/// of round trip, 10,000 small files took 6.5-8 s at 128 and 2.5 s at 512.
+/// it). A receiver commits what it verified in batches (when nothing is mid-transfer, or when
+/// a batch is full or old enough) with one filesystem flush, and answers `Done` only then. A
+/// sender starts at [`crate::sync::send::INITIAL_WINDOW`] and widens its window on a long
+/// link: at 50 ms of round trip, 10,000 small files took 6.5-8 s at 128 and 2.5 s at 512.
 pub const FILES_IN_FLIGHT: usize = 1024;
 
 /// The host's sending end.
@@ -98,11 +93,6 @@ pub const TX_BUFFER: usize = 4 * RX_BUFFER;
 /// The default TCP port of `keepsync serve`.
 pub const DEFAULT_PORT: u16 = 7373;
 
-/// Milliseconds since the Unix epoch: the clock the core's timers run on.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// `ks://HOST[:PORT]/PATH`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
@@ -110,12 +100,14 @@ pub struct Remote {
     pub host: String,
     /// TCP port.
     pub port: u16,
-    /// Tree under the server's root (relative, `/`-separated; empty for the root itself).
+    /// Tree under the server's root, `/`-separated; `.` names the served root itself.
     pub path: String,
 }
 
 impl Remote {
-    /// Parses `ks://HOST[:PORT]/PATH`; `None` when `arg` does not start with `ks://`.
+    /// Parses `ks://HOST[:PORT]/PATH`; `None` when `arg` does not start with `ks://`. A URL
+    /// without a path is refused: it would name the whole served root, which other clients
+    /// share (write `ks://HOST/.` to mean it).
     pub fn parse(arg: &str) -> Option<Result<Self>> {
         let rest = arg.strip_prefix("ks://")?;
         let bad = |why: &str| {
@@ -135,13 +127,40 @@ impl Remote {
         if host.is_empty() {
             return bad("the host is missing");
         }
-        Some(Ok(Self { host: host.to_owned(), port, path: path.trim_matches('/').to_owned() }))
+        let path = path.trim_matches('/');
+        if path.is_empty() {
+            return Some(Err(Error::Usage(format!(
+                "{arg} names no tree: a server's root is shared by all its clients. Name a tree under it \
+                 (ks://{host}:{port}/photos), or write ks://{host}:{port}/. to mean the whole served root"
+            ))));
+        }
+        let path = if path == "." { ".".to_owned() } else { path.to_owned() };
+        if path != "."
+            && let Err(why) = crate::sync::tree::check_rel(&path)
+        {
+            return bad(&why);
+        }
+        Some(Ok(Self { host: host.to_owned(), port, path }))
+    }
+
+    /// The served root itself (`ks://HOST/.`).
+    pub fn is_root(&self) -> bool {
+        self.path == "."
+    }
+
+    /// `host:port`, to connect to.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
 impl std::fmt::Display for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ks://{}:{}/{}", self.host, self.port, self.path)
+        write!(f, "ks://{}/{}", self.addr(), self.path)
     }
 }
 
@@ -162,14 +181,12 @@ where
     std::thread::Builder::new()
         .name("keepsync-conn".into())
         .spawn(move || block_on(work))
-        .map_err(|e| Error::Usage(format!("cannot start a thread for a connection: {e}")))
+        .map_err(|e| Error::Internal(format!("cannot start a thread for a connection: {e}")))
 }
 
 /// Waits for a connection thread's result.
 pub fn join_connection<T>(handle: std::thread::JoinHandle<Result<T>>) -> Result<T> {
-    handle.join().unwrap_or_else(|_| {
-        Err(Error::Usage("internal error: a connection thread panicked; please report this as a bug".into()))
-    })
+    handle.join().unwrap_or_else(|_| Err(Error::Internal("a connection thread panicked".into())))
 }
 
 /// Runs `work` to the end on the calling thread, under a single-threaded runtime.
@@ -177,27 +194,8 @@ pub fn block_on<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the network runtime: {e}")))?
+        .map_err(|e| Error::Internal(format!("cannot start the network runtime: {e}")))?
         .block_on(work)
-}
-
-/// Feeds bytes `from..to` of `file` to `hasher`, by positioned reads (another handle's
-/// position, and writes through it, are not disturbed), `buf.len()` bytes at a time.
-pub fn hash_file_range(
-    hasher: &mut blake3::Hasher,
-    file: &std::fs::File,
-    (from, to): (u64, u64),
-    buf: &mut [u8],
-) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut at = from;
-    while at < to {
-        let n = ((to - at) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], at)?;
-        hasher.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(())
 }
 
 /// Fresh random bytes for a handshake.
@@ -227,14 +225,26 @@ mod tests {
     fn remote_urls_parse_and_bad_ones_explain() {
         let r = Remote::parse("ks://host:9000/a/b/").unwrap().unwrap();
         assert_eq!((r.host.as_str(), r.port, r.path.as_str()), ("host", 9000, "a/b"));
-        let r = Remote::parse("ks://10.0.0.1").unwrap().unwrap();
-        assert_eq!((r.host.as_str(), r.port, r.path.as_str()), ("10.0.0.1", DEFAULT_PORT, ""));
         let r = Remote::parse("ks://[::1]:99/x").unwrap().unwrap();
-        assert_eq!((r.host.as_str(), r.port), ("::1", 99));
+        assert_eq!((r.host.as_str(), r.port, r.addr().as_str()), ("::1", 99, "[::1]:99"));
+        let r = Remote::parse("ks://10.0.0.1/.").unwrap().unwrap();
+        assert!(r.is_root());
         assert!(Remote::parse("/local/path").is_none());
-        for bad in ["ks://host:0/x", "ks://host:http/x", "ks://:9/x", "ks:///x"] {
+        for bad in [
+            "ks://host:0/x",
+            "ks://host:http/x",
+            "ks://:9/x",
+            "ks:///x",
+            "ks://h/a/../b",
+            "ks://h/.keepsync-partial",
+        ] {
             let err = Remote::parse(bad).unwrap().unwrap_err().to_string();
             assert!(err.contains("ks://HOST"), "{bad}: {err}");
+        }
+        // No path: the whole served root, which is never meant by accident.
+        for bare in ["ks://host", "ks://host:7000", "ks://host/", "ks://host:7000//"] {
+            let err = Remote::parse(bare).unwrap().unwrap_err().to_string();
+            assert!(err.contains("names no tree") && err.contains("/."), "{bare}: {err}");
         }
     }
 }

@@ -99,6 +99,15 @@ impl RateLimiter {
         self.take(want, true)
     }
 
+    /// Gives back `n` granted bytes that were not written after all (the socket was not ready).
+    pub fn refund(&self, n: usize) {
+        if n == 0 || self.rate_now().is_none() {
+            return;
+        }
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        b.tokens += n as f64;
+    }
+
     fn take(&self, want: usize, take: bool) -> Result<usize, Duration> {
         let Some(rate) = self.rate_now() else { return Ok(want) };
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());

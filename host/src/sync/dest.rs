@@ -1,0 +1,1354 @@
+//! Where files land: a local tree being written into, by a local sync, a pull's client or a
+//! push's server, through one set of rules.
+//!
+//! - Every name is resolved under the tree's confined root handle ([`super::tree`]).
+//! - A file is written into `.keepsync-partial/VID.data` at the tree's root, where `VID` keys
+//!   the version being written: its path, size, mtime, the sender's content identity, and
+//!   whether it comes whole or in parts of which size. Two versions never share a partial.
+//! - Writers are ordered: within a process a connection *claims* the range of a partial it
+//!   writes (another claim of an overlapping range is answered [`Fault::Busy`]), and across
+//!   processes the process writing a partial holds an `flock` on it. Every change of the
+//!   tree's names (creating a directory, placing a file or a link, removing) happens under the
+//!   tree's lock ([`Tree::lock`]).
+//! - A file is placed only after it verified (the whole file's BLAKE3 over the network; a
+//!   stable source locally), its data is durable, and the destination still is what the
+//!   writer saw when it began ([`Verified`] remembers it): if another writer placed something
+//!   else there meanwhile, this one loses ([`Fault::Superseded`]) and says so; one complete
+//!   version wins, never a mix.
+//! - Partials nobody finished expire ([`PARTIAL_MAX_AGE`], at most [`MAX_PARTIALS`] kept).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode as TreeMode, merge_subtrees_non_root, merge_subtrees_root,
+};
+use keepsync_core::Checkpoint;
+use keepsync_core::sync::{Layout, Status};
+use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::plan::{in_the_way, replaceable, unchanged};
+use super::tree::{EntryKind, Stat, Tree, TreeLock, join, remove_in, set_meta, split};
+
+/// Partials untouched for this long are removed when a sync next writes into the tree: an
+/// interrupted transfer resumes within a week.
+pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Unfinished versions kept in one tree at most; beyond, the oldest are removed first.
+pub const MAX_PARTIALS: usize = 256;
+
+/// Bytes written between two durable checkpoints of one file, by default.
+pub const CHECKPOINT_EVERY: u64 = 16 << 20;
+
+/// Why something could not be written at the receiving end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The path is not allowed, or leads through something that is not a real directory.
+    Refused(String),
+    /// An entry of another kind stands there (and there is no `--delete`).
+    InTheWay(String),
+    /// The filesystem refused a write.
+    Io {
+        /// What failed, in words, with the OS error.
+        what: String,
+        /// The error's class, which the sender is told.
+        class: IoClass,
+    },
+    /// Another writer is writing this version now.
+    Busy,
+    /// Another writer placed a different version at the path meanwhile.
+    Superseded,
+    /// The bytes do not hash to what the sender sent (or parts are missing).
+    Mismatch(String),
+}
+
+/// Classes of write failures a sender can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoClass {
+    /// The filesystem or quota is full.
+    NoSpace,
+    /// The filesystem is read-only.
+    ReadOnly,
+    /// Permission denied.
+    Denied,
+    /// Anything else.
+    Other,
+}
+
+impl Fault {
+    /// A write failure: `what` failed with `e`.
+    pub fn io(what: impl std::fmt::Display, e: &io::Error) -> Self {
+        let class = match e.raw_os_error().map(Errno::from_raw_os_error) {
+            Some(Errno::NOSPC | Errno::DQUOT) => IoClass::NoSpace,
+            Some(Errno::ROFS) => IoClass::ReadOnly,
+            Some(Errno::ACCESS | Errno::PERM) => IoClass::Denied,
+            _ => IoClass::Other,
+        };
+        Self::Io { what: format!("{what}: {e}"), class }
+    }
+
+    /// The status a sender is told.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::Refused(_) => Status::Rejected,
+            Self::InTheWay(_) => Status::Failed,
+            Self::Io { class: IoClass::NoSpace, .. } => Status::NoSpace,
+            Self::Io { class: IoClass::ReadOnly, .. } => Status::ReadOnly,
+            Self::Io { class: IoClass::Denied, .. } => Status::Denied,
+            Self::Io { .. } => Status::Failed,
+            Self::Busy => Status::Busy,
+            Self::Superseded => Status::Superseded,
+            Self::Mismatch(_) => Status::HashMismatch,
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(why) | Self::InTheWay(why) | Self::Mismatch(why) => f.write_str(why),
+            Self::Io { what, .. } => f.write_str(what),
+            Self::Busy => f.write_str("another writer is writing this file now"),
+            Self::Superseded => f.write_str("another writer placed a different version there meanwhile"),
+        }
+    }
+}
+
+/// What a sender is told when the receiver cannot write, in words for the user.
+pub fn status_message(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "written",
+        Status::Rejected => "refused by the receiver (the path is not allowed there)",
+        Status::Failed => "the receiver could not write it (see its log)",
+        Status::HashMismatch => "did not verify at the receiver",
+        Status::NoSpace => "the receiver's disk (or quota) is full: free space there and run the sync again",
+        Status::ReadOnly => "the receiver's filesystem is read-only",
+        Status::Denied => "the receiver may not write there (permission denied)",
+        Status::Busy => "another sync is writing this file at the receiver now: run the sync again later",
+        Status::Superseded => {
+            "another writer placed a different version there meanwhile; this one was not placed over it \
+             (run the sync again to replace it)"
+        }
+    }
+}
+
+/// A partial file a process writes, and the connections writing ranges of it.
+struct Writer {
+    file: Arc<File>,
+    /// Ranges claimed, `start..end` (an assembly claims everything).
+    claims: Vec<(u64, u64)>,
+    /// The partial holds something worth keeping (a checkpoint, or it was placed): not removed
+    /// when the last claim goes.
+    keep: bool,
+}
+
+/// A tree receiving files, shared by the connections (threads) of one process that write
+/// into it.
+pub struct Store {
+    tree: Tree,
+    writers: Mutex<HashMap<String, Writer>>,
+    /// Versions whose resume was counted (a split file's parts resume one by one).
+    resumed: Mutex<HashSet<String>>,
+    /// Hash their durable prefix in line rather than on a thread beside the transfer
+    /// (deterministic, for simulation).
+    inline: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("tree", &self.tree.path()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The key of one version of one file as written: path, size, mtime, the sender's identity
+/// of the content, and how it comes (whole: 0; in parts: their size's log2).
+fn version_key(full: &str, size: u64, mtime: (i64, u32), version: &[u8; 16], layout: u8) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"keepsync partial v3");
+    h.update(&(full.len() as u64).to_le_bytes());
+    h.update(full.as_bytes());
+    h.update(&size.to_le_bytes());
+    h.update(&mtime.0.to_le_bytes());
+    h.update(&mtime.1.to_le_bytes());
+    h.update(version);
+    h.update(&[layout]);
+    hex::encode(&h.finalize().as_bytes()[..16])
+}
+
+/// Binds a checkpoint to a version and the range it covers.
+fn binding(vid: &str, start: u64, end: u64) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"keepsync partial range v3");
+    h.update(vid.as_bytes());
+    h.update(&start.to_le_bytes());
+    h.update(&end.to_le_bytes());
+    *h.finalize().as_bytes()
+}
+
+/// A hasher for the range starting at `start`: of a whole file, or of a part's subtree of the
+/// file's BLAKE3 tree.
+pub fn range_hasher(start: u64, part: bool) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new();
+    if part {
+        h.set_input_offset(start);
+    }
+    h
+}
+
+/// A range hasher's digest: the root hash of a whole file, the chaining value of a part.
+pub fn range_digest(h: &blake3::Hasher, part: bool) -> [u8; 32] {
+    if part { h.finalize_non_root() } else { *h.finalize().as_bytes() }
+}
+
+/// The BLAKE3 of a whole `size`-byte file from the chaining values of its parts of
+/// `2^log2` bytes, in order (`None` if there are not exactly as many as it has parts).
+pub fn merge_parts(size: u64, log2: u8, cvs: &[ChainingValue]) -> Option<[u8; 32]> {
+    fn merge(cvs: &[ChainingValue], root: bool) -> ChainingValue {
+        if cvs.len() == 1 {
+            return cvs[0];
+        }
+        // BLAKE3 splits an input at the largest power of two below its length; parts are of
+        // one power-of-two size, so that is a power of two of parts.
+        let left = (cvs.len() - 1).next_power_of_two().max(1);
+        let left = if left >= cvs.len() { left / 2 } else { left };
+        let (l, r) = (merge(&cvs[..left], false), merge(&cvs[left..], false));
+        if root {
+            *merge_subtrees_root(&l, &r, TreeMode::Hash).as_bytes()
+        } else {
+            merge_subtrees_non_root(&l, &r, TreeMode::Hash)
+        }
+    }
+    (cvs.len() as u64 == Layout::parts(size, log2) && cvs.len() >= 2).then(|| merge(cvs, true))
+}
+
+/// A connection's hold on a range of a partial file (see [`Store`]); let go when dropped.
+pub struct Claim {
+    store: Arc<Store>,
+    vid: String,
+    range: (u64, u64),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut writers = lock(&self.store.writers);
+        let Some(w) = writers.get_mut(&self.vid) else { return };
+        if let Some(at) = w.claims.iter().position(|r| *r == self.range) {
+            w.claims.swap_remove(at);
+        }
+        if w.claims.is_empty() {
+            let w = writers.remove(&self.vid).expect("looked up above");
+            // Nothing durable in it: a file announced and never (or barely) sent leaves nothing.
+            // The flock is still held (through `w.file`), so no other process uses it.
+            if !w.keep
+                && let Ok(Some(dir)) = self.store.tree.partials(false)
+            {
+                let _ = rustix::fs::unlinkat(&dir, format!("{}.data", self.vid), AtFlags::empty());
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Receives into the tree at `tree`.
+    pub fn new(tree: Tree) -> Arc<Self> {
+        Self::with_inline(tree, false)
+    }
+
+    /// Receives into `tree`; `inline`: re-hash resumed prefixes in line (simulation).
+    pub fn with_inline(tree: Tree, inline: bool) -> Arc<Self> {
+        Arc::new(Self { tree, writers: Mutex::default(), resumed: Mutex::default(), inline })
+    }
+
+    /// The tree.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// Claims `range` of the partial `vid` for one connection: opens (or creates) the partial
+    /// file, and `flock`s it for this process if no connection of it holds it yet. `Busy`
+    /// when another connection holds an overlapping range, or another process the file.
+    fn claim(self: &Arc<Self>, vid: &str, range: (u64, u64)) -> Result<(Claim, Arc<File>, bool), Fault> {
+        let mut writers = lock(&self.writers);
+        let claim = || Claim { store: Arc::clone(self), vid: vid.to_owned(), range };
+        if let Some(w) = writers.get_mut(vid) {
+            if w.claims.iter().any(|&(s, e)| s < range.1 && range.0 < e) {
+                return Err(Fault::Busy);
+            }
+            w.claims.push(range);
+            return Ok((claim(), Arc::clone(&w.file), false));
+        }
+        let name = format!("{vid}.data");
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut tries = 0;
+        let (fd, created) = loop {
+            let dir =
+                self.tree.partials(true).map_err(|e| Fault::io("cannot create the partial directory", &e))?;
+            let dir = dir.ok_or_else(|| Fault::Refused("the partial directory vanished".into()))?;
+            let opened = match rustix::fs::openat(
+                &dir,
+                &name,
+                flags | OFlags::CREATE | OFlags::EXCL,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => Ok((fd, true)),
+                Err(Errno::EXIST) => {
+                    rustix::fs::openat(&dir, &name, flags, Mode::empty()).map(|fd| (fd, false))
+                }
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(x) => break x,
+                // The (empty) partial directory was removed by a writer that finished: again.
+                Err(Errno::NOENT) if tries < 3 => tries += 1,
+                Err(e) => return Err(Fault::io(format!("cannot create partial {name}"), &e.into())),
+            }
+        };
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Err(Fault::Busy),
+            Err(e) => return Err(Fault::io(format!("cannot lock partial {name}"), &e.into())),
+        }
+        let file = Arc::new(File::from(fd));
+        writers
+            .insert(vid.to_owned(), Writer { file: Arc::clone(&file), claims: vec![range], keep: !created });
+        Ok((claim(), file, created))
+    }
+
+    /// Notes that `vid`'s partial holds something worth keeping.
+    fn keep(&self, vid: &str) {
+        if let Some(w) = lock(&self.writers).get_mut(vid) {
+            w.keep = true;
+        }
+    }
+
+    /// Whether this is the first resume counted for `vid`.
+    fn first_resume(&self, vid: &str) -> bool {
+        let mut resumed = lock(&self.resumed);
+        if resumed.len() >= 4096 {
+            resumed.clear();
+        }
+        resumed.insert(vid.to_owned())
+    }
+
+    /// Removes partials nobody finished: those untouched for [`PARTIAL_MAX_AGE`], and the
+    /// oldest beyond [`MAX_PARTIALS`]. Partials a writer holds (here or in another process)
+    /// are left alone.
+    pub fn expire(&self) {
+        let Ok(Some(dir)) = self.tree.partials(false) else { return };
+        let Ok(files) = list_all(&dir) else { return };
+        // Each version's files (data, checkpoints, temporaries) and its newest mtime.
+        let mut versions: HashMap<String, (Vec<String>, i64)> = HashMap::new();
+        for (name, stat) in files {
+            let Some(vid) = name.get(..32).filter(|v| v.bytes().all(|b| b.is_ascii_hexdigit())) else {
+                continue;
+            };
+            let v = versions.entry(vid.to_owned()).or_insert((Vec::new(), i64::MIN));
+            v.0.push(name.clone());
+            v.1 = v.1.max(stat.mtime.0);
+        }
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64); // wall clock: partial ages
+        let mut by_age: Vec<(i64, String, Vec<String>)> =
+            versions.into_iter().map(|(vid, (names, mtime))| (mtime, vid, names)).collect();
+        by_age.sort();
+        let excess = by_age.len().saturating_sub(MAX_PARTIALS);
+        for (i, (mtime, vid, names)) in by_age.into_iter().enumerate() {
+            let old = now.saturating_sub(mtime) > PARTIAL_MAX_AGE.as_secs() as i64;
+            if !(old || i < excess) || lock(&self.writers).contains_key(&vid) {
+                continue;
+            }
+            // Held by a writer of another process: leave it.
+            let data = rustix::fs::openat(
+                &dir,
+                format!("{vid}.data"),
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
+            let held = data
+                .as_ref()
+                .is_ok_and(|fd| rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive).is_err());
+            if held {
+                continue;
+            }
+            for name in names {
+                let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
+            }
+        }
+    }
+}
+
+/// Every name in an open directory with its metadata (our own names included).
+fn list_all(dir: &OwnedFd) -> io::Result<Vec<(String, Stat)>> {
+    let mut out = Vec::new();
+    let mut read = rustix::fs::Dir::read_from(dir)?;
+    while let Some(entry) = read.read() {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else { continue };
+        if name == "." || name == ".." {
+            continue;
+        }
+        if let Ok(Some(stat)) = Tree::stat_in(dir, name) {
+            out.push((name.to_owned(), stat));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `bytes` as `name` in the partial directory atomically and durably.
+fn write_record(dir: &OwnedFd, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = format!("{name}.tmp");
+    let fd = rustix::fs::openat(
+        dir,
+        &tmp,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let file = File::from(fd);
+    let written = file.write_all_at(bytes, 0).and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+        return Err(e);
+    }
+    rustix::fs::renameat(dir, &tmp, dir, name)?;
+    rustix::fs::fsync(dir)?;
+    Ok(())
+}
+
+/// What the receiving side finds at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum There {
+    /// Nothing.
+    Nothing,
+    /// An entry.
+    Entry(Stat),
+    /// A directory on the way is not a real directory (a symlink or a file stands there).
+    Blocked(String),
+}
+
+/// How a receiving end works.
+#[derive(Debug, Clone, Copy)]
+pub struct DestOptions {
+    /// Remove entries the sender did not list, and entries of another kind in the way.
+    pub delete: bool,
+    /// Change nothing (a dry run).
+    pub dry_run: bool,
+    /// Bytes between durable checkpoints of a file.
+    pub checkpoint_every: u64,
+}
+
+impl Default for DestOptions {
+    fn default() -> Self {
+        Self { delete: false, dry_run: false, checkpoint_every: CHECKPOINT_EVERY }
+    }
+}
+
+/// One sync's view of a receiving tree: the [`Store`] and the subtree (`base`) it writes.
+pub struct Dest {
+    store: Arc<Store>,
+    base: String,
+    /// How it works.
+    pub opts: DestOptions,
+    /// Renames were made since the last flush.
+    renamed: bool,
+}
+
+/// An entry offered for writing, as far as the destination needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    /// Path under the subtree.
+    pub rel: &'a str,
+    /// File size.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: (i64, u32),
+    /// Permission bits.
+    pub mode: u32,
+    /// The sender's identity of the content.
+    pub version: [u8; 16],
+    /// Whole, a part, or an assembly.
+    pub layout: Layout,
+}
+
+/// A directory's mode and mtime, set once everything under it is written (writing an entry
+/// into a directory changes its mtime).
+#[derive(Debug, Clone)]
+pub struct DirMeta {
+    /// Path under the store's root.
+    full: String,
+    mode: u32,
+    mtime: (i64, u32),
+}
+
+impl Dest {
+    /// Writes into `base` (a path under the store's root; `""` for the root itself).
+    pub fn new(store: Arc<Store>, base: &str, opts: DestOptions) -> Self {
+        Self { store, base: base.to_owned(), opts, renamed: false }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    fn full(&self, rel: &str) -> String {
+        join(&self.base, rel)
+    }
+
+    /// What stands at `rel`.
+    pub fn there(&self, rel: &str) -> There {
+        match self.store.tree.lstat(&self.full(rel)) {
+            Ok(None) => There::Nothing,
+            Ok(Some(stat)) => There::Entry(stat),
+            Err(e) => There::Blocked(format!("{rel}: a directory on the way is not a real directory ({e})")),
+        }
+    }
+
+    /// Opens the regular file at `rel` (the old copy a delta is made against), confined.
+    pub fn open_existing(&self, rel: &str) -> Option<File> {
+        self.store.tree.open_read(&self.full(rel)).ok()
+    }
+
+    /// Takes the tree's lock.
+    fn lock(&self) -> Result<TreeLock, Fault> {
+        self.store
+            .tree
+            .lock()
+            .map_err(|e| Fault::io("cannot lock the tree (its .keepsync-partial directory)", &e))
+    }
+
+    /// The parent directory of `full`, created as needed (under the lock).
+    fn parent(&self, full: &str) -> Result<(OwnedFd, String), Fault> {
+        let (dir, name) = split(full);
+        let fd = self.store.tree.make_dirs(dir).map_err(|e| {
+            match e.raw_os_error().map(Errno::from_raw_os_error) {
+                Some(Errno::LOOP | Errno::NOTDIR) => Fault::Refused(format!(
+                    "{full}: a directory on the way is not a real directory; refusing to write through it"
+                )),
+                _ => Fault::io(format!("{full}: cannot create its directory"), &e),
+            }
+        })?;
+        Ok((fd, name.to_owned()))
+    }
+
+    /// Makes way for an entry of `kind` at `rel`: an entry of another kind there goes only with
+    /// `--delete`. Returns what stays there (of a replaceable kind), if anything.
+    pub fn clear_way(&mut self, rel: &str, kind: EntryKind) -> Result<Option<Stat>, Fault> {
+        match self.there(rel) {
+            There::Nothing => Ok(None),
+            There::Blocked(why) => Err(Fault::Refused(why)),
+            There::Entry(stat) if replaceable(kind, &stat) => Ok(Some(stat)),
+            There::Entry(_) if !self.opts.delete => Err(Fault::InTheWay(in_the_way(rel))),
+            There::Entry(_) => {
+                let full = self.full(rel);
+                let _lock = self.lock()?;
+                let (parent, name) = self.parent(&full)?;
+                remove_in(&parent, &name).map_err(|e| Fault::io(format!("{rel}: cannot remove it"), &e))?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Creates the directory `rel` (and any missing above it); `true` if it was made.
+    pub fn make_dir(&mut self, rel: &str) -> Result<bool, Fault> {
+        self.clear_way(rel, EntryKind::Dir)?;
+        let full = self.full(rel);
+        let _lock = self.lock()?;
+        let (parent, name) = self.parent(&full)?;
+        match rustix::fs::mkdirat(&parent, name.as_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) => Ok(true),
+            Err(Errno::EXIST) => match Tree::stat_in(&parent, &name) {
+                Ok(Some(s)) if s.kind == EntryKind::Dir => Ok(false),
+                _ => Err(Fault::InTheWay(in_the_way(rel))),
+            },
+            Err(e) => Err(Fault::io(format!("{rel}: cannot create the directory"), &e.into())),
+        }
+    }
+
+    /// The directory metadata to set once everything is written.
+    pub fn dir_meta(&self, rel: &str, mode: u32, mtime: (i64, u32)) -> DirMeta {
+        DirMeta { full: self.full(rel), mode, mtime }
+    }
+
+    /// Sets `dirs`' modes and mtimes, deepest first (best effort: a directory removed since is
+    /// skipped).
+    pub fn finish_dirs(&self, mut dirs: Vec<DirMeta>) {
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.full.matches('/').count()));
+        for d in dirs {
+            let _ = self.store.tree.set_dir_meta(&d.full, d.mode, d.mtime);
+        }
+    }
+
+    /// Makes `rel` a symlink to `target`, replacing a file or link there atomically (the link
+    /// is made in the partial directory and renamed into place).
+    pub fn place_symlink(&mut self, rel: &str, target: &str) -> Result<(), Fault> {
+        self.clear_way(rel, EntryKind::Symlink)?;
+        let full = self.full(rel);
+        let lock = self.lock()?;
+        let (parent, name) = self.parent(&full)?;
+        let tmp = format!("{}.link", version_key(&full, 0, (0, 0), &[0; 16], 0xff));
+        let dir = lock.partials();
+        let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+        rustix::fs::symlinkat(target, dir, &tmp)
+            .map_err(|e| Fault::io(format!("{rel}: cannot create the symlink"), &e.into()))?;
+        if let Err(e) = rustix::fs::renameat(dir, &tmp, &parent, name.as_str()) {
+            let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
+            return Err(Fault::io(format!("{rel}: cannot place the symlink"), &e.into()));
+        }
+        self.renamed = true;
+        Ok(())
+    }
+
+    /// The target of the symlink at `rel`, if it is one.
+    pub fn link_target(&self, rel: &str) -> Option<String> {
+        self.store.tree.read_link(&self.full(rel)).ok().and_then(|t| t.into_string().ok())
+    }
+
+    /// Begins writing the regular file (or part) `offer` over `there` (the entry it replaces,
+    /// if any): claims its partial, and finds what an earlier try left durable of it.
+    /// `hashed`: the bytes are verified by their BLAKE3 at the end (network), else not
+    /// (local: the bytes come straight from the source, which the caller checks).
+    pub fn begin(&mut self, offer: &Offer<'_>, there: Option<Stat>, hashed: bool) -> Result<Partial, Fault> {
+        let full = self.full(offer.rel);
+        let (layout_key, part, range) = match offer.layout {
+            Layout::Whole => (0, false, (0, offer.size)),
+            Layout::Part { log2, index } => {
+                let range = Layout::part_range(offer.size, log2, index)
+                    .ok_or_else(|| Fault::Refused(format!("{}: a part outside the file", offer.rel)))?;
+                (log2, true, range)
+            }
+            Layout::Assemble { .. } => return Err(Fault::Refused("an assembly carries no data".into())),
+        };
+        let vid = version_key(&full, offer.size, offer.mtime, &offer.version, layout_key);
+        let (claim, data, created) = self.store.claim(&vid, range)?;
+        let ckpt_name = match offer.layout {
+            Layout::Part { index, .. } => format!("{vid}.{index}.ckpt"),
+            _ => format!("{vid}.ckpt"),
+        };
+        let binding = binding(&vid, range.0, range.1);
+        let dir = self.store.tree.partials(true).ok().flatten();
+        let io = |what: &str, e: io::Error| Fault::io(format!("{}: {what}", offer.rel), &e);
+        // What an earlier try made durable, if it wrote this very version and range.
+        let claimed = match (&dir, created, hashed) {
+            (Some(dir), false, true) => claimed_prefix(dir, &data, &ckpt_name, &binding, range.0),
+            _ => None,
+        };
+        let (done, prefix) = match claimed {
+            Some((done, expect)) => {
+                self.store.keep(&vid);
+                let copy = data.try_clone().map_err(|e| io("cannot read the partial file", e))?;
+                (done, Some(PrefixCheck::start(copy, range.0, done, expect, part, self.store.inline)))
+            }
+            None => (0, None),
+        };
+        // A whole file's partial holds nothing past its durable prefix worth keeping.
+        if !part && !created {
+            data.set_len(done).map_err(|e| io("cannot trim the partial file", e))?;
+        }
+        let resumed = done > 0 && (!part || self.store.first_resume(&vid));
+        let old = there.filter(|s| s.kind == EntryKind::File).and_then(|_| self.open_existing(offer.rel));
+        let expect = there;
+        let written = range.0 + done;
+        Ok(Partial {
+            rel: offer.rel.to_owned(),
+            full,
+            vid,
+            size: offer.size,
+            start: range.0,
+            end: range.1,
+            part,
+            mode: offer.mode,
+            mtime: offer.mtime,
+            data,
+            ckpt_name,
+            binding,
+            written,
+            resume: written,
+            hasher: hashed.then(|| range_hasher(range.0, part)),
+            hashed: written,
+            prefix,
+            prefix_bad: false,
+            old,
+            since_ckpt: 0,
+            expect,
+            resumed,
+            checkpoint_every: self.opts.checkpoint_every,
+            store: Arc::clone(&self.store),
+            claim: Some(claim),
+        })
+    }
+
+    /// An assembly of the parts of `2^log2` bytes of `offer`'s file, which must hash to `want`
+    /// (the whole file's BLAKE3): verified from the chaining values its parts' checkpoints
+    /// recorded, each checked against the sender's when the part ended.
+    pub fn assemble(
+        &mut self,
+        offer: &Offer<'_>,
+        log2: u8,
+        want: [u8; 32],
+        there: Option<Stat>,
+    ) -> Result<Verified, Fault> {
+        let full = self.full(offer.rel);
+        let vid = version_key(&full, offer.size, offer.mtime, &offer.version, log2);
+        let (claim, data, created) = self.store.claim(&vid, (0, u64::MAX))?;
+        let missing = |why: &str| Fault::Mismatch(format!("{}: {why}; it will be sent again", offer.rel));
+        if created {
+            return Err(missing("none of its parts are here"));
+        }
+        let dir =
+            self.store.tree.partials(false).ok().flatten().ok_or_else(|| missing("its parts are gone"))?;
+        let parts = Layout::parts(offer.size, log2);
+        let mut cvs = Vec::with_capacity(parts as usize);
+        let mut ckpts = Vec::with_capacity(parts as usize + 1);
+        for index in 0..parts {
+            let (start, end) =
+                Layout::part_range(offer.size, log2, index as u32).ok_or_else(|| missing("bad layout"))?;
+            let name = format!("{vid}.{index}.ckpt");
+            let ckpt = read_checkpoint(&dir, &name).ok_or_else(|| missing("a part is missing"))?;
+            if ckpt.header_mac != binding(&vid, start, end) || ckpt.plain_offset != end - start {
+                return Err(missing("a part is incomplete"));
+            }
+            cvs.push(ckpt.source_hash);
+            ckpts.push(name);
+        }
+        if merge_parts(offer.size, log2, &cvs) != Some(want) {
+            return Err(missing("its parts do not add up to the file the sender has"));
+        }
+        let io = |what: &str, e: io::Error| Fault::io(format!("{}: {what}", offer.rel), &e);
+        if data.metadata().map_err(|e| io("cannot read the partial file", e))?.len() != offer.size {
+            data.set_len(offer.size).map_err(|e| io("cannot trim the partial file", e))?;
+        }
+        set_meta(data.as_fd(), offer.mode, offer.mtime)
+            .map_err(|e| io("cannot set its mode and mtime", e))?;
+        Ok(Verified {
+            rel: offer.rel.to_owned(),
+            full,
+            vid,
+            data,
+            size: offer.size,
+            mtime: offer.mtime,
+            expect: there,
+            ckpts,
+            written: 0,
+            resumed: false,
+            claim: Some(claim),
+        })
+    }
+
+    /// Places `batch`: makes the data durable (one filesystem flush for several files), then,
+    /// under the tree's lock, renames each into place unless another writer placed something
+    /// else there since it began. Returns each file's outcome, in order.
+    pub fn commit(&mut self, batch: Vec<Verified>) -> Vec<(Verified, Result<Placed, Fault>)> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let started = std::time::Instant::now();
+        let flushed = match batch.as_slice() {
+            [one] => one.data.sync_data(),
+            [first, ..] => rustix::fs::syncfs(first.data.as_fd()).map_err(io::Error::from),
+            [] => Ok(()),
+        };
+        if let Err(e) = flushed {
+            let fault = Fault::io("cannot make the received files durable", &e);
+            return batch.into_iter().map(|v| (v, Err(fault.clone()))).collect();
+        }
+        let lock = match self.lock() {
+            Ok(l) => l,
+            Err(f) => return batch.into_iter().map(|v| (v, Err(f.clone()))).collect(),
+        };
+        let mut out = Vec::with_capacity(batch.len());
+        for v in batch {
+            let placed = self.place(&lock, &v);
+            // Placed or dropped, the partial is done with. Once renamed away its name may be
+            // taken by another writer's new partial: the claim must not remove that.
+            let dir = lock.partials();
+            if placed != Ok(Placed::Written) {
+                let _ = rustix::fs::unlinkat(dir, format!("{}.data", v.vid), AtFlags::empty());
+            }
+            self.store.keep(&v.vid);
+            for ckpt in &v.ckpts {
+                let _ = rustix::fs::unlinkat(dir, ckpt.as_str(), AtFlags::empty());
+            }
+            out.push((v, placed));
+        }
+        crate::output::add_commit_time(started.elapsed());
+        out
+    }
+
+    fn place(&mut self, lock: &TreeLock, v: &Verified) -> Result<Placed, Fault> {
+        let (parent, name) = self.parent(&v.full)?;
+        let now = Tree::stat_in(&parent, &name)
+            .map_err(|e| Fault::io(format!("{}: cannot look at it", v.rel), &e))?;
+        let as_expected = match (&v.expect, &now) {
+            (None, None) => true,
+            (Some(was), Some(is)) => was.same_version(is),
+            _ => false,
+        };
+        if !as_expected {
+            // Someone else wrote there meanwhile: fine if it is this very version.
+            return match now {
+                Some(is) if unchanged(v.size, v.mtime, None, &is, || None) => Ok(Placed::AlreadyThere),
+                _ => Err(Fault::Superseded),
+            };
+        }
+        rustix::fs::renameat(lock.partials(), format!("{}.data", v.vid), &parent, name.as_str())
+            .map_err(|e| Fault::io(format!("{}: cannot rename it into place", v.rel), &e.into()))?;
+        self.renamed = true;
+        Ok(Placed::Written)
+    }
+
+    /// Removes every entry under the subtree the sender did not list (`seen` holds what it
+    /// listed), deepest entries last; with `dry_run`, only lists them. Returns what was (or
+    /// would be) removed.
+    pub fn delete_unseen(&mut self, seen: &HashSet<String>, dry_run: bool) -> Result<Vec<String>, Fault> {
+        let mut gone = Vec::new();
+        let mut leftovers = Vec::new();
+        let mut todo = vec![String::new()];
+        while let Some(rel) = todo.pop() {
+            let full = self.full(&rel);
+            if let Ok(names) = super::tree::leftovers(&self.store.tree, &full) {
+                leftovers
+                    .extend(names.into_iter().filter_map(|n| n.into_string().ok()).map(|n| join(&full, &n)));
+            }
+            let listed = match self.store.tree.list(&full) {
+                Ok(l) => l,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(Fault::io(
+                        format!("{}: cannot list it", self.store.tree.display(&full).display()),
+                        &e,
+                    ));
+                }
+            };
+            for (name, stat) in listed {
+                let Some(name) = name.to_str() else { continue };
+                let child = join(&rel, name);
+                if !seen.contains(&child) {
+                    gone.push(child);
+                } else if stat.kind == EntryKind::Dir {
+                    todo.push(child);
+                }
+            }
+        }
+        gone.sort();
+        if !dry_run && (!gone.is_empty() || !leftovers.is_empty()) {
+            let _lock = self.lock()?;
+            // What earlier versions of KeepSync left beside the files they wrote.
+            for full in &leftovers {
+                let _ = self.store.tree.remove_all(full);
+            }
+            for rel in &gone {
+                let full = self.full(rel);
+                let (dir, name) = split(&full);
+                let dir = self
+                    .store
+                    .tree
+                    .dir(dir)
+                    .map_err(|e| Fault::io(format!("{rel}: cannot remove it"), &e))?;
+                remove_in(&dir, name).map_err(|e| Fault::io(format!("{rel}: cannot remove it"), &e))?;
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Makes this sync's renames durable (one filesystem flush), and removes the partial
+    /// directory when nothing is left in it.
+    pub fn finish(&mut self) -> Result<(), Fault> {
+        if std::mem::take(&mut self.renamed) {
+            let root = self.store.tree.dir("").map_err(|e| Fault::io("cannot open the tree", &e))?;
+            rustix::fs::syncfs(&root).map_err(|e| Fault::io("cannot flush the tree", &e.into()))?;
+        }
+        self.store.tree.remove_partials_if_empty();
+        Ok(())
+    }
+}
+
+/// How placing a verified file went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// Renamed into place.
+    Written,
+    /// Another writer placed this very version meanwhile; ours was dropped.
+    AlreadyThere,
+}
+
+/// The durable bytes from `start` on (of the file, or a part) that the checkpoint `name`
+/// claims and the digest it recorded of them, when it names this very version and range and
+/// the partial file is long enough. The bytes themselves are checked apart ([`PrefixCheck`]).
+fn claimed_prefix(
+    dir: &OwnedFd,
+    data: &File,
+    name: &str,
+    binding: &[u8; 32],
+    start: u64,
+) -> Option<(u64, [u8; 32])> {
+    let ckpt = read_checkpoint(dir, name)?;
+    let long_enough = data.metadata().ok()?.len() >= start + ckpt.plain_offset;
+    (&ckpt.header_mac == binding && long_enough && ckpt.plain_offset > 0)
+        .then_some((ckpt.plain_offset, ckpt.source_hash))
+}
+
+fn read_checkpoint(dir: &OwnedFd, name: &str) -> Option<Checkpoint> {
+    let fd =
+        rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .ok()?;
+    let mut bytes = [0u8; Checkpoint::MAX_ENCODED_LEN];
+    let n = rustix::io::read(&fd, &mut bytes).ok()?;
+    Checkpoint::decode(&bytes[..n]).ok()
+}
+
+/// Re-hashing a resumed partial's durable prefix: on a thread beside the transfer, or done in
+/// line.
+enum PrefixCheck {
+    Running(std::thread::JoinHandle<Option<blake3::Hasher>>),
+    Settled(Option<Box<blake3::Hasher>>),
+}
+
+impl PrefixCheck {
+    fn start(file: File, start: u64, len: u64, expect: [u8; 32], part: bool, inline: bool) -> Self {
+        let check = move || {
+            let mut hasher = range_hasher(start, part);
+            hash_range(&mut hasher, &file, (start, start + len), &mut vec![0u8; 1 << 20]).ok()?;
+            (range_digest(&hasher, part) == expect).then_some(hasher)
+        };
+        if inline { Self::Settled(check().map(Box::new)) } else { Self::Running(std::thread::spawn(check)) }
+    }
+
+    fn is_settled(&self) -> bool {
+        match self {
+            Self::Running(h) => h.is_finished(),
+            Self::Settled(_) => true,
+        }
+    }
+
+    fn join(self) -> Option<blake3::Hasher> {
+        match self {
+            Self::Running(h) => h.join().ok().flatten(),
+            Self::Settled(h) => h.map(|h| *h),
+        }
+    }
+}
+
+/// Feeds bytes `from..to` of `file` to `hasher` by positioned reads, `buf.len()` at a time.
+pub fn hash_range(
+    hasher: &mut blake3::Hasher,
+    file: &File,
+    (from, to): (u64, u64),
+    buf: &mut [u8],
+) -> io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let n = ((to - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// A file (or part) being written into its partial file.
+pub struct Partial {
+    rel: String,
+    full: String,
+    vid: String,
+    size: u64,
+    start: u64,
+    end: u64,
+    part: bool,
+    mode: u32,
+    mtime: (i64, u32),
+    data: Arc<File>,
+    ckpt_name: String,
+    binding: [u8; 32],
+    /// Where the next byte goes.
+    written: u64,
+    /// Where this try started (after the durable prefix).
+    resume: u64,
+    /// The BLAKE3 of `start..hashed` (network transfers only).
+    hasher: Option<blake3::Hasher>,
+    hashed: u64,
+    /// The durable prefix being re-hashed; data written meanwhile is hashed once it settles.
+    prefix: Option<PrefixCheck>,
+    /// The durable prefix did not match its checkpoint: the file cannot verify.
+    prefix_bad: bool,
+    old: Option<File>,
+    since_ckpt: u64,
+    expect: Option<Stat>,
+    resumed: bool,
+    checkpoint_every: u64,
+    store: Arc<Store>,
+    /// Held until the entry is done (a whole file's, until it is placed).
+    claim: Option<Claim>,
+}
+
+impl Partial {
+    /// The path under the subtree.
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// Where the sender should start: after the durable prefix an earlier try left.
+    pub fn resume_from(&self) -> u64 {
+        self.resume
+    }
+
+    /// The durable prefix of an earlier try was found (and is being checked).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The range this entry carries.
+    pub fn range(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
+    /// The old copy a delta is made against, if there is one.
+    pub fn old_copy(&mut self) -> Option<&mut File> {
+        self.old.as_mut()
+    }
+
+    /// Bytes written so far by this try.
+    pub fn written_now(&self) -> u64 {
+        self.written - self.resume
+    }
+
+    /// Brings the hash up to `written`: once the durable prefix is settled (waiting for it only
+    /// with `wait`), the bytes written meanwhile are read back and hashed. `false` while the
+    /// prefix is not settled, or when it did not verify.
+    fn catch_up(&mut self, wait: bool, buf: &mut Vec<u8>) -> Result<bool, Fault> {
+        if let Some(check) = self.prefix.take_if(|c| wait || c.is_settled()) {
+            match check.join() {
+                Some(h) => self.hasher = Some(h),
+                None => self.prefix_bad = true,
+            }
+        }
+        if self.prefix.is_some() || self.prefix_bad {
+            return Ok(false);
+        }
+        if let Some(hasher) = &mut self.hasher
+            && self.hashed < self.written
+        {
+            buf.resize(1 << 20, 0);
+            hash_range(hasher, &self.data, (self.hashed, self.written), buf)
+                .map_err(|e| Fault::io(format!("{}: cannot read back the partial file", self.rel), &e))?;
+            self.hashed = self.written;
+        }
+        Ok(true)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Fault> {
+        self.data
+            .write_all_at(bytes, self.written)
+            .map_err(|e| Fault::io(format!("{}: cannot write", self.rel), &e))?;
+        if self.prefix.is_none()
+            && self.hashed == self.written
+            && let Some(h) = &mut self.hasher
+        {
+            h.update(bytes);
+            self.hashed += bytes.len() as u64;
+        }
+        self.written += bytes.len() as u64;
+        self.since_ckpt += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Copies the old copy's bytes up to `until` (blocks the sender found unchanged).
+    fn fill_from_old(&mut self, until: u64, buf: &mut Vec<u8>) -> Result<(), Fault> {
+        if self.written >= until {
+            return Ok(());
+        }
+        if self.old.is_none() {
+            return Err(Fault::Mismatch(format!(
+                "{}: the sender skipped blocks this side does not have",
+                self.rel
+            )));
+        }
+        buf.resize(1 << 20, 0);
+        while self.written < until {
+            let n = ((until - self.written) as usize).min(buf.len());
+            let old = self.old.as_ref().expect("checked above");
+            old.read_exact_at(&mut buf[..n], self.written).map_err(|_| {
+                Fault::Mismatch(format!("{}: the old copy changed during the sync", self.rel))
+            })?;
+            let chunk = std::mem::take(buf);
+            let wrote = self.write(&chunk[..n]);
+            *buf = chunk;
+            wrote?;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` at `offset` (at or after where the last write ended; the gap is filled
+    /// from the old copy), checkpointing every `checkpoint_every` bytes.
+    pub fn write_at(&mut self, offset: u64, bytes: &[u8], buf: &mut Vec<u8>) -> Result<(), Fault> {
+        self.catch_up(false, buf)?;
+        self.fill_from_old(offset, buf)?;
+        self.write(bytes)?;
+        if self.since_ckpt >= self.checkpoint_every {
+            self.checkpoint(false, buf)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the file durable up to `written` and records that in its checkpoint (put off,
+    /// unless `wait`, while its durable prefix is still being re-hashed).
+    fn checkpoint(&mut self, wait: bool, buf: &mut Vec<u8>) -> Result<(), Fault> {
+        if self.hasher.is_none() || !self.catch_up(wait, buf)? || self.written == self.start {
+            return Ok(());
+        }
+        let hasher = self.hasher.as_ref().expect("checked above");
+        self.data.sync_data().map_err(|e| Fault::io(format!("{}: cannot flush", self.rel), &e))?;
+        let ckpt = Checkpoint {
+            header_mac: self.binding,
+            chunks_done: 0,
+            plain_offset: self.written - self.start,
+            sealed_offset: self.written - self.start,
+            source_hash: range_digest(hasher, self.part),
+        };
+        let mut bytes = [0u8; Checkpoint::MAX_ENCODED_LEN];
+        let bytes = ckpt.encode(&mut bytes).map_err(|e| Fault::Mismatch(e.to_string()))?;
+        let dir = self.store.tree.partials(true).ok().flatten();
+        let dir = dir.ok_or_else(|| Fault::Refused("the partial directory vanished".into()))?;
+        self.store.keep(&self.vid);
+        write_record(&dir, &self.ckpt_name, bytes)
+            .map_err(|e| Fault::io(format!("{}: cannot write its checkpoint", self.rel), &e))?;
+        self.since_ckpt = 0;
+        Ok(())
+    }
+
+    /// The connection broke: keeps what arrived (durable, with its checkpoint) so the next try
+    /// resumes there. Every byte written came in order from an authenticated frame.
+    pub fn save(&mut self, buf: &mut Vec<u8>) {
+        if self.since_ckpt > 0 {
+            let _ = self.checkpoint(true, buf);
+        }
+    }
+
+    /// All data is in: fills the rest from the old copy and checks the bytes against `want`
+    /// (the sender's BLAKE3; `None` when the caller vouches for them). A whole file is ready to
+    /// place; a part is made durable with a checkpoint that records it whole.
+    pub fn end(mut self, want: Option<[u8; 32]>, buf: &mut Vec<u8>) -> Result<Ended, Fault> {
+        let end = self.end;
+        let checked = self.catch_up(true, buf).and_then(|_| self.fill_from_old(end, buf));
+        if let Err(f) = checked {
+            self.drop_partial();
+            return Err(f);
+        }
+        let good = match (&self.hasher, want) {
+            (Some(h), Some(want)) => !self.prefix_bad && range_digest(h, self.part) == want,
+            (None, None) => true,
+            _ => false,
+        };
+        if !good || self.written != end {
+            self.drop_partial();
+            return Err(Fault::Mismatch(format!(
+                "{}: the received bytes did not verify; it will be sent again",
+                self.rel
+            )));
+        }
+        let io = |rel: &str, what: &str, e: io::Error| Fault::io(format!("{rel}: {what}"), &e);
+        if self.part {
+            self.since_ckpt = self.since_ckpt.max(1);
+            self.checkpoint(true, buf)?;
+            return Ok(Ended::Part { resumed: self.resumed });
+        }
+        set_meta(self.data.as_fd(), self.mode, self.mtime)
+            .map_err(|e| io(&self.rel, "cannot set its mode and mtime", e))?;
+        let ckpts = vec![self.ckpt_name.clone()];
+        let written = self.written - self.resume;
+        Ok(Ended::Whole(Box::new(Verified {
+            rel: self.rel.clone(),
+            full: self.full.clone(),
+            vid: self.vid.clone(),
+            data: Arc::clone(&self.data),
+            size: self.size,
+            mtime: self.mtime,
+            expect: self.expect,
+            ckpts,
+            written,
+            resumed: self.resumed,
+            claim: self.claim.take(),
+        })))
+    }
+
+    /// A failed or wrong try: a whole file's partial and checkpoint go (the next try starts
+    /// clean); a part's checkpoint only (its partial holds the other parts).
+    fn drop_partial(&mut self) {
+        if let Ok(Some(dir)) = self.store.tree.partials(false) {
+            let _ = rustix::fs::unlinkat(&dir, self.ckpt_name.as_str(), AtFlags::empty());
+            if !self.part {
+                let _ = rustix::fs::unlinkat(&dir, format!("{}.data", self.vid), AtFlags::empty());
+                // The name is gone: the claim must not remove a new partial of that name.
+                self.store.keep(&self.vid);
+            }
+        }
+    }
+}
+
+/// A part or file whose data is all in.
+pub enum Ended {
+    /// A part: verified and durable, waiting for its assembly.
+    Part {
+        /// It resumed what an earlier try left.
+        resumed: bool,
+    },
+    /// A whole file, ready to place.
+    Whole(Box<Verified>),
+}
+
+/// A file whose bytes verified, waiting to be placed ([`Dest::commit`]).
+pub struct Verified {
+    /// Path under the subtree.
+    pub rel: String,
+    full: String,
+    vid: String,
+    data: Arc<File>,
+    size: u64,
+    mtime: (i64, u32),
+    /// What stood at the destination when the writer began (placed only over that).
+    expect: Option<Stat>,
+    ckpts: Vec<String>,
+    /// Bytes this try wrote.
+    pub written: u64,
+    /// It resumed what an earlier try left.
+    pub resumed: bool,
+    /// Held until the file is placed or dropped.
+    #[allow(dead_code)] // held for its Drop
+    claim: Option<Claim>,
+}
+
+impl Verified {
+    /// The file's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_chaining_values_merge_into_the_whole_files_hash() {
+        for (size, log2) in
+            [(3 << 20, 20u8), ((4 << 20) + 5, 20), (5 << 20, 21), ((9 << 20) - 1, 20), (2 << 20, 20)]
+        {
+            let data: Vec<u8> = (0..size as u64).map(|i| (i * 31 % 251) as u8).collect();
+            let mut cvs = Vec::new();
+            for index in 0..Layout::parts(size as u64, log2) {
+                let (s, e) = Layout::part_range(size as u64, log2, index as u32).unwrap();
+                let mut h = range_hasher(s, true);
+                h.update(&data[s as usize..e as usize]);
+                cvs.push(range_digest(&h, true));
+            }
+            assert_eq!(
+                merge_parts(size as u64, log2, &cvs),
+                Some(*blake3::hash(&data).as_bytes()),
+                "{size} {log2}"
+            );
+            assert_eq!(merge_parts(size as u64, log2, &cvs[1..]), None);
+        }
+    }
+
+    fn offer(rel: &str, size: u64) -> Offer<'_> {
+        Offer { rel, size, mtime: (1_700_000_000, 5), mode: 0o640, version: [1; 16], layout: Layout::Whole }
+    }
+
+    #[test]
+    fn a_file_is_placed_only_over_what_its_writer_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::with_inline(Tree::open(dir.path()).unwrap(), true);
+        let mut a = Dest::new(Arc::clone(&store), "", DestOptions::default());
+        let mut b = Dest::new(Arc::clone(&store), "", DestOptions::default());
+        let mut buf = Vec::new();
+        // Each version its own mtime: the same size and mtime would make them "unchanged".
+        let write = |d: &mut Dest, bytes: &[u8], version: u8, buf: &mut Vec<u8>| {
+            let o = Offer {
+                version: [version; 16],
+                mtime: (i64::from(version), 0),
+                ..offer("x", bytes.len() as u64)
+            };
+            let mut p = d.begin(&o, None, true).unwrap();
+            p.write_at(0, bytes, buf).unwrap();
+            match p.end(Some(*blake3::hash(bytes).as_bytes()), buf).unwrap() {
+                Ended::Whole(v) => *v,
+                Ended::Part { .. } => unreachable!(),
+            }
+        };
+        // Two writers of different versions of x: the first to place wins, the second is told.
+        let va = write(&mut a, b"version a", 1, &mut buf);
+        let vb = write(&mut b, b"version b", 2, &mut buf);
+        assert!(matches!(a.commit(vec![va])[0].1, Ok(Placed::Written)));
+        assert!(matches!(b.commit(vec![vb])[0].1, Err(Fault::Superseded)));
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"version a");
+        // The same version twice: the second finds it there.
+        let vc = write(&mut b, b"version c", 3, &mut buf);
+        let There::Entry(stat) = a.there("x") else { panic!() };
+        let o = Offer { version: [3; 16], mtime: (3, 0), ..offer("x", 9) };
+        assert!(matches!(a.begin(&o, Some(stat), true), Err(Fault::Busy)), "claimed by the other writer");
+        assert!(
+            matches!(b.commit(vec![vc])[0].1, Err(Fault::Superseded)),
+            "b began over nothing, x exists now"
+        );
+        a.finish().unwrap();
+        b.finish().unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no partial left");
+    }
+
+    #[test]
+    fn a_broken_try_resumes_from_its_checkpoint_and_a_damaged_prefix_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::with_inline(Tree::open(dir.path()).unwrap(), true);
+        let mut d = Dest::new(
+            Arc::clone(&store),
+            "",
+            DestOptions { checkpoint_every: 1000, ..DestOptions::default() },
+        );
+        let bytes: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+        let want = *blake3::hash(&bytes).as_bytes();
+        let o = offer("f", bytes.len() as u64);
+        let mut buf = Vec::new();
+        let mut p = d.begin(&o, None, true).unwrap();
+        p.write_at(0, &bytes[..2500], &mut buf).unwrap();
+        p.save(&mut buf);
+        drop(p);
+        let mut p = d.begin(&o, None, true).unwrap();
+        assert_eq!(p.resume_from(), 2500);
+        assert!(p.resumed());
+        p.write_at(2500, &bytes[2500..], &mut buf).unwrap();
+        let Ended::Whole(v) = p.end(Some(want), &mut buf).unwrap() else { panic!() };
+        assert!(matches!(d.commit(vec![*v])[0].1, Ok(Placed::Written)));
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), bytes);
+
+        // A new version: broken at 3000, then its durable prefix damaged on disk.
+        let o = Offer { version: [2; 16], ..offer("g", bytes.len() as u64) };
+        let mut p = d.begin(&o, None, true).unwrap();
+        p.write_at(0, &bytes[..3000], &mut buf).unwrap();
+        p.save(&mut buf);
+        drop(p);
+        let data = std::fs::read_dir(dir.path().join(".keepsync-partial"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "data"))
+            .unwrap();
+        std::fs::OpenOptions::new().write(true).open(&data).unwrap().write_all_at(b"XX", 10).unwrap();
+        let mut p = d.begin(&o, None, true).unwrap();
+        assert_eq!(p.resume_from(), 3000);
+        p.write_at(3000, &bytes[3000..], &mut buf).unwrap();
+        assert!(matches!(p.end(Some(want), &mut buf), Err(Fault::Mismatch(_))));
+        // It starts over clean.
+        let p = d.begin(&o, None, true).unwrap();
+        assert_eq!(p.resume_from(), 0);
+        drop(p);
+        d.finish().unwrap();
+        assert!(!dir.path().join(".keepsync-partial").exists(), "an empty, unclaimed partial is not kept");
+    }
+}

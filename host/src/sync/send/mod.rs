@@ -1,0 +1,966 @@
+//! The sending end of a network sync: offers each entry of a [`Job`] (shared by the
+//! connections of one run), streams the blocks the receiver does not have (compressed per
+//! block, see [`effort`]), and decides what happens to each entry once the receiver is done
+//! with it: counted, retried once (the source changed while read, or did not verify), put
+//! off (the receiver is busy with the same file), or reported.
+//!
+//! A large file goes as parts of one power-of-two size, maybe over several connections; once
+//! every part is in, an `Assemble` entry carries the whole file's BLAKE3 (merged from the
+//! parts' chaining values, see [`crate::sync::dest::merge_parts`]) and the receiver places the
+//! file only if its parts add up to it.
+
+pub mod effort;
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use keepsync_core::budget::compress_bound;
+use keepsync_core::compress::Encoder;
+use keepsync_core::sync::{
+    CloseCode, FileMeta, Have, Kind, Layout, MAX_PART_LOG2, MIN_PART_LOG2, SendError, SenderEvent, Status,
+};
+
+use self::effort::{Effort, SyncCodec};
+use super::dest::{hash_range, merge_parts, range_digest, range_hasher, status_message};
+use super::plan::Action;
+use super::summary::{Cause, Problem, Summary};
+use super::tree::{Stat, Tree};
+use super::walk::Entry;
+use crate::codec::HostEncoder;
+use crate::error::{Error, Result};
+use crate::index::SharedIndex;
+use crate::net::app::{App, proto};
+use crate::net::clock::SharedClock;
+use crate::net::{BLOCK_LOG2, HostSender};
+
+/// Files a sender keeps in flight at first, if the receiver takes that many.
+pub const INITIAL_WINDOW: usize = 128;
+
+/// A round trip from which on a sender widens its window when it waits on the receiver. Below
+/// it, two round trips per batch of `INITIAL_WINDOW` files allow more than the 13,000 small
+/// files a second that two cores move over loopback; a LAN's round trip is well below.
+const LONG_LINK: Duration = Duration::from_millis(5);
+
+/// A loopback peer whose round trip is below this runs on this very host; the near end of a
+/// tunnel to another host answers with that host's round trip. Loopback here answers in
+/// 0.1-0.4 ms (release and debug builds).
+const SAME_HOST_RTT: Duration = Duration::from_millis(1);
+
+/// Entries at least this long are hashed on a thread of their own (one per connection at a
+/// time), beside the reading, encoding and sending: a resumed entry then starts sending at
+/// once from where the receiver stopped, rather than after re-reading its durable prefix.
+const HASH_ASIDE_MIN: u64 = 8 << 20;
+
+/// Default part size: a file larger than this crosses several connections at once.
+pub const PART_SIZE: u64 = 32 << 20;
+
+/// Most parts one file is split into (larger files get larger parts).
+const MAX_PARTS_PER_FILE: u64 = 4096;
+
+/// Times the receiver may answer "busy" (another writer holds the file) before the entry is
+/// reported; the waits double from [`BUSY_WAIT`] (about 25 s in all).
+const MAX_BUSY: u8 = 8;
+
+/// The first wait after a "busy" answer.
+const BUSY_WAIT: Duration = Duration::from_millis(100);
+
+/// The part size (`log2`) for `--part-size SIZE`: the power of two nearest to it, at least
+/// 1 MiB.
+pub fn part_log2(part_size: u64) -> u8 {
+    let size = u128::from(part_size.max(1 << MIN_PART_LOG2));
+    let lo = 127 - size.leading_zeros();
+    // The nearer of the powers of two around it (up when halfway).
+    let log2 =
+        if size - (1 << lo) >= (2u128 << lo).saturating_sub(size) && size != 1 << lo { lo + 1 } else { lo };
+    (log2.min(u32::from(MAX_PART_LOG2)) as u8).max(MIN_PART_LOG2)
+}
+
+/// One entry to offer.
+#[derive(Debug, Clone)]
+pub struct Item {
+    entry: Entry,
+    layout: Layout,
+    /// An assembly's whole-file BLAKE3.
+    hash: Option<[u8; 32]>,
+    /// Tries of the whole file so far (a retry relists it).
+    tries: u8,
+    /// "Busy" answers so far.
+    busy: u8,
+    /// Not offered before this time (after a "busy" answer).
+    not_before: Duration,
+}
+
+impl Item {
+    fn new(entry: Entry, layout: Layout, tries: u8) -> Self {
+        Self { entry, layout, hash: None, tries, busy: 0, not_before: Duration::ZERO }
+    }
+
+    /// Bytes this item carries.
+    fn len(&self) -> u64 {
+        match self.layout {
+            Layout::Whole => self.entry.size(),
+            Layout::Part { log2, index } => {
+                Layout::part_range(self.entry.size(), log2, index).map_or(0, |(s, e)| e - s)
+            }
+            Layout::Assemble { .. } => 0,
+        }
+    }
+
+    fn range(&self) -> (u64, u64) {
+        match self.layout {
+            Layout::Part { log2, index } => {
+                Layout::part_range(self.entry.size(), log2, index).unwrap_or((0, 0))
+            }
+            _ => (0, self.entry.size()),
+        }
+    }
+
+    fn is_part(&self) -> bool {
+        matches!(self.layout, Layout::Part { .. })
+    }
+}
+
+/// A split file whose parts are out: what each part came to.
+struct Split {
+    parts: u64,
+    /// Each part's chaining value, once the receiver has it.
+    cvs: Vec<Option<[u8; 32]>>,
+    resolved: u64,
+    skipped: u64,
+    /// The first part that failed, and how.
+    bad: Option<(Status, Option<Broken>)>,
+}
+
+/// How the sender broke off reading an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    /// It vanished.
+    Vanished,
+    /// It changed while read.
+    Changed,
+}
+
+/// What the connections of one run send: the source tree, the queue of entries, the split
+/// files' parts, and whether the receiver can take anything more.
+pub struct Job {
+    tree: Arc<Tree>,
+    queue: Mutex<VecDeque<Item>>,
+    splits: Mutex<HashMap<String, Split>>,
+    /// The receiver cannot write at all any more (its disk is full, or read-only).
+    stopped: Mutex<Option<Status>>,
+    /// Split files larger than one part of this size (`log2`).
+    part_log2: Option<u8>,
+    index: Option<SharedIndex>,
+    /// Hash in line rather than on a thread (deterministic, for simulation).
+    inline: bool,
+    bar: ProgressBar,
+    clock: SharedClock,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Job {
+    /// A run sending `entries` of `tree`: files larger than a part of `2^part_log2` bytes are
+    /// split (`None`: never), and with `index` (`--checksum`) each file's BLAKE3 goes with
+    /// its offer.
+    pub fn new(
+        tree: Arc<Tree>,
+        entries: Vec<Entry>,
+        part_log2: Option<u8>,
+        index: Option<SharedIndex>,
+        bar: ProgressBar,
+        clock: SharedClock,
+    ) -> Arc<Self> {
+        let job = Arc::new(Self {
+            tree,
+            queue: Mutex::default(),
+            splits: Mutex::default(),
+            stopped: Mutex::default(),
+            part_log2,
+            index,
+            inline: false,
+            bar,
+            clock,
+        });
+        let mut total = 0;
+        let mut queue = VecDeque::with_capacity(entries.len());
+        for e in entries {
+            for item in job.items(e, 0) {
+                total += item.len();
+                queue.push_back(item);
+            }
+        }
+        job.bar.set_length(total);
+        *lock(&job.queue) = queue;
+        job
+    }
+
+    /// The same, hashing in line (simulations).
+    pub fn inline(mut self: Arc<Self>) -> Arc<Self> {
+        if let Some(job) = Arc::get_mut(&mut self) {
+            job.inline = true;
+        }
+        self
+    }
+
+    /// The items `entry` goes as: itself, or its parts (recorded as a split file).
+    fn items(&self, entry: Entry, tries: u8) -> Vec<Item> {
+        let size = entry.size();
+        let Some(log2) = self.part_log2.filter(|_| entry.kind == Kind::File) else {
+            return vec![Item::new(entry, Layout::Whole, tries)];
+        };
+        // At most MAX_PARTS_PER_FILE parts: larger files get larger parts.
+        let min = (size.div_ceil(MAX_PARTS_PER_FILE).max(1).next_power_of_two().trailing_zeros()) as u8;
+        let log2 = log2.max(min).min(MAX_PART_LOG2);
+        if size <= 1 << log2 {
+            return vec![Item::new(entry, Layout::Whole, tries)];
+        }
+        let parts = Layout::parts(size, log2);
+        lock(&self.splits).insert(
+            entry.rel.clone(),
+            Split { parts, cvs: vec![None; parts as usize], resolved: 0, skipped: 0, bad: None },
+        );
+        (0..parts as u32).map(|index| Item::new(entry.clone(), Layout::Part { log2, index }, tries)).collect()
+    }
+
+    /// Items waiting (entries and parts).
+    pub fn len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    /// Parts of split files waiting.
+    pub fn parts(&self) -> usize {
+        lock(&self.queue).iter().filter(|i| i.is_part()).count()
+    }
+
+    /// No entry is waiting.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.queue).is_empty()
+    }
+
+    /// The first item that may go now: not put off, and not a part when `no_part` (a
+    /// connection carries one part at a time, leaving the others to other connections).
+    fn pop(&self, now: Duration, no_part: bool) -> Option<Item> {
+        let mut q = lock(&self.queue);
+        let at = q.iter().position(|i| i.not_before <= now && !(no_part && i.is_part()))?;
+        q.remove(at)
+    }
+
+    /// When the first put-off item may go.
+    fn next_wake(&self) -> Option<Duration> {
+        lock(&self.queue).iter().map(|i| i.not_before).filter(|t| !t.is_zero()).min()
+    }
+
+    fn push_front(&self, item: Item) {
+        lock(&self.queue).push_front(item);
+    }
+
+    fn push_back(&self, item: Item) {
+        lock(&self.queue).push_back(item);
+    }
+}
+
+/// An entry offered on this connection.
+struct Outgoing {
+    /// When it was offered, if nothing was queued ahead of it: its `Have` is a round-trip
+    /// sample.
+    offered: Option<Duration>,
+    item: Item,
+    hashes: Vec<[u8; 32]>,
+    resume_from: u64,
+    block_log2: u8,
+    /// The receiver asked for data (`Have(Need)`).
+    needed: bool,
+    file: Option<File>,
+    offset: u64,
+    /// BLAKE3 of the bytes read so far, in order (an entry hashed in line).
+    hasher: blake3::Hasher,
+    /// An entry hashed on a thread of its own: its digest, if the file read whole.
+    aside: Option<std::thread::JoinHandle<Option<[u8; 32]>>>,
+    /// The digest `End` carries, once taken.
+    hash: Option<[u8; 32]>,
+    broken: Option<Broken>,
+    /// `End` was sent.
+    ended: bool,
+    /// The receiver's early `Done`: the `End` still has to go.
+    aborted: Option<Status>,
+}
+
+impl Outgoing {
+    /// The digest for `End` (waiting for its thread, if it has one); all zero, which the
+    /// receiver refuses, if the file vanished or changed under the sender.
+    fn end_hash(&mut self) -> [u8; 32] {
+        let part = self.item.is_part();
+        *self.hash.get_or_insert_with(|| match self.aside.take() {
+            _ if self.broken.is_some() => [0; 32],
+            Some(thread) => thread.join().ok().flatten().unwrap_or([0; 32]),
+            None => range_digest(&self.hasher, part),
+        })
+    }
+}
+
+/// Hashes `range` of `file` on a thread of its own (a part: as its subtree).
+fn hash_aside(file: File, range: (u64, u64), part: bool) -> std::thread::JoinHandle<Option<[u8; 32]>> {
+    std::thread::spawn(move || {
+        let mut hasher = range_hasher(range.0, part);
+        hash_range(&mut hasher, &file, range, &mut vec![0u8; 1 << 20]).ok()?;
+        Some(range_digest(&hasher, part))
+    })
+}
+
+struct Pending {
+    id: u32,
+    offset: u64,
+    codec: u8,
+    raw_len: u32,
+    len: usize,
+}
+
+/// The sending application on one connection.
+pub struct SendApp {
+    job: Arc<Job>,
+    next_id: u32,
+    flying: HashMap<u32, Outgoing>,
+    ready: VecDeque<u32>,
+    pending: Option<Pending>,
+    finished: bool,
+    closed: bool,
+    effort: Effort,
+    dry_run: bool,
+    /// When the send queue was last found full (the wait until the next call is idle time).
+    blocked_at: Option<Instant>,
+    /// Since when every file in flight is sent and the window is full: waiting on the receiver.
+    waiting_since: Option<Instant>,
+    /// Files this sender lets be in flight (within what the receiver takes).
+    window: usize,
+    /// The receiver is reached over a loopback address.
+    loopback: bool,
+    /// When the window last widened.
+    widened_at: Option<Duration>,
+    rtt: Option<Duration>,
+    encoder: HostEncoder,
+    block: Vec<u8>,
+    out: Vec<u8>,
+    /// What happened so far.
+    pub summary: Summary,
+}
+
+fn internal(e: SendError) -> Error {
+    Error::Internal(format!("the sync sender broke a transfer rule ({e})"))
+}
+
+impl SendApp {
+    /// Sends entries of `job` with `codec`.
+    pub fn new(job: Arc<Job>, codec: SyncCodec, dry_run: bool) -> Self {
+        let effort = Effort::new(codec);
+        Self {
+            job,
+            next_id: 0,
+            flying: HashMap::new(),
+            ready: VecDeque::new(),
+            pending: None,
+            finished: false,
+            closed: false,
+            encoder: effort.encoder(),
+            summary: Summary {
+                codecs: vec![effort.name()],
+                files_in_flight: INITIAL_WINDOW,
+                ..Summary::default()
+            },
+            effort,
+            dry_run,
+            blocked_at: None,
+            waiting_since: None,
+            window: INITIAL_WINDOW,
+            loopback: false,
+            widened_at: None,
+            rtt: None,
+            block: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The receiver is reached over a loopback address: this host, or the near end of a
+    /// tunnel (`ssh -L`); the round trip tells them apart.
+    pub fn peer_on_loopback(&mut self, loopback: bool) {
+        self.loopback = loopback;
+    }
+
+    fn set_codec_name(&mut self) {
+        self.summary.codecs = vec![self.effort.name()];
+    }
+
+    /// Once the receiver shows it runs on this very host, `auto` compression stores: no
+    /// compression shortens a memory copy, and both ends share the CPU (see `effort.rs`).
+    fn follow_the_round_trip(&mut self) {
+        let same_host = self.loopback && self.rtt.is_some_and(|rtt| rtt < SAME_HOST_RTT);
+        if self.effort.is_adaptive() && same_host {
+            self.effort = Effort::new(SyncCodec::None);
+            self.encoder = self.effort.encoder();
+            self.set_codec_name();
+        }
+    }
+
+    /// A round trip measured outside (the client's `Open` → `Opened`, with nothing queued on
+    /// either side): the cleanest sample there is.
+    pub fn seed_rtt(&mut self, rtt: Option<Duration>) {
+        if let Some(sample) = rtt {
+            self.note_rtt(sample);
+        }
+    }
+
+    /// Samples only ever overstate the round trip (queues, a busy receiver): the least is kept.
+    fn note_rtt(&mut self, sample: Duration) {
+        let rtt = self.rtt.map_or(sample, |r| r.min(sample));
+        self.rtt = Some(rtt);
+        self.summary.rtt_ms = Some(rtt.as_secs_f64() * 1e3);
+        self.follow_the_round_trip();
+    }
+
+    fn sample_rtt(&mut self, id: u32) {
+        if let Some(offered) = self.flying.get(&id).and_then(|o| o.offered) {
+            let sample = self.job.clock.now().saturating_sub(offered);
+            self.note_rtt(sample);
+        }
+    }
+
+    /// Puts the entries this connection had in flight back in the queue (the connection
+    /// failed; another try resumes them from the receiver's durable partials).
+    pub fn requeue_unfinished(&mut self) {
+        let mut ids: Vec<u32> = self.flying.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids.into_iter().rev() {
+            let o = self.flying.remove(&id).expect("listed above");
+            self.job.push_front(o.item);
+        }
+        self.ready.clear();
+        self.pending = None;
+    }
+
+    fn offer(&mut self, ep: &mut HostSender, now: u64) -> Result<bool> {
+        if lock(&self.job.stopped).is_some() {
+            return Ok(false);
+        }
+        let part_in_flight = self.flying.values().any(|o| o.item.is_part());
+        let Some(mut item) = self.job.pop(self.job.clock.now(), part_in_flight) else { return Ok(false) };
+        let e = &item.entry;
+        // --checksum: the file's BLAKE3 goes with the offer (read through the tree, from the
+        // index when the file is unchanged).
+        if item.hash.is_none()
+            && e.kind == Kind::File
+            && let Some(index) = &self.job.index
+        {
+            let hashed =
+                self.job.tree.open_read(&e.rel).and_then(|f| crate::index::hash_open(index, &e.rel, &f));
+            match hashed {
+                Ok(h) => item.hash = Some(h),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    self.summary.problem(Problem { path: e.rel.clone(), cause: Cause::Vanished });
+                    return Ok(true);
+                }
+                Err(err) => {
+                    self.summary.problem(Problem::new(e.rel.clone(), format!("cannot read it: {err}")));
+                    return Ok(true);
+                }
+            }
+        }
+        let e = &item.entry;
+        let meta = FileMeta {
+            id: self.next_id,
+            path: &e.rel,
+            kind: e.kind,
+            size: e.size(),
+            mtime: e.stat.mtime.0,
+            mtime_nsec: e.stat.mtime.1,
+            mode: e.stat.mode,
+            target: &e.target,
+            hash: item.hash,
+            version: if e.kind == Kind::File { e.version() } else { [0; 16] },
+            layout: item.layout,
+        };
+        // Nothing queued ahead of the offer: its `Have` will time one round trip.
+        let offered = ep.pending_transmit().is_empty();
+        match ep.offer(now, &meta) {
+            Ok(()) => {}
+            Err(SendError::Blocked) => {
+                self.job.push_front(item);
+                return Ok(false);
+            }
+            Err(err) => return Err(internal(err)),
+        }
+        let start = item.range().0;
+        self.flying.insert(
+            self.next_id,
+            Outgoing {
+                offered: offered.then(|| self.job.clock.now()),
+                item,
+                hashes: Vec::new(),
+                resume_from: 0,
+                block_log2: BLOCK_LOG2,
+                needed: false,
+                file: None,
+                offset: start,
+                hasher: blake3::Hasher::new(),
+                aside: None,
+                hash: None,
+                broken: None,
+                ended: false,
+                aborted: None,
+            },
+        );
+        self.next_id = self.next_id.wrapping_add(1);
+        Ok(true)
+    }
+
+    /// Opens the entry's file (through the tree), checking it still is the version listed.
+    fn open_source(job: &Job, o: &mut Outgoing) -> Option<File> {
+        let e = &o.item.entry;
+        match job.tree.open_read(&e.rel) {
+            Ok(f) if Stat::of(&f).is_ok_and(|s| s.same_version(&e.stat)) => Some(f),
+            Ok(_) => {
+                o.broken = Some(Broken::Changed);
+                None
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                o.broken = Some(Broken::Vanished);
+                None
+            }
+            Err(_) => {
+                o.broken = Some(Broken::Changed);
+                None
+            }
+        }
+    }
+
+    /// Prepares the next block of file `id`; `false` when the file is complete.
+    fn next_block(&mut self, id: u32) -> Result<bool> {
+        let job = Arc::clone(&self.job);
+        let any_aside = self.flying.values().any(|o| o.aside.is_some());
+        let o = self.flying.get_mut(&id).expect("ready files are in flight");
+        let (start, end) = o.item.range();
+        let part = o.item.is_part();
+        if o.file.is_none() && o.broken.is_none() {
+            let Some(file) = Self::open_source(&job, o) else { return Ok(false) };
+            // Large entries are hashed on a thread beside the transfer (one at a time).
+            if !job.inline && !any_aside && end - start >= HASH_ASIDE_MIN {
+                let copy = file
+                    .try_clone()
+                    .map_err(|e| Error::io("read", job.tree.display(&o.item.entry.rel), e))?;
+                o.aside = Some(hash_aside(copy, (start, end), part));
+            } else {
+                o.hasher = range_hasher(start, part);
+            }
+            o.file = Some(file);
+            o.offset = if o.aside.is_some() { o.resume_from.clamp(start, end) } else { start };
+            job.bar.inc(o.offset - start);
+        }
+        while o.offset < end && o.broken.is_none() {
+            let n = (end - o.offset).min(1u64 << o.block_log2) as usize;
+            self.block.resize(n, 0);
+            let file = o.file.as_ref().expect("opened above");
+            if file.read_exact_at(&mut self.block, o.offset).is_err() {
+                // Shorter than listed: it changed while being sent.
+                o.broken = Some(Broken::Changed);
+                break;
+            }
+            if o.aside.is_none() {
+                o.hasher.update(&self.block);
+            }
+            let offset = o.offset;
+            o.offset += n as u64;
+            // The receiver's hashes start at the entry's first block.
+            let index = ((offset - start) >> o.block_log2) as usize;
+            let unchanged = offset < o.resume_from
+                || o.hashes.get(index).is_some_and(|h| h == blake3::hash(&self.block).as_bytes());
+            if unchanged {
+                job.bar.inc(n as u64);
+                continue;
+            }
+            self.out.resize(compress_bound(n), 0);
+            let started = Instant::now();
+            let (codec, len) = match self.encoder.encode(&self.block, &mut self.out) {
+                Some((codec, len)) => (codec as u8, len),
+                None => {
+                    self.out[..n].copy_from_slice(&self.block);
+                    (0, n)
+                }
+            };
+            self.pending = Some(Pending { id, offset, codec, raw_len: n as u32, len });
+            let now = Instant::now();
+            if self.effort.on_block(n as u64, now - started, now) {
+                self.encoder = self.effort.encoder();
+                self.set_codec_name();
+            }
+            return Ok(true);
+        }
+        // Read to the end: the file must still be the version listed.
+        if o.broken.is_none()
+            && let Some(f) = &o.file
+            && !Stat::of(f).is_ok_and(|s| s.same_version(&o.item.entry.stat))
+        {
+            o.broken = Some(Broken::Changed);
+        }
+        Ok(false)
+    }
+
+    fn window_full(&self, ep: &HostSender) -> bool {
+        !ep.can_offer() || ep.in_flight() >= self.window
+    }
+
+    /// Widens the window (doubling, up to what the receiver takes) when every file in flight
+    /// is sent and the sender waits on a receiver a long round trip away: a batch of files
+    /// costs two round trips (`File` → `Have`, data → `Done`), so on a long link the window,
+    /// not the link or either end, would set the pace. At most once per two round trips.
+    fn widen_on_a_long_link(&mut self, ep: &HostSender) {
+        let Some(rtt) = self.rtt.filter(|&rtt| rtt >= LONG_LINK) else { return };
+        let now = self.job.clock.now();
+        let waiting = self.pending.is_none() && self.ready.is_empty() && self.window_full(ep);
+        let settled = self.widened_at.is_none_or(|at| now.saturating_sub(at) >= 2 * rtt);
+        if waiting && settled && self.window < ep.window() {
+            self.window = (2 * self.window).min(ep.window());
+            self.widened_at = Some(now);
+        }
+    }
+
+    /// The receiver is done with `o` (`None`: it already had it).
+    fn settle(&mut self, mut o: Outgoing, status: Option<Status>) {
+        let cv = o.hash;
+        let broken = o.broken;
+        if let Some(thread) = o.aside.take() {
+            let _ = thread.join();
+        }
+        match o.item.layout {
+            Layout::Part { index, .. } => self.settle_part(o.item, index, status, cv, broken),
+            _ => self.settle_entry(o.item, status, broken),
+        }
+    }
+
+    fn settle_entry(&mut self, item: Item, status: Option<Status>, broken: Option<Broken>) {
+        let e = &item.entry;
+        let Some(status) = status else {
+            if e.kind == Kind::File {
+                self.summary.files_skipped += 1;
+            }
+            return;
+        };
+        match status {
+            Status::Ok => {
+                match e.kind {
+                    Kind::File => self.summary.files_transferred += 1,
+                    Kind::Dir => self.summary.dirs_created += 1,
+                    Kind::Symlink => self.summary.symlinks += 1,
+                }
+                if self.dry_run {
+                    self.summary.planned.push(match e.kind {
+                        Kind::File => Action::CopyFile { path: e.rel.clone(), bytes: e.size() },
+                        Kind::Dir => Action::CreateDir { path: e.rel.clone() },
+                        Kind::Symlink => Action::Symlink { path: e.rel.clone(), target: e.target.clone() },
+                    });
+                }
+            }
+            Status::Busy => self.busy(item),
+            Status::HashMismatch => self.retry(item, broken),
+            other => self.fail(&item, other),
+        }
+    }
+
+    fn settle_part(
+        &mut self,
+        item: Item,
+        index: u32,
+        status: Option<Status>,
+        cv: Option<[u8; 32]>,
+        broken: Option<Broken>,
+    ) {
+        if status == Some(Status::Busy) {
+            return self.busy(item);
+        }
+        let rel = item.entry.rel.clone();
+        let mut splits = lock(&self.job.splits);
+        let Some(split) = splits.get_mut(&rel) else { return };
+        match status {
+            None => split.skipped += 1,
+            Some(Status::Ok) => split.cvs[index as usize] = cv,
+            Some(other) => {
+                split.bad.get_or_insert((other, broken));
+            }
+        }
+        split.resolved += 1;
+        if split.resolved < split.parts {
+            return;
+        }
+        let split = splits.remove(&rel).expect("looked up above");
+        drop(splits);
+        let Layout::Part { log2, .. } = item.layout else { return };
+        if split.skipped == split.parts {
+            self.summary.files_skipped += 1;
+            return;
+        }
+        match split.bad {
+            Some((Status::HashMismatch, broken)) => return self.retry(item, broken),
+            Some((status, _)) => return self.fail(&item, status),
+            None => {}
+        }
+        // Every part is in: the source must still be the version listed, then the assembly
+        // carries the whole file's hash.
+        let cvs: Option<Vec<[u8; 32]>> = split.cvs.into_iter().collect();
+        let same = item
+            .entry
+            .relisted(&self.job.tree)
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.stat.same_version(&item.entry.stat));
+        match cvs.and_then(|cvs| merge_parts(item.entry.size(), log2, &cvs)) {
+            Some(root) if same => {
+                let mut assemble = Item::new(item.entry, Layout::Assemble { log2 }, item.tries);
+                assemble.hash = Some(root);
+                self.job.push_front(assemble);
+            }
+            // Some parts skipped and some not (the receiver's copy changed meanwhile), or the
+            // source changed between parts: once more, whole.
+            _ => self.retry(item, if same { None } else { Some(Broken::Changed) }),
+        }
+    }
+
+    /// Did not verify (the source changed while read, or the receiver's partial was damaged):
+    /// once more as the file is now; a vanished source is reported.
+    fn retry(&mut self, item: Item, broken: Option<Broken>) {
+        let rel = item.entry.rel.clone();
+        if broken == Some(Broken::Vanished) {
+            return self.summary.problem(Problem { path: rel, cause: Cause::Vanished });
+        }
+        if item.tries >= 1 {
+            let cause = match broken {
+                Some(_) => Cause::KeptChanging,
+                None => Cause::Other("did not verify at the receiver twice in a row; not synced".into()),
+            };
+            return self.summary.problem(Problem { path: rel, cause });
+        }
+        match item.entry.relisted(&self.job.tree) {
+            Ok(Some(entry)) if entry.kind == item.entry.kind => {
+                for again in self.job.items(entry, item.tries + 1).into_iter().rev() {
+                    self.job.bar.inc_length(again.len());
+                    self.job.push_front(again);
+                }
+            }
+            Ok(Some(_)) => self.summary.problem(Problem::new(
+                rel,
+                "became another kind of entry while it was sent; run the sync again",
+            )),
+            Ok(None) => self.summary.problem(Problem { path: rel, cause: Cause::Vanished }),
+            Err(e) => self.summary.problem(Problem::new(rel, format!("cannot read it any more: {e}"))),
+        }
+    }
+
+    /// The receiver is writing this very file for another connection or process: later.
+    fn busy(&mut self, mut item: Item) {
+        if item.busy >= MAX_BUSY {
+            return self.fail(&item, Status::Busy);
+        }
+        item.not_before = self.job.clock.now() + BUSY_WAIT * (1 << item.busy);
+        item.busy += 1;
+        self.job.push_back(item);
+    }
+
+    fn fail(&mut self, item: &Item, status: Status) {
+        self.summary.problem(Problem::new(item.entry.rel.clone(), status_message(status)));
+        if status.stops_the_tree() {
+            let mut stopped = lock(&self.job.stopped);
+            if stopped.is_none() {
+                *stopped = Some(status);
+                drop(stopped);
+                // Nothing more can land: what is still queued is not sent (and said once).
+                let left = std::mem::take(&mut *lock(&self.job.queue));
+                let files = left.iter().filter(|i| i.entry.kind == Kind::File && !i.is_part()).count()
+                    + left.iter().filter(|i| matches!(i.layout, Layout::Part { index: 0, .. })).count();
+                if !left.is_empty() {
+                    self.summary.problem(Problem::new(
+                        "",
+                        format!(
+                            "{} more entries ({files} files) not sent: {}",
+                            left.len(),
+                            status_message(status)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SenderEvent<'_>) {
+        match event {
+            SenderEvent::Have { id, have: Have::Skip } => {
+                self.sample_rtt(id);
+                if let Some(o) = self.flying.remove(&id) {
+                    self.job.bar.inc(o.item.len());
+                    self.settle(o, None);
+                }
+            }
+            SenderEvent::Have { id, have: Have::Need { resume_from, block_log2, blocks } } => {
+                self.sample_rtt(id);
+                let o = self.flying.get_mut(&id).expect("the sender checked the id");
+                o.needed = true;
+                o.resume_from = resume_from;
+                o.block_log2 = block_log2;
+                o.hashes.reserve(blocks.min(1 << 20) as usize);
+                if blocks == 0 {
+                    self.ready.push_back(id);
+                }
+            }
+            SenderEvent::Hashes { id, hashes, complete, .. } => {
+                let o = self.flying.get_mut(&id).expect("the sender checked the id");
+                o.hashes.extend(hashes.chunks_exact(32).map(|h| <[u8; 32]>::try_from(h).expect("32 bytes")));
+                if complete {
+                    self.ready.push_back(id);
+                }
+            }
+            SenderEvent::Done { id, status } => {
+                let Some(o) = self.flying.get_mut(&id) else { return };
+                if o.needed && !o.ended {
+                    // Early: the receiver cannot use the rest. No more data; the End goes next.
+                    o.aborted = Some(status);
+                    self.ready.retain(|&r| r != id);
+                    if self.pending.as_ref().is_some_and(|p| p.id == id) {
+                        self.pending = None;
+                    }
+                    return;
+                }
+                let o = self.flying.remove(&id).expect("looked up above");
+                self.settle(o, Some(status));
+            }
+            SenderEvent::Deleted(path) => {
+                self.summary.deleted += 1;
+                if self.dry_run {
+                    self.summary.planned.push(Action::Delete { path: path.to_owned() });
+                }
+            }
+            SenderEvent::Closed(_) => {}
+        }
+    }
+}
+
+impl App<HostSender> for SendApp {
+    fn produce(&mut self, ep: &mut HostSender, now: u64) -> Result<()> {
+        if !ep.is_open() {
+            return Ok(());
+        }
+        if let Some(since) = self.blocked_at.take() {
+            self.effort.on_idle(since.elapsed());
+        }
+        if let Some(since) = self.waiting_since.take() {
+            self.effort.on_receiver_wait(since.elapsed());
+        }
+        // Entries the receiver ended early: their End closes them.
+        let aborted: Vec<u32> =
+            self.flying.iter().filter(|(_, o)| o.aborted.is_some()).map(|(&id, _)| id).collect();
+        for id in aborted {
+            match ep.end_file(now, id, [0; 32]) {
+                Ok(()) => {
+                    let o = self.flying.remove(&id).expect("listed above");
+                    let status = o.aborted;
+                    self.settle(o, status);
+                }
+                Err(SendError::Blocked) => return Ok(()),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        self.widen_on_a_long_link(ep);
+        self.summary.files_in_flight = self.window.min(ep.window());
+        while ep.can_offer() && ep.in_flight() < self.window && self.offer(ep, now)? {}
+        while let Some(&id) = self.ready.front() {
+            if let Some(p) = &self.pending {
+                match ep.send_data(now, p.id, p.offset, p.codec, p.raw_len, &self.out[..p.len]) {
+                    Ok(()) => {
+                        self.job.bar.inc(u64::from(p.raw_len));
+                        self.summary.data_bytes += u64::from(p.raw_len);
+                        self.pending = None;
+                    }
+                    Err(SendError::Blocked) => {
+                        let now = Instant::now();
+                        self.blocked_at = Some(now);
+                        if self.effort.on_blocked(now) {
+                            self.encoder = self.effort.encoder();
+                            self.set_codec_name();
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => return Err(internal(e)),
+                }
+            }
+            if self.next_block(id)? {
+                continue;
+            }
+            let o = self.flying.get_mut(&id).expect("ready files are in flight");
+            let hash = o.end_hash();
+            match ep.end_file(now, id, hash) {
+                Ok(()) => {
+                    o.ended = true;
+                    o.file = None;
+                    self.ready.pop_front();
+                }
+                Err(SendError::Blocked) => return Ok(()),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        // Nothing to send and no room to offer more: the receiver, not the link, sets the pace.
+        if self.pending.is_none() && self.window_full(ep) {
+            self.waiting_since = Some(Instant::now());
+        }
+        if self.job.is_empty() && self.flying.is_empty() && !self.finished {
+            match ep.finish(now) {
+                Ok(()) => self.finished = true,
+                Err(SendError::Blocked) => {}
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ep: &mut HostSender, now: u64) -> Result<()> {
+        while let Some(event) = ep.poll_event(now) {
+            let event = event.map_err(|e| proto("the receiver", e))?;
+            if let SenderEvent::Closed(code) = event {
+                if code != CloseCode::Done {
+                    return Err(Error::Refused {
+                        peer: "the receiver".into(),
+                        reason: format!("it closed the connection ({code:?})"),
+                    });
+                }
+                self.closed = true;
+                continue;
+            }
+            self.on_event(event);
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.closed
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        // An entry put off after a "busy" answer goes when its wait is over.
+        self.job.next_wake().map(|t| t.as_millis() as u64 + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_are_the_nearest_power_of_two_of_at_least_a_mib() {
+        assert_eq!(part_log2(32 << 20), 25);
+        assert_eq!(part_log2(1), 20);
+        assert_eq!(part_log2(3 << 20), 22, "3 MiB: 4 MiB is as near as 2 MiB; up");
+        assert_eq!(part_log2(5 << 20), 22);
+        assert_eq!(part_log2(7 << 20), 23);
+        assert_eq!(part_log2(u64::MAX), MAX_PART_LOG2);
+    }
+}
