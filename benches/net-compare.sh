@@ -153,7 +153,8 @@ for i in $(seq 1 "$SMALL_RUNS"); do
     pid=$!
     while :; do
         # Allocated bytes, not the length: the parts of a split file are written at their offsets.
-        got=$(find "$W/ks-root/resume/.keepsync-partial" -name '*.data' -printf '%b\n' 2>/dev/null | head -1 || true)
+        # (Partials live in the served root's .keepsync-partial, whatever tree a push writes.)
+        got=$(find "$W/ks-root/.keepsync-partial" -name '*.data' -printf '%b\n' 2>/dev/null | head -1 || true)
         [[ -n $got && $((got * 512)) -ge $half ]] && break
         sleep 0.02
     done

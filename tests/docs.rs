@@ -76,6 +76,7 @@ fn protocol_message_table_matches_the_encoding() {
                 path: "p",
                 direction: Direction::Push,
                 delete: false,
+                replace: false,
                 checksum: false,
                 dry_run: false,
                 max_files: 32,

@@ -26,10 +26,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, root: &str, listen: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keepsync"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
+        cmd.args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"]).args(extra);
+        Self::spawn(dir, cmd)
+    }
+
+    /// Runs `cmd` (a `keepsync serve`, maybe wrapped) in `dir`.
+    fn spawn(dir: &Path, mut cmd: Command) -> Self {
+        let mut child = cmd
             .current_dir(dir)
-            .args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"])
-            .args(extra)
             .env("XDG_CACHE_HOME", dir.join("server-cache"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -54,6 +59,20 @@ impl Server {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The log once it has at least `n` lines containing `needle` (a connection's line comes
+    /// after its client may have exited: waiting on it, not on time, keeps tests exact).
+    fn log_with(&self, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if log.lines().filter(|l| l.contains(needle)).count() >= n {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "fewer than {n} lines with {needle:?} in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -162,7 +181,7 @@ fn push_noop_delta_and_pull_over_loopback() {
     run.ok();
     assert_eq!(json_u64(&run, "files_transferred"), 13);
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("restored")));
-    assert!(srv.log().contains("push into \"backup/tree\" done"), "{}", srv.log());
+    srv.log_with("push into \"backup/tree\" done", 1);
 }
 
 #[test]
@@ -260,7 +279,7 @@ fn a_pull_over_several_connections_sends_each_file_once() {
     assert_eq!(json_u64(&run, "files_transferred"), files);
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("back")));
     // The three connections shared one listing: their sent counts add up to the tree once.
-    let log = srv.log();
+    let log = srv.log_with("pull of \"tree\" done", 3);
     let sent: Vec<u64> = log
         .lines()
         .filter(|l| l.contains("pull of \"tree\" done"))
@@ -360,7 +379,7 @@ fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
     assert!(run.stderr.contains("cannot connect"), "{}", run.stderr);
     // The server logged the failed handshake and still serves.
     ks(d, &["sync", "src", &srv.url("ok"), "--psk-file", "psk"]).ok();
-    assert!(srv.log().contains("did not prove the pre-shared key"), "{}", srv.log());
+    srv.log_with("did not prove the pre-shared key", 1);
 }
 
 #[test]
@@ -466,6 +485,17 @@ impl Raw {
         path: &str,
         direction: Direction,
     ) -> (Self, Option<Message<'static>>) {
+        Self::try_open_with(addr, psk, path, direction, false)
+    }
+
+    /// The same, asking that entries in the way be replaced (`--delete`).
+    fn try_open_with(
+        addr: &str,
+        psk: &SecretKey,
+        path: &str,
+        direction: Direction,
+        replace: bool,
+    ) -> (Self, Option<Message<'static>>) {
         let mut raw = Self::connect(addr, psk);
         raw.flush();
         let mut buf = [0u8; 4096];
@@ -481,6 +511,7 @@ impl Raw {
             path,
             direction,
             delete: false,
+            replace,
             checksum: false,
             dry_run: false,
             max_files: 32,
@@ -623,7 +654,9 @@ fn a_hostile_client_is_confined_to_the_root_and_the_server_keeps_serving() {
     // The server still serves honest clients, and logged each fault.
     ks(d, &["sync", "src", &srv.url("t/honest"), "--psk-file", "psk"]).ok();
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/t/honest")));
-    let log = srv.log();
+    srv.log_with("frame failed authentication", 1);
+    srv.log_with("bytes are accepted", 1);
+    let log = srv.log_with("is not allowed", 1);
     assert!(log.contains("is not allowed"), "{log}");
     assert!(log.contains("frame failed authentication"), "{log}");
     assert!(log.contains("bytes are accepted"), "{log}");
@@ -701,8 +734,10 @@ fn a_large_file_goes_as_parts_over_several_connections_both_ways() {
     assert_eq!(json_u64(&run, "files_transferred"), 15);
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/split")));
     assert!(!d.join("srv/.keepsync-partial").exists(), "parts' checkpoints cleaned up");
-    // 7 parts of huge.bin and 3 of big.bin (3 MiB), spread over more than one connection.
-    let log = srv.log();
+    // 7 parts of huge.bin and 3 of big.bin (3 MiB), spread over more than one connection
+    // (and a last connection for the directories' mtimes).
+    let connections = json_u64(&run, "connections") as usize + 1;
+    let log = srv.log_with("push into \"split\" done", connections);
     let parts = log_counts(&log, " parts of split files");
     assert_eq!(parts.iter().sum::<u64>(), 10, "{log}");
     assert!(parts.iter().filter(|&&n| n > 0).count() >= 2, "{log}");
@@ -769,7 +804,8 @@ fn kill_9_mid_split_file_resumes_every_part_where_it_stopped() {
     assert!(sent <= bound, "sent {sent}, written {written}, bound {bound}");
     assert_eq!(std::fs::read(dst.join("data.bin")).unwrap(), std::fs::read(d.join("src/data.bin")).unwrap());
     assert!(!partials.join(".keepsync-partial").exists(), "partials cleaned up");
-    assert_eq!(log_counts(&srv.log(), " resumed").iter().sum::<u64>(), 1, "{}", srv.log());
+    let log = srv.log_with("push into \"dst\" done", json_u64(&run, "connections") as usize);
+    assert_eq!(log_counts(&log, " resumed").iter().sum::<u64>(), 1, "{log}");
 }
 
 #[test]
@@ -976,4 +1012,266 @@ fn a_sender_widens_its_window_on_a_long_link() {
     assert!(json_u64(&run, "files_in_flight") > 128, "{}", String::from_utf8_lossy(&run.stdout));
     // A loopback address this far away is a tunnel's end, not this host: `auto` compresses.
     assert_eq!(run.json()["codecs"][0], "zstd-1", "{}", String::from_utf8_lossy(&run.stdout));
+}
+
+// ---- the faults of issue 14: each of these placed a wrong file, wrote outside the root, or
+// lost work, before the one-engine rewrite -------------------------------------------------
+
+/// Pure noise of `len` bytes from `seed`, as a file in `dir`.
+fn write_noise(path: &Path, len: usize, seed: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, noise(len, seed)).unwrap();
+}
+
+#[test]
+fn a_hostile_client_cannot_place_a_file_through_a_directory_it_turned_into_a_symlink() {
+    let dir = setup();
+    let d = dir.path();
+    let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
+    std::fs::create_dir_all(d.join("outside")).unwrap();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let outside = d.join("outside").display().to_string();
+    for replace in [false, true] {
+        let tree = if replace { "r" } else { "n" };
+        let (mut raw, answer) = Raw::try_open_with(&srv.addr, &psk, tree, Direction::Push, replace);
+        assert!(matches!(answer, Some(Message::Opened { .. })));
+        let mut id = 0;
+        let offer = |raw: &mut Raw, meta: FileMeta<'_>| {
+            raw.ep.offer(0, &meta).unwrap();
+            raw.flush();
+            raw.event()
+        };
+        if replace {
+            // d is a real directory first, which --delete may replace.
+            let dir = FileMeta { kind: Kind::Dir, ..file(90, "d", 0) };
+            assert_eq!(offer(&mut raw, dir), Some((90, Some(Status::Ok), None)));
+        }
+        // Announce d/x, then turn d into a symlink out of the root, then send x.
+        let (got, _, have) = offer(&mut raw, file(id, "d/x", 5)).unwrap();
+        assert_eq!(got, id);
+        assert!(matches!(have, Some(Have::Need { .. })));
+        id += 1;
+        let link = FileMeta { kind: Kind::Symlink, target: &outside, ..file(id, "d", 0) };
+        assert_eq!(offer(&mut raw, link), Some((id, Some(Status::Ok), None)));
+        raw.ep.send_data(0, 0, 0, 0, 5, b"hello").unwrap();
+        raw.ep.end_file(0, 0, *blake3::hash(b"hello").as_bytes()).unwrap();
+        raw.flush();
+        assert_eq!(raw.event(), Some((0, Some(Status::Rejected), None)), "replace {replace}");
+        assert_eq!(std::fs::read_dir(d.join("outside")).unwrap().count(), 0, "x landed outside the root");
+        assert!(std::fs::symlink_metadata(d.join("srv").join(tree).join("d")).unwrap().is_symlink());
+    }
+}
+
+/// Waits until `done` holds of what the server wrote, while `child` still runs.
+fn wait_until(child: &mut Child, what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(child.try_wait().unwrap().is_none(), "the sync ended before {what}");
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress towards {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_interrupted_split_transfer_then_a_smaller_version_places_exactly_that_version() {
+    let (dir, srv) = resume_scene(21);
+    let d = dir.path();
+    let url = srv.url("dst");
+    let split = ["--psk-file", "psk", "--connections", "4", "--part-size", "4MiB"];
+    // A push of 24 MiB over four connections, killed halfway.
+    let mut child = spawn_sync(d, &[&["sync", "src", &url, "--limit-rate", "12MiB"][..], &split].concat());
+    wait_for_partial(&d.join("srv"), SIZE as u64 / 2, &mut child, allocated_partial_bytes);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The source is now a 6 MiB file of other bytes: exactly it lands, no stale tail.
+    write_noise(&d.join("src/data.bin"), 6 << 20, 22);
+    ks(d, &[&["sync", "src", &url][..], &split].concat()).ok();
+    assert_eq!(std::fs::read(d.join("srv/dst/data.bin")).unwrap(), noise(6 << 20, 22));
+
+    // The same for a pull, killed halfway, then the server's file replaced by a smaller one.
+    write_noise(&d.join("srv/tree/data.bin"), SIZE, 23);
+    let pull =
+        ["sync", &srv.url("tree"), "back", "--psk-file", "psk", "--connections", "4", "--part-size", "4MiB"];
+    let mut child = spawn_sync(d, &[&pull[..], &["--limit-rate", "12MiB"]].concat());
+    wait_for_partial(&d.join("back"), SIZE as u64 / 2, &mut child, allocated_partial_bytes);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    write_noise(&d.join("srv/tree/data.bin"), 5 << 20, 24);
+    ks(d, &pull).ok();
+    assert_eq!(std::fs::read(d.join("back/data.bin")).unwrap(), noise(5 << 20, 24));
+}
+
+#[test]
+fn two_pushes_of_different_versions_at_once_place_one_of_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    // The same path and size, other bytes: only a whole version may land, never a mix.
+    write_noise(&d.join("a/data.bin"), SIZE, 31);
+    write_noise(&d.join("b/data.bin"), SIZE, 32);
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--limit-rate", "16MiB"]);
+    let url = srv.url("dst");
+    let args = |src: &str| {
+        let v: Vec<String> =
+            ["sync", src, &url, "--psk-file", "psk", "--connections", "3", "--part-size", "4MiB"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        v
+    };
+    let spawn = |src: &str| {
+        let a = args(src);
+        spawn_sync(d, &a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let placed = std::fs::read(d.join("srv/dst/data.bin")).unwrap();
+    assert!(placed == noise(SIZE, 31) || placed == noise(SIZE, 32), "a mix of both versions was placed");
+    for out in [&a, &b] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => {}
+            Some(23) => {
+                assert!(stderr.contains("another writer") || stderr.contains("another sync"), "{stderr}")
+            }
+            other => panic!("exit {other:?}: {stderr}"),
+        }
+    }
+    // Whatever lost left nothing behind.
+    srv.log_with("done", 2);
+    assert!(!d.join("srv/.keepsync-partial").exists() || partial_bytes(&d.join("srv")) == 0);
+}
+
+#[test]
+fn two_identical_pushes_at_once_then_a_smaller_version_lands_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    write_noise(&d.join("src/data.bin"), SIZE, 41);
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--limit-rate", "24MiB"]);
+    let url = srv.url("dst");
+    let push = ["sync", "src", &url, "--psk-file", "psk", "--connections", "3", "--part-size", "4MiB"];
+    let (a, b) = (spawn_sync(d, &push), spawn_sync(d, &push));
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        // The second may find the first writing the same file and say so; nothing else.
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(matches!(out.status.code(), Some(0) | Some(23)), "{stderr}");
+    }
+    write_noise(&d.join("src/data.bin"), 10 << 20, 42);
+    ks(d, &push).ok();
+    assert_eq!(std::fs::read(d.join("srv/dst/data.bin")).unwrap(), noise(10 << 20, 42));
+    assert!(!d.join("srv/.keepsync-partial").exists(), "a clean run leaves no partial");
+}
+
+#[test]
+fn a_server_crash_loses_at_most_the_batch_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    // Fewer files than a sender keeps in flight: before, nothing was placed until all ended.
+    for i in 0..100 {
+        write_noise(&d.join(format!("src/f{i:03}")), 200 << 10, 100 + i);
+    }
+    let mut srv = Server::start(d, "srv", "127.0.0.1:0", &["--limit-rate", "4MiB"]);
+    let addr = srv.addr.clone();
+    let url = srv.url("dst");
+    let placed = || std::fs::read_dir(d.join("srv/dst")).map_or(0, |rd| rd.filter_map(|e| e.ok()).count());
+    let mut child = spawn_sync(d, &["sync", "src", &url, "--psk-file", "psk", "--connections", "1"]);
+    wait_until(&mut child, "files were placed", || placed() >= 20);
+    srv.child.kill().unwrap();
+    srv.child.wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = placed();
+    assert!(kept >= 20);
+    for i in 0..kept as u64 {
+        let name = format!("f{i:03}");
+        if let Ok(bytes) = std::fs::read(d.join("srv/dst").join(&name)) {
+            assert_eq!(bytes, noise(200 << 10, 100 + i), "{name} placed wrong");
+        }
+    }
+    // The next push sends only what was not placed.
+    let _srv = Server::start(d, "srv", &addr, &[]);
+    let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--json"]);
+    run.ok();
+    assert!(json_u64(&run, "files_skipped") >= kept as u64 - 1, "{}", String::from_utf8_lossy(&run.stdout));
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/dst")));
+}
+
+#[test]
+fn a_url_without_a_tree_is_refused_and_the_whole_root_must_be_named() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    std::fs::create_dir_all(d.join("srv/other-client")).unwrap();
+    std::fs::write(d.join("srv/other-client/precious"), b"theirs").unwrap();
+    for url in [format!("ks://{}", srv.addr), format!("ks://{}/", srv.addr)] {
+        let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--delete", "--dry-run", "--json"]);
+        assert_eq!(run.code, 2, "{url}: {}", run.stderr);
+        assert!(run.stderr.contains("names no tree") && run.stderr.contains("/."), "{}", run.stderr);
+        assert!(run.stdout.is_empty(), "nothing listed for deletion");
+    }
+    // Named explicitly, the root is what the user asked for.
+    let run = ks(d, &["sync", "src", &srv.url("."), "--psk-file", "psk", "--delete", "--dry-run", "--json"]);
+    run.ok();
+    let planned = run.json()["planned"].to_string();
+    assert!(planned.contains("other-client"), "{planned}");
+    assert!(d.join("srv/other-client/precious").exists(), "a dry run changes nothing");
+}
+
+#[test]
+fn a_client_that_announces_files_and_never_sends_them_leaves_no_partial() {
+    let dir = setup();
+    let d = dir.path();
+    let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let mut raw = Raw::open(&srv.addr, &psk, "t");
+    for id in 0..30u32 {
+        let name = format!("f{id}");
+        raw.ep.offer(0, &file(id, &name, 1000)).unwrap();
+        raw.flush();
+        let (_, _, have) = raw.event().unwrap();
+        assert!(matches!(have, Some(Have::Need { .. })));
+    }
+    drop(raw);
+    srv.log_with("keep talking to", 1);
+    let left = std::fs::read_dir(d.join("srv/.keepsync-partial")).map_or(0, |rd| rd.count());
+    assert_eq!(left, 0, "partials of files that never sent a byte");
+}
+
+#[test]
+fn a_full_disk_at_the_receiver_is_named_once_and_the_sender_stops_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ks(d, &["keygen", "-o", "psk"]).ok();
+    std::fs::create_dir_all(d.join("srv")).unwrap();
+    for i in 0..48 {
+        write_noise(&d.join(format!("src/f{i:02}")), 3 << 20, 200 + i);
+    }
+    // The server's root is a 6 MiB filesystem of its own: a tmpfs in a mount namespace of the
+    // server's (`unshare` gives an unprivileged user one).
+    let script = format!(
+        "mount -t tmpfs -o size=6m tmpfs srv && exec {} serve --root srv --listen 127.0.0.1:0 --psk-file psk",
+        env!("CARGO_BIN_EXE_keepsync")
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]);
+    let srv = Server::spawn(d, cmd);
+    let run = ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk", "--json"]);
+    assert_eq!(run.code, 23, "{}", run.stderr);
+    assert!(run.stderr.contains("disk (or quota) is full"), "{}", run.stderr);
+    let lines = run.stderr.lines().filter(|l| l.contains("warning")).count();
+    assert!(
+        lines <= 12,
+        "one line per file that was in flight and a summary, not one per file:\n{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("more entries: the receiver's disk"), "{}", run.stderr);
+    // It stopped: far less than the 144 MiB crossed the link (what was already queued in
+    // the connections' buffers and sockets when the first failure came back still went).
+    let sent = json_u64(&run, "bytes_sent");
+    assert!(sent < 64 << 20, "sent {sent} bytes into a full disk");
 }

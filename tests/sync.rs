@@ -188,3 +188,74 @@ fn leftover_partial_files_are_ignored_and_replaced() {
     assert!(!d.join("dst/docs/.readme.txt.keepsync-partial").exists());
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
 }
+
+#[test]
+fn a_source_file_that_vanishes_or_changes_while_syncing_is_reported_and_the_rest_completes() {
+    use keepsync::sync::{SyncOptions, sync_listed, walk::walk};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..21 {
+        fs::create_dir_all(d.join(format!("src/d{}", i % 3))).unwrap();
+        fs::write(d.join(format!("src/d{}/f{i:02}", i % 3)), vec![i as u8; 5000 + i]).unwrap();
+    }
+    let bar = indicatif::ProgressBar::hidden();
+    // Listed first; then one file vanishes, one is rewritten, one directory goes.
+    let summary =
+        sync_listed(&d.join("src"), &d.join("dst"), &SyncOptions::default(), &bar, |tree, problems| {
+            let entries = walk(tree, problems)?;
+            fs::remove_file(d.join("src/d1/f04")).unwrap();
+            fs::write(d.join("src/d2/f08"), b"changed after the listing").unwrap();
+            fs::remove_dir_all(d.join("src/d0")).unwrap();
+            Ok(entries)
+        })
+        .unwrap();
+    // d0's 7 files and d1/f04 vanished; f08 was read again as it is now.
+    assert_eq!(summary.vanished, 8, "{:?}", summary.problems);
+    assert_eq!(summary.problem_count, 8, "{:?}", summary.problems);
+    // Five named, the rest counted: one cause is said once.
+    assert_eq!(summary.problems.len(), 6, "{:?}", summary.problems);
+    assert!(summary.problems[5].starts_with("3 more entries: vanished"), "{:?}", summary.problems);
+    assert_eq!(summary.exit_code(), 24);
+    assert_eq!(summary.files_transferred, 13);
+    assert_eq!(fs::read(d.join("dst/d2/f08")).unwrap(), b"changed after the listing");
+    assert!(!d.join("dst/d1/f04").exists());
+
+    // And as a user sees it: exit 24 names what vanished.
+    fs::write(d.join("src/d1/f04"), b"back").unwrap();
+    let r = ks(d, &["sync", "src", "dst"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn a_local_sync_writes_partials_only_in_dests_partial_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for i in 0..400 {
+        fs::create_dir_all(d.join(format!("src/d{}", i % 4))).unwrap();
+        fs::write(d.join(format!("src/d{}/f{i:03}", i % 4)), mixed(20_000, i as u64)).unwrap();
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keepsync"))
+        .current_dir(d)
+        .args(["sync", "src", "dst"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Looked at while it runs: no hidden partial ever shows in the user's folders.
+    let mut looks = 0;
+    while child.try_wait().unwrap().is_none() {
+        for i in 0..4 {
+            if let Ok(rd) = fs::read_dir(d.join(format!("dst/d{i}"))) {
+                for e in rd.filter_map(|e| e.ok()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    assert!(!name.starts_with('.'), "a temporary file in a user folder: {name}");
+                }
+            }
+        }
+        looks += 1;
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(looks > 0);
+    assert!(!d.join("dst/.keepsync-partial").exists(), "no partial left after a clean run");
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+}

@@ -224,6 +224,7 @@ pub(crate) fn dial<'b>(
                     path,
                     direction,
                     delete: false,
+                    replace: false,
                     checksum: true,
                     dry_run: false,
                     max_files: MAX_FILES_IN_FLIGHT as u16,

@@ -229,8 +229,12 @@ pub enum Message<'a> {
         path: &'a str,
         /// Which way files move.
         direction: Direction,
-        /// `--delete`: the receiver removes what the sender did not list.
+        /// `--delete`: after `Finished`, the receiver removes what the sender did not list
+        /// (only a connection that lists the whole tree asks for it).
         delete: bool,
+        /// `--delete` too: an entry of another kind in the way of one the sender offers (a
+        /// file where a directory comes) is removed first, on every connection of the run.
+        replace: bool,
         /// `--checksum`: compare content hashes instead of size and mtime.
         checksum: bool,
         /// `--dry-run`: the receiver changes nothing; it answers `Done(Ok)` right after `File`

@@ -102,6 +102,7 @@ async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Establ
         path: opts.remote.path.clone(),
         direction: opts.direction,
         delete,
+        replace: opts.delete,
         checksum: opts.checksum,
         dry_run: opts.dry_run,
         max_files: super::files_in_flight(),
@@ -226,7 +227,12 @@ async fn pull_worker(
     let mut out = WorkerResult::default();
     let mut retry = Reconnect::default();
     loop {
-        let opts = DestOptions { delete, dry_run: shared.opts.dry_run, checkpoint_every: CHECKPOINT_EVERY };
+        let opts = DestOptions {
+            delete,
+            replace: shared.opts.delete,
+            dry_run: shared.opts.dry_run,
+            checkpoint_every: CHECKPOINT_EVERY,
+        };
         let dest = Dest::new(Arc::clone(&store), "", opts);
         let mut app =
             RecvApp::new(dest, shared.opts.checksum, Arc::clone(&shared.clock)).with_progress(bar.clone());
@@ -283,12 +289,7 @@ fn pull(shared: Arc<Shared>, store: Arc<Store>, bar: ProgressBar, n: usize) -> R
     dest.finish_dirs(std::mem::take(&mut out.dirs));
     if delete {
         let r = block_on(pull_worker(shared, store, ProgressBar::hidden(), [0; 16], true, false))?;
-        // Metadata only: what it finds up to date was counted by the data pass.
-        out.summary.deleted += r.summary.deleted;
-        out.summary.problems.extend(r.summary.problems);
-        out.summary.vanished += r.summary.vanished;
-        out.summary.files_transferred += r.summary.files_transferred;
-        out.summary.reconnects += r.summary.reconnects;
+        out.summary.absorb_last_pass(r.summary);
         add_stats(&mut out.stats, r.stats);
     }
     Ok(out)
@@ -353,16 +354,7 @@ fn push(
             Arc::clone(&shared.clock),
         );
         let r = block_on(push_worker(Arc::clone(&shared), job, ProgressBar::hidden(), opts.delete))?;
-        // Metadata only: what it finds up to date was counted by the data pass.
-        summary.deleted += r.summary.deleted;
-        summary.planned.extend(
-            r.summary.planned.into_iter().filter(|a| matches!(a, crate::sync::plan::Action::Delete { .. })),
-        );
-        summary.files_transferred += r.summary.files_transferred;
-        summary.data_bytes += r.summary.data_bytes;
-        summary.problems.extend(r.summary.problems);
-        summary.vanished += r.summary.vanished;
-        summary.reconnects += r.summary.reconnects;
+        summary.absorb_last_pass(r.summary);
         add_stats(&mut stats, r.stats);
     }
     if let Some(index) = &index {
@@ -413,6 +405,7 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<Summary> {
             summary.link_bytes = stats.written + stats.read;
         }
     }
+    summary.finish();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

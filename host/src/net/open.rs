@@ -17,8 +17,10 @@ pub struct OpenRequest {
     pub path: String,
     /// Push or pull.
     pub direction: Direction,
-    /// `--delete`.
+    /// `--delete`: remove what the sender did not list (a connection that lists everything).
     pub delete: bool,
+    /// `--delete`: remove entries of another kind in the way of what the sender offers.
+    pub replace: bool,
     /// `--checksum`.
     pub checksum: bool,
     /// `--dry-run`.
@@ -57,6 +59,7 @@ impl App<Conn> for OpenClient {
                 path: &r.path,
                 direction: r.direction,
                 delete: r.delete,
+                replace: r.replace,
                 checksum: r.checksum,
                 dry_run: r.dry_run,
                 max_files: r.max_files,
@@ -116,6 +119,7 @@ impl App<Conn> for AwaitOpen {
                     path,
                     direction,
                     delete,
+                    replace,
                     checksum,
                     dry_run,
                     max_files,
@@ -126,6 +130,7 @@ impl App<Conn> for AwaitOpen {
                         path: path.to_owned(),
                         direction,
                         delete,
+                        replace,
                         checksum,
                         dry_run,
                         max_files,
@@ -134,7 +139,10 @@ impl App<Conn> for AwaitOpen {
                     });
                 }
                 _ => {
-                    return Err(proto("the client", ProtoError::Unexpected("the first message must be Open")));
+                    return Err(proto(
+                        "the client",
+                        ProtoError::Unexpected("the first message must be Open"),
+                    ));
                 }
             }
         }

@@ -67,6 +67,8 @@ pub struct Served {
     sessions: Mutex<HashMap<SessionKey, Weak<Job>>>,
     clock: SharedClock,
     inline: bool,
+    /// Print each problem as it happens (the server's log).
+    log: bool,
 }
 
 /// What runs on a connection once its `Open` was accepted.
@@ -95,6 +97,7 @@ impl Served {
             sessions: Mutex::default(),
             clock,
             inline: false,
+            log: true,
         }))
     }
 
@@ -108,6 +111,7 @@ impl Served {
             sessions: Mutex::default(),
             clock,
             inline: true,
+            log: false,
         })
     }
 
@@ -159,12 +163,15 @@ impl Served {
                 }
                 let opts = DestOptions {
                     delete: req.delete,
+                    replace: req.replace || req.delete,
                     dry_run: req.dry_run,
                     checkpoint_every: self.checkpoint_every,
                 };
                 let dest = Dest::new(Arc::clone(&self.store), &base, opts);
-                let app = RecvApp::new(dest, req.checksum, Arc::clone(&self.clock))
-                    .log_problems_as(peer.to_owned());
+                let mut app = RecvApp::new(dest, req.checksum, Arc::clone(&self.clock));
+                if self.log {
+                    app = app.log_problems_as(peer.to_owned());
+                }
                 Ok(Session::Recv(Box::new(app)))
             }
             Direction::Pull => {
@@ -188,7 +195,7 @@ impl Served {
             let mut problems = Vec::new();
             let entries =
                 walk(&subtree, &mut problems).map_err(|e| format!("{}: cannot read it ({e})", req.path))?;
-            for p in problems {
+            for p in problems.iter().filter(|_| self.log) {
                 eprintln!("keepsync: pull of {:?}: {p}", req.path);
             }
             // Only a session has other connections to share parts with.

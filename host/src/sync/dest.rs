@@ -152,6 +152,9 @@ struct Writer {
 /// into it.
 pub struct Store {
     tree: Tree,
+    /// The partial directory, once opened (a removed one is found out when creating in it
+    /// fails with `ENOENT`, and opened anew).
+    partials: Mutex<Option<Arc<OwnedFd>>>,
     writers: Mutex<HashMap<String, Writer>>,
     /// Versions whose resume was counted (a split file's parts resume one by one).
     resumed: Mutex<HashSet<String>>,
@@ -186,13 +189,18 @@ fn version_key(full: &str, size: u64, mtime: (i64, u32), version: &[u8; 16], lay
 }
 
 /// Binds a checkpoint to a version and the range it covers.
-fn binding(vid: &str, start: u64, end: u64) -> [u8; 32] {
+/// The partial file it describes is part of the binding (its device and inode): a checkpoint
+/// written for a partial that was removed meanwhile (and its writer still held open) never
+/// vouches for a new partial of the same name.
+fn binding(vid: &str, start: u64, end: u64, data: &File) -> io::Result<[u8; 32]> {
+    let file = Stat::of(data)?;
     let mut h = blake3::Hasher::new();
     h.update(b"keepsync partial range v3");
     h.update(vid.as_bytes());
-    h.update(&start.to_le_bytes());
-    h.update(&end.to_le_bytes());
-    *h.finalize().as_bytes()
+    for n in [start, end, file.dev, file.ino] {
+        h.update(&n.to_le_bytes());
+    }
+    Ok(*h.finalize().as_bytes())
 }
 
 /// A hasher for the range starting at `start`: of a whole file, or of a part's subtree of the
@@ -250,7 +258,7 @@ impl Drop for Claim {
             // Nothing durable in it: a file announced and never (or barely) sent leaves nothing.
             // The flock is still held (through `w.file`), so no other process uses it.
             if !w.keep
-                && let Ok(Some(dir)) = self.store.tree.partials(false)
+                && let Ok(Some(dir)) = self.store.partial_dir(false)
             {
                 let _ = rustix::fs::unlinkat(&dir, format!("{}.data", self.vid), AtFlags::empty());
             }
@@ -266,7 +274,30 @@ impl Store {
 
     /// Receives into `tree`; `inline`: re-hash resumed prefixes in line (simulation).
     pub fn with_inline(tree: Tree, inline: bool) -> Arc<Self> {
-        Arc::new(Self { tree, writers: Mutex::default(), resumed: Mutex::default(), inline })
+        Arc::new(Self {
+            tree,
+            partials: Mutex::default(),
+            writers: Mutex::default(),
+            resumed: Mutex::default(),
+            inline,
+        })
+    }
+
+    /// The partial directory (created when `create` and missing); `None` when it is missing.
+    fn partial_dir(&self, create: bool) -> io::Result<Option<Arc<OwnedFd>>> {
+        let mut cached = lock(&self.partials);
+        if let Some(dir) = &*cached {
+            return Ok(Some(Arc::clone(dir)));
+        }
+        let Some(dir) = self.tree.partials(create)? else { return Ok(None) };
+        let dir = Arc::new(dir);
+        *cached = Some(Arc::clone(&dir));
+        Ok(Some(dir))
+    }
+
+    /// Forgets the partial directory opened before (it was removed: creating in it failed).
+    fn forget_partial_dir(&self) {
+        *lock(&self.partials) = None;
     }
 
     /// The tree.
@@ -292,7 +323,7 @@ impl Store {
         let mut tries = 0;
         let (fd, created) = loop {
             let dir =
-                self.tree.partials(true).map_err(|e| Fault::io("cannot create the partial directory", &e))?;
+                self.partial_dir(true).map_err(|e| Fault::io("cannot create the partial directory", &e))?;
             let dir = dir.ok_or_else(|| Fault::Refused("the partial directory vanished".into()))?;
             let opened = match rustix::fs::openat(
                 &dir,
@@ -309,7 +340,10 @@ impl Store {
             match opened {
                 Ok(x) => break x,
                 // The (empty) partial directory was removed by a writer that finished: again.
-                Err(Errno::NOENT) if tries < 3 => tries += 1,
+                Err(Errno::NOENT) if tries < 3 => {
+                    tries += 1;
+                    self.forget_partial_dir();
+                }
                 Err(e) => return Err(Fault::io(format!("cannot create partial {name}"), &e.into())),
             }
         };
@@ -344,7 +378,7 @@ impl Store {
     /// oldest beyond [`MAX_PARTIALS`]. Partials a writer holds (here or in another process)
     /// are left alone.
     pub fn expire(&self) {
-        let Ok(Some(dir)) = self.tree.partials(false) else { return };
+        let Ok(Some(dir)) = self.partial_dir(false) else { return };
         let Ok(files) = list_all(&dir) else { return };
         // Each version's files (data, checkpoints, temporaries) and its newest mtime.
         let mut versions: HashMap<String, (Vec<String>, i64)> = HashMap::new();
@@ -437,8 +471,10 @@ pub enum There {
 /// How a receiving end works.
 #[derive(Debug, Clone, Copy)]
 pub struct DestOptions {
-    /// Remove entries the sender did not list, and entries of another kind in the way.
+    /// Remove entries the sender did not list (after the whole listing came).
     pub delete: bool,
+    /// Remove entries of another kind in the way of what comes.
+    pub replace: bool,
     /// Change nothing (a dry run).
     pub dry_run: bool,
     /// Bytes between durable checkpoints of a file.
@@ -447,7 +483,7 @@ pub struct DestOptions {
 
 impl Default for DestOptions {
     fn default() -> Self {
-        Self { delete: false, dry_run: false, checkpoint_every: CHECKPOINT_EVERY }
+        Self { delete: false, replace: false, dry_run: false, checkpoint_every: CHECKPOINT_EVERY }
     }
 }
 
@@ -528,13 +564,17 @@ impl Dest {
     /// The parent directory of `full`, created as needed (under the lock).
     fn parent(&self, full: &str) -> Result<(OwnedFd, String), Fault> {
         let (dir, name) = split(full);
-        let fd = self.store.tree.make_dirs(dir).map_err(|e| {
-            match e.raw_os_error().map(Errno::from_raw_os_error) {
-                Some(Errno::LOOP | Errno::NOTDIR) => Fault::Refused(format!(
-                    "{full}: a directory on the way is not a real directory; refusing to write through it"
-                )),
-                _ => Fault::io(format!("{full}: cannot create its directory"), &e),
-            }
+        // Usually there already: one resolution; else made component by component.
+        let fd = match self.store.tree.dir(dir) {
+            Ok(fd) => Ok(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.store.tree.make_dirs(dir),
+            Err(e) => Err(e),
+        };
+        let fd = fd.map_err(|e| match e.raw_os_error().map(Errno::from_raw_os_error) {
+            Some(Errno::LOOP | Errno::NOTDIR) => Fault::Refused(format!(
+                "{full}: a directory on the way is not a real directory; refusing to write through it"
+            )),
+            _ => Fault::io(format!("{full}: cannot create its directory"), &e),
         })?;
         Ok((fd, name.to_owned()))
     }
@@ -546,7 +586,7 @@ impl Dest {
             There::Nothing => Ok(None),
             There::Blocked(why) => Err(Fault::Refused(why)),
             There::Entry(stat) if replaceable(kind, &stat) => Ok(Some(stat)),
-            There::Entry(_) if !self.opts.delete => Err(Fault::InTheWay(in_the_way(rel))),
+            There::Entry(_) if !self.opts.replace => Err(Fault::InTheWay(in_the_way(rel))),
             There::Entry(_) => {
                 let full = self.full(rel);
                 let _lock = self.lock()?;
@@ -633,14 +673,19 @@ impl Dest {
             Layout::Part { index, .. } => format!("{vid}.{index}.ckpt"),
             _ => format!("{vid}.ckpt"),
         };
-        let binding = binding(&vid, range.0, range.1);
-        let dir = self.store.tree.partials(true).ok().flatten();
         let io = |what: &str, e: io::Error| Fault::io(format!("{}: {what}", offer.rel), &e);
-        // What an earlier try made durable, if it wrote this very version and range.
-        let claimed = match (&dir, created, hashed) {
-            (Some(dir), false, true) => claimed_prefix(dir, &data, &ckpt_name, &binding, range.0),
+        // What an earlier try made durable, if it wrote this very version and range (a partial
+        // just created has no checkpoint to read).
+        let claimed = match (created, hashed) {
+            (false, true) => {
+                let bound = binding(&vid, range.0, range.1, &data)
+                    .map_err(|e| io("cannot read the partial file", e))?;
+                let dir = self.store.partial_dir(false).ok().flatten();
+                dir.and_then(|dir| claimed_prefix(&dir, &data, &ckpt_name, &bound, range.0))
+            }
             _ => None,
         };
+        let ckpt_may_exist = !created;
         let (done, prefix) = match claimed {
             Some((done, expect)) => {
                 self.store.keep(&vid);
@@ -669,7 +714,8 @@ impl Dest {
             mtime: offer.mtime,
             data,
             ckpt_name,
-            binding,
+            range_binding: None,
+            ckpt_may_exist,
             written,
             resume: written,
             hasher: hashed.then(|| range_hasher(range.0, part)),
@@ -704,7 +750,7 @@ impl Dest {
             return Err(missing("none of its parts are here"));
         }
         let dir =
-            self.store.tree.partials(false).ok().flatten().ok_or_else(|| missing("its parts are gone"))?;
+            self.store.partial_dir(false).ok().flatten().ok_or_else(|| missing("its parts are gone"))?;
         let parts = Layout::parts(offer.size, log2);
         let mut cvs = Vec::with_capacity(parts as usize);
         let mut ckpts = Vec::with_capacity(parts as usize + 1);
@@ -713,7 +759,8 @@ impl Dest {
                 Layout::part_range(offer.size, log2, index as u32).ok_or_else(|| missing("bad layout"))?;
             let name = format!("{vid}.{index}.ckpt");
             let ckpt = read_checkpoint(&dir, &name).ok_or_else(|| missing("a part is missing"))?;
-            if ckpt.header_mac != binding(&vid, start, end) || ckpt.plain_offset != end - start {
+            let bound = binding(&vid, start, end, &data).ok();
+            if Some(ckpt.header_mac) != bound || ckpt.plain_offset != end - start {
                 return Err(missing("a part is incomplete"));
             }
             cvs.push(ckpt.source_hash);
@@ -765,8 +812,10 @@ impl Dest {
             Err(f) => return batch.into_iter().map(|v| (v, Err(f.clone()))).collect(),
         };
         let mut out = Vec::with_capacity(batch.len());
+        // Directories of this batch, opened once: under the lock no writer changes them.
+        let mut parents: HashMap<String, Arc<OwnedFd>> = HashMap::new();
         for v in batch {
-            let placed = self.place(&lock, &v);
+            let placed = self.place(&lock, &v, &mut parents);
             // Placed or dropped, the partial is done with. Once renamed away its name may be
             // taken by another writer's new partial: the claim must not remove that.
             let dir = lock.partials();
@@ -783,8 +832,22 @@ impl Dest {
         out
     }
 
-    fn place(&mut self, lock: &TreeLock, v: &Verified) -> Result<Placed, Fault> {
-        let (parent, name) = self.parent(&v.full)?;
+    fn place(
+        &mut self,
+        lock: &TreeLock,
+        v: &Verified,
+        parents: &mut HashMap<String, Arc<OwnedFd>>,
+    ) -> Result<Placed, Fault> {
+        let (dir, name) = split(&v.full);
+        let parent = match parents.get(dir) {
+            Some(fd) => Arc::clone(fd),
+            None => {
+                let fd = Arc::new(self.parent(&v.full)?.0);
+                parents.insert(dir.to_owned(), Arc::clone(&fd));
+                fd
+            }
+        };
+        let name = name.to_owned();
         let now = Tree::stat_in(&parent, &name)
             .map_err(|e| Fault::io(format!("{}: cannot look at it", v.rel), &e))?;
         let as_expected = match (&v.expect, &now) {
@@ -867,6 +930,7 @@ impl Dest {
             rustix::fs::syncfs(&root).map_err(|e| Fault::io("cannot flush the tree", &e.into()))?;
         }
         self.store.tree.remove_partials_if_empty();
+        self.store.forget_partial_dir();
         Ok(())
     }
 }
@@ -967,7 +1031,10 @@ pub struct Partial {
     mtime: (i64, u32),
     data: Arc<File>,
     ckpt_name: String,
-    binding: [u8; 32],
+    /// The checkpoint's binding, once one is written.
+    range_binding: Option<[u8; 32]>,
+    /// A checkpoint of this range may exist (an earlier try's, or this one's).
+    ckpt_may_exist: bool,
     /// Where the next byte goes.
     written: u64,
     /// Where this try started (after the durable prefix).
@@ -1066,10 +1133,9 @@ impl Partial {
             return Ok(());
         }
         if self.old.is_none() {
-            return Err(Fault::Mismatch(format!(
-                "{}: the sender skipped blocks this side does not have",
-                self.rel
-            )));
+            // The sender skipped blocks there is no old copy of, or stopped before the end (its
+            // file vanished or changed while it read it).
+            return Err(Fault::Mismatch(format!("{}: data is missing; it will be sent again", self.rel)));
         }
         buf.resize(1 << 20, 0);
         while self.written < until {
@@ -1104,10 +1170,16 @@ impl Partial {
         if self.hasher.is_none() || !self.catch_up(wait, buf)? || self.written == self.start {
             return Ok(());
         }
-        let hasher = self.hasher.as_ref().expect("checked above");
         self.data.sync_data().map_err(|e| Fault::io(format!("{}: cannot flush", self.rel), &e))?;
+        let bound = match self.range_binding {
+            Some(b) => b,
+            None => binding(&self.vid, self.start, self.end, &self.data)
+                .map_err(|e| Fault::io(format!("{}: cannot read the partial file", self.rel), &e))?,
+        };
+        self.range_binding = Some(bound);
+        let hasher = self.hasher.as_ref().expect("checked above");
         let ckpt = Checkpoint {
-            header_mac: self.binding,
+            header_mac: bound,
             chunks_done: 0,
             plain_offset: self.written - self.start,
             sealed_offset: self.written - self.start,
@@ -1115,11 +1187,20 @@ impl Partial {
         };
         let mut bytes = [0u8; Checkpoint::MAX_ENCODED_LEN];
         let bytes = ckpt.encode(&mut bytes).map_err(|e| Fault::Mismatch(e.to_string()))?;
-        let dir = self.store.tree.partials(true).ok().flatten();
-        let dir = dir.ok_or_else(|| Fault::Refused("the partial directory vanished".into()))?;
         self.store.keep(&self.vid);
-        write_record(&dir, &self.ckpt_name, bytes)
-            .map_err(|e| Fault::io(format!("{}: cannot write its checkpoint", self.rel), &e))?;
+        self.ckpt_may_exist = true;
+        let mut written = Err(io::Error::from(io::ErrorKind::NotFound));
+        for _ in 0..2 {
+            let dir = self.store.partial_dir(true).ok().flatten();
+            let dir = dir.ok_or_else(|| Fault::Refused("the partial directory vanished".into()))?;
+            written = write_record(&dir, &self.ckpt_name, bytes);
+            match &written {
+                // The (empty) partial directory was removed and made anew meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.store.forget_partial_dir(),
+                _ => break,
+            }
+        }
+        written.map_err(|e| Fault::io(format!("{}: cannot write its checkpoint", self.rel), &e))?;
         self.since_ckpt = 0;
         Ok(())
     }
@@ -1162,7 +1243,7 @@ impl Partial {
         }
         set_meta(self.data.as_fd(), self.mode, self.mtime)
             .map_err(|e| io(&self.rel, "cannot set its mode and mtime", e))?;
-        let ckpts = vec![self.ckpt_name.clone()];
+        let ckpts = if self.ckpt_may_exist { vec![self.ckpt_name.clone()] } else { Vec::new() };
         let written = self.written - self.resume;
         Ok(Ended::Whole(Box::new(Verified {
             rel: self.rel.clone(),
@@ -1182,7 +1263,7 @@ impl Partial {
     /// A failed or wrong try: a whole file's partial and checkpoint go (the next try starts
     /// clean); a part's checkpoint only (its partial holds the other parts).
     fn drop_partial(&mut self) {
-        if let Ok(Some(dir)) = self.store.tree.partials(false) {
+        if let Ok(Some(dir)) = self.store.partial_dir(false) {
             let _ = rustix::fs::unlinkat(&dir, self.ckpt_name.as_str(), AtFlags::empty());
             if !self.part {
                 let _ = rustix::fs::unlinkat(&dir, format!("{}.data", self.vid), AtFlags::empty());

@@ -252,13 +252,13 @@ impl Local<'_> {
 
     /// Copies the source file `e` into its partial, checking it stays the version listed.
     fn copy(&mut self, e: &Entry, there: Option<Stat>) -> std::result::Result<Verified, CopyFault> {
-        let src = match self.src.open_read(&e.rel) {
+        let (src, opened) = match self.src.open_read_stat(&e.rel) {
             Ok(f) => f,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(CopyFault::Vanished),
             Err(err) => return Err(CopyFault::Dest(Fault::io(format!("{}: cannot read it", e.rel), &err))),
         };
         let same = |f: &fs::File| Stat::of(f).is_ok_and(|s| s.same_version(&e.stat));
-        if !same(&src) {
+        if !opened.same_version(&e.stat) {
             return Err(CopyFault::Changed);
         }
         let offer = Offer {
@@ -323,13 +323,25 @@ impl Local<'_> {
 
 /// Mirrors `src` into `dst`.
 pub fn sync_local(src: &Path, dst: &Path, opts: &SyncOptions, bar: &ProgressBar) -> Result<Summary> {
+    sync_listed(src, dst, opts, bar, walk)
+}
+
+/// Mirrors `src` into `dst` as `list` lists it (a test lists, then changes the tree, as a
+/// user working beside a sync does).
+pub fn sync_listed(
+    src: &Path,
+    dst: &Path,
+    opts: &SyncOptions,
+    bar: &ProgressBar,
+    list: impl FnOnce(&Tree, &mut Vec<Problem>) -> std::io::Result<Vec<Entry>>,
+) -> Result<Summary> {
     let started = Instant::now();
     check_roots(src, dst)?;
     let src_tree = Tree::open(src).map_err(|e| Error::io("open", src, e))?;
     let mut summary =
         Summary { direction: "local", dry_run: opts.dry_run, connections: 0, ..Summary::default() };
     let mut problems = Vec::new();
-    let entries = walk(&src_tree, &mut problems).map_err(|e| Error::io("read", src, e))?;
+    let entries = list(&src_tree, &mut problems).map_err(|e| Error::io("read", src, e))?;
     problems.into_iter().for_each(|p| summary.problem(p));
     // A dry run into a DEST that does not exist yet compares with an empty tree.
     let empty = (opts.dry_run && !dst.exists()).then(EmptyDir::new).transpose()?;
@@ -341,7 +353,12 @@ pub fn sync_local(src: &Path, dst: &Path, opts: &SyncOptions, bar: &ProgressBar)
     if !opts.dry_run {
         store.expire();
     }
-    let dest_opts = DestOptions { delete: opts.delete, dry_run: opts.dry_run, checkpoint_every: u64::MAX };
+    let dest_opts = DestOptions {
+        delete: opts.delete,
+        replace: opts.delete,
+        dry_run: opts.dry_run,
+        checkpoint_every: u64::MAX,
+    };
     let dest = Dest::new(Arc::clone(&store), "", dest_opts);
     bar.set_length(entries.iter().map(Entry::size).sum());
     let mut run = Local {
@@ -402,6 +419,7 @@ pub fn sync_local(src: &Path, dst: &Path, opts: &SyncOptions, bar: &ProgressBar)
         }
     }
     let mut summary = run.summary;
+    summary.finish();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

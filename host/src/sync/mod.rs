@@ -22,7 +22,7 @@ pub mod summary;
 pub mod tree;
 pub mod walk;
 
-pub use local::{SyncOptions, sync_local};
+pub use local::{SyncOptions, sync_listed, sync_local};
 pub use plan::Action;
 pub use summary::Summary;
 

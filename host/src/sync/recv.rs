@@ -207,7 +207,7 @@ impl RecvApp {
                     self.replies.push_back(Reply::Have(id, Have::Skip))
                 }
                 There::Blocked(why) => self.fault(id, rel, Fault::Refused(why)),
-                There::Entry(_) if !self.dest.opts.delete => {
+                There::Entry(_) if !self.dest.opts.replace => {
                     self.fault(id, rel, Fault::InTheWay(in_the_way(rel)))
                 }
                 _ => self.plan(id, Action::CreateDir { path: rel.to_owned() }),
@@ -226,7 +226,7 @@ impl RecvApp {
             }
             Kind::Symlink if dry_run => match self.dest.there(rel) {
                 There::Blocked(why) => self.fault(id, rel, Fault::Refused(why)),
-                There::Entry(s) if s.kind == EntryKind::Dir && !self.dest.opts.delete => {
+                There::Entry(s) if s.kind == EntryKind::Dir && !self.dest.opts.replace => {
                     self.fault(id, rel, Fault::InTheWay(in_the_way(rel)))
                 }
                 _ => self.plan(id, Action::Symlink { path: rel.to_owned(), target: meta.target.to_owned() }),
@@ -263,7 +263,7 @@ impl RecvApp {
             There::Nothing => None,
             There::Blocked(why) => return self.fault(id, rel, Fault::Refused(why)),
             There::Entry(s) if s.kind == EntryKind::Dir => {
-                if self.dest.opts.dry_run && self.dest.opts.delete {
+                if self.dest.opts.dry_run && self.dest.opts.replace {
                     None
                 } else if let Err(f) = self.dest.clear_way(rel, EntryKind::File) {
                     return self.fault(id, rel, f);

@@ -38,7 +38,13 @@ impl std::fmt::Display for Problem {
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
-        match &self.cause {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
             Cause::Vanished => f.write_str("vanished from the source before it was read; skipped"),
             Cause::KeptChanging => {
                 f.write_str("kept changing while it was read (tried twice); not synced: run the sync again once it is quiet")
@@ -47,6 +53,9 @@ impl std::fmt::Display for Problem {
         }
     }
 }
+
+/// Entries listed one by one per cause of problem; the rest are counted.
+pub const SHOWN_PER_CAUSE: u64 = 5;
 
 /// What a sync did (also the `--json` output, the same fields for every direction).
 #[derive(Debug, Default, Serialize)]
@@ -73,8 +82,16 @@ pub struct Summary {
     pub deleted: u64,
     /// Source entries that vanished before they could be read (skipped).
     pub vanished: u64,
-    /// Entries that were not synced, with the reason.
+    /// Entries that were not synced, with the reason (a reason shared by more than
+    /// [`SHOWN_PER_CAUSE`] entries is said once for the rest, with their number).
     pub problems: Vec<String>,
+    /// Entries not synced, all told.
+    #[serde(skip)]
+    pub problem_count: u64,
+    /// Problems by cause: how many were met, and how many of them were not listed one by one
+    /// (beyond [`SHOWN_PER_CAUSE`]).
+    #[serde(skip)]
+    pub folded: std::collections::BTreeMap<String, (u64, u64)>,
     /// Nothing was changed (`--dry-run`).
     pub dry_run: bool,
     /// With `--dry-run`: what would be done.
@@ -101,7 +118,23 @@ impl Summary {
         if p.cause == Cause::Vanished {
             self.vanished += 1;
         }
-        self.problems.push(p.to_string());
+        self.problem_count += 1;
+        let folded = self.folded.entry(p.cause.to_string()).or_default();
+        folded.0 += 1;
+        if folded.0 <= SHOWN_PER_CAUSE {
+            self.problems.push(p.to_string());
+        } else {
+            folded.1 += 1;
+        }
+    }
+
+    /// Says once, for each cause shared by more entries than were listed, how many more.
+    pub fn finish(&mut self) {
+        for (cause, (_, more)) in std::mem::take(&mut self.folded) {
+            if more > 0 {
+                self.problems.push(format!("{more} more entries: {cause}"));
+            }
+        }
     }
 
     /// Adds what another connection (or pass) of the same run did.
@@ -117,6 +150,12 @@ impl Summary {
         self.deleted += other.deleted;
         self.vanished += other.vanished;
         self.problems.extend(other.problems);
+        self.problem_count += other.problem_count;
+        for (cause, (seen, more)) in other.folded {
+            let f = self.folded.entry(cause).or_default();
+            f.0 += seen;
+            f.1 += more;
+        }
         self.planned.extend(other.planned);
         self.codecs.extend(other.codecs);
         self.rtt_ms = match (self.rtt_ms, other.rtt_ms) {
@@ -127,10 +166,29 @@ impl Summary {
         self.reconnects += other.reconnects;
     }
 
+    /// Adds what a last, metadata-only pass did: what it found up to date was counted by the
+    /// data pass, so only its deletions, its problems and what it still had to send count.
+    pub fn absorb_last_pass(&mut self, other: Summary) {
+        let planned = other.planned.iter().filter(|a| matches!(a, Action::Delete { .. })).cloned().collect();
+        let last = Summary {
+            deleted: other.deleted,
+            planned,
+            files_transferred: other.files_transferred,
+            data_bytes: other.data_bytes,
+            problems: other.problems,
+            problem_count: other.problem_count,
+            folded: other.folded,
+            vanished: other.vanished,
+            reconnects: other.reconnects,
+            ..Summary::default()
+        };
+        self.absorb(last);
+    }
+
     /// The exit code: 0, 24 when the only problems are source entries that vanished (rsync's
     /// "some files vanished before they could be transferred"), else 23.
     pub fn exit_code(&self) -> u8 {
-        match self.problems.len() as u64 {
+        match self.problem_count.max(self.problems.len() as u64) {
             0 => exit::OK,
             n if n == self.vanished => exit::VANISHED,
             _ => exit::PARTIAL,

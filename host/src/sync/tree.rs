@@ -39,9 +39,11 @@ pub fn is_ours(name: &OsStr) -> bool {
 /// (`.NAME.keepsync-partial`, `.NAME.keepsync-ckpt`, `.NAME.keepsync-tmp`): `--delete`
 /// removes them.
 pub fn is_leftover(name: &OsStr) -> bool {
+    // `.NAME.suffix` with a NAME: the partial directory itself (`.keepsync-partial`) is not one.
     let name = name.as_bytes();
-    name.starts_with(b".")
-        && [&b".keepsync-partial"[..], b".keepsync-ckpt", b".keepsync-tmp"].iter().any(|s| name.ends_with(s))
+    [&b".keepsync-partial"[..], b".keepsync-ckpt", b".keepsync-tmp"]
+        .iter()
+        .any(|s| name.len() > s.len() + 1 && name.starts_with(b".") && name.ends_with(s))
 }
 
 /// Checks a relative path that names an entry of a tree (from the network or a walk): not
@@ -220,11 +222,17 @@ impl Tree {
 
     /// Opens the regular file `rel` for reading.
     pub fn open_read(&self, rel: &str) -> io::Result<File> {
-        let fd = self.open_beneath(rel, OFlags::RDONLY, Mode::empty())?;
+        self.open_read_stat(rel).map(|(file, _)| file)
+    }
+
+    /// Opens the regular file `rel` for reading, with its metadata as opened.
+    pub fn open_read_stat(&self, rel: &str) -> io::Result<(File, Stat)> {
+        // Non-blocking: a FIFO swapped in for the file must not block the open.
+        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())?;
         let file = File::from(fd);
-        // A FIFO or device swapped in for the file must not be read (or block the read).
-        match Stat::of(&file)?.kind {
-            EntryKind::File => Ok(file),
+        let stat = Stat::of(&file)?;
+        match stat.kind {
+            EntryKind::File => Ok((file, stat)),
             _ => Err(io::Error::new(io::ErrorKind::InvalidInput, "no longer a regular file")),
         }
     }
@@ -491,6 +499,11 @@ mod tests {
             assert!(check_rel(bad).is_err(), "{bad:?}");
         }
         assert!(check_rel(&"a".repeat(MAX_PATH_LEN + 1)).is_err());
+        // Earlier versions' temporaries are leftovers (--delete removes them); the partial
+        // directory, where writers keep what they have not placed yet, never is.
+        assert!(is_leftover(OsStr::new(".f.keepsync-partial")) && is_leftover(OsStr::new(".x.keepsync-tmp")));
+        assert!(!is_leftover(OsStr::new(PARTIAL_DIR)) && is_ours(OsStr::new(PARTIAL_DIR)));
+        assert!(!is_leftover(OsStr::new("f.keepsync-partial")));
     }
 
     #[test]

@@ -51,9 +51,15 @@ impl Entry {
         out
     }
 
-    /// The entry as listed now, if it still is the same kind of entry (`None`: it vanished).
+    /// The entry as listed now (`None`: it vanished, or a directory on its way did).
     pub fn relisted(&self, tree: &Tree) -> io::Result<Option<Self>> {
-        let Some(stat) = tree.lstat(&self.rel)? else { return Ok(None) };
+        let stat = match tree.lstat(&self.rel) {
+            Ok(Some(stat)) => stat,
+            Ok(None) => return Ok(None),
+            // A directory on the way became a file or a symlink: the entry is gone from there.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR | libc::ELOOP)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         Ok(Self::from_stat(tree, self.rel.clone(), stat)?.ok())
     }
 

@@ -144,11 +144,24 @@ enum Broken {
     Changed,
 }
 
+/// Items waiting: in order, and those put off (after a "busy" answer) until their time.
+#[derive(Default)]
+struct Queue {
+    ready: VecDeque<Item>,
+    deferred: Vec<Item>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.ready.len() + self.deferred.len()
+    }
+}
+
 /// What the connections of one run send: the source tree, the queue of entries, the split
 /// files' parts, and whether the receiver can take anything more.
 pub struct Job {
     tree: Arc<Tree>,
-    queue: Mutex<VecDeque<Item>>,
+    queue: Mutex<Queue>,
     splits: Mutex<HashMap<String, Split>>,
     /// The receiver cannot write at all any more (its disk is full, or read-only).
     stopped: Mutex<Option<Status>>,
@@ -197,7 +210,7 @@ impl Job {
             }
         }
         job.bar.set_length(total);
-        *lock(&job.queue) = queue;
+        lock(&job.queue).ready = queue;
         job
     }
 
@@ -236,33 +249,38 @@ impl Job {
 
     /// Parts of split files waiting.
     pub fn parts(&self) -> usize {
-        lock(&self.queue).iter().filter(|i| i.is_part()).count()
+        lock(&self.queue).ready.iter().filter(|i| i.is_part()).count()
     }
 
     /// No entry is waiting.
     pub fn is_empty(&self) -> bool {
-        lock(&self.queue).is_empty()
+        lock(&self.queue).len() == 0
     }
 
-    /// The first item that may go now: not put off, and not a part when `no_part` (a
-    /// connection carries one part at a time, leaving the others to other connections).
+    /// The first item that may go now, and not a part when `no_part` (a connection carries one
+    /// part at a time, leaving the others to other connections).
     fn pop(&self, now: Duration, no_part: bool) -> Option<Item> {
         let mut q = lock(&self.queue);
-        let at = q.iter().position(|i| i.not_before <= now && !(no_part && i.is_part()))?;
-        q.remove(at)
+        // Put-off items whose time came go first.
+        if let Some(at) = q.deferred.iter().position(|i| i.not_before <= now && !(no_part && i.is_part())) {
+            return Some(q.deferred.swap_remove(at));
+        }
+        let at = q.ready.iter().position(|i| !(no_part && i.is_part()))?;
+        q.ready.remove(at)
     }
 
     /// When the first put-off item may go.
     fn next_wake(&self) -> Option<Duration> {
-        lock(&self.queue).iter().map(|i| i.not_before).filter(|t| !t.is_zero()).min()
+        lock(&self.queue).deferred.iter().map(|i| i.not_before).min()
     }
 
     fn push_front(&self, item: Item) {
-        lock(&self.queue).push_front(item);
+        lock(&self.queue).ready.push_front(item);
     }
 
-    fn push_back(&self, item: Item) {
-        lock(&self.queue).push_back(item);
+    /// Puts `item` off until its `not_before`.
+    fn defer(&self, item: Item) {
+        lock(&self.queue).deferred.push(item);
     }
 }
 
@@ -290,6 +308,11 @@ struct Outgoing {
     ended: bool,
     /// The receiver's early `Done`: the `End` still has to go.
     aborted: Option<Status>,
+    /// Every hash the receiver announced is in: data may go (or, stopped, the `End`).
+    streaming: bool,
+    /// The receiver's tree cannot take more (its disk is full): no more data goes, the `End`
+    /// closes the entry, and it counts as not sent for that reason.
+    stopped: Option<Status>,
 }
 
 impl Outgoing {
@@ -327,6 +350,10 @@ pub struct SendApp {
     job: Arc<Job>,
     next_id: u32,
     flying: HashMap<u32, Outgoing>,
+    /// Parts among the entries in flight.
+    parts_flying: usize,
+    /// Entries the receiver ended early, whose `End` is still to go.
+    aborted: Vec<u32>,
     ready: VecDeque<u32>,
     pending: Option<Pending>,
     finished: bool,
@@ -363,6 +390,8 @@ impl SendApp {
             job,
             next_id: 0,
             flying: HashMap::new(),
+            parts_flying: 0,
+            aborted: Vec::new(),
             ready: VecDeque::new(),
             pending: None,
             finished: false,
@@ -436,18 +465,26 @@ impl SendApp {
         let mut ids: Vec<u32> = self.flying.keys().copied().collect();
         ids.sort_unstable();
         for id in ids.into_iter().rev() {
-            let o = self.flying.remove(&id).expect("listed above");
+            let o = self.remove_flying(id).expect("listed above");
             self.job.push_front(o.item);
         }
         self.ready.clear();
+        self.aborted.clear();
         self.pending = None;
+    }
+
+    /// Takes entry `id` out of the entries in flight.
+    fn remove_flying(&mut self, id: u32) -> Option<Outgoing> {
+        let o = self.flying.remove(&id)?;
+        self.parts_flying -= usize::from(o.item.is_part());
+        Some(o)
     }
 
     fn offer(&mut self, ep: &mut HostSender, now: u64) -> Result<bool> {
         if lock(&self.job.stopped).is_some() {
             return Ok(false);
         }
-        let part_in_flight = self.flying.values().any(|o| o.item.is_part());
+        let part_in_flight = self.parts_flying > 0;
         let Some(mut item) = self.job.pop(self.job.clock.now(), part_in_flight) else { return Ok(false) };
         let e = &item.entry;
         // --checksum: the file's BLAKE3 goes with the offer (read through the tree, from the
@@ -495,6 +532,7 @@ impl SendApp {
             Err(err) => return Err(internal(err)),
         }
         let start = item.range().0;
+        self.parts_flying += usize::from(item.is_part());
         self.flying.insert(
             self.next_id,
             Outgoing {
@@ -512,6 +550,8 @@ impl SendApp {
                 broken: None,
                 ended: false,
                 aborted: None,
+                streaming: false,
+                stopped: None,
             },
         );
         self.next_id = self.next_id.wrapping_add(1);
@@ -521,8 +561,8 @@ impl SendApp {
     /// Opens the entry's file (through the tree), checking it still is the version listed.
     fn open_source(job: &Job, o: &mut Outgoing) -> Option<File> {
         let e = &o.item.entry;
-        match job.tree.open_read(&e.rel) {
-            Ok(f) if Stat::of(&f).is_ok_and(|s| s.same_version(&e.stat)) => Some(f),
+        match job.tree.open_read_stat(&e.rel) {
+            Ok((f, stat)) if stat.same_version(&e.stat) => Some(f),
             Ok(_) => {
                 o.broken = Some(Broken::Changed);
                 None
@@ -607,6 +647,41 @@ impl SendApp {
             o.broken = Some(Broken::Changed);
         }
         Ok(false)
+    }
+
+    /// Once the receiver said its tree cannot take more (a full or read-only disk), no more
+    /// data goes on any connection of the run: each file in flight is ended at once (its `End`
+    /// with a digest that cannot match), and counted as not sent for that reason.
+    fn stop_if_the_tree_is_full(&mut self, ep: &mut HostSender, now: u64) -> Result<()> {
+        let Some(status) = *lock(&self.job.stopped) else { return Ok(()) };
+        for o in self.flying.values_mut() {
+            if o.needed && !o.ended && o.aborted.is_none() && o.stopped.is_none() {
+                o.stopped = Some(status);
+            }
+        }
+        let flying = &self.flying;
+        self.ready.retain(|id| flying.get(id).is_some_and(|o| o.stopped.is_none()));
+        if self.pending.as_ref().is_some_and(|p| flying.get(&p.id).is_some_and(|o| o.stopped.is_some())) {
+            self.pending = None;
+        }
+        let due: Vec<u32> = self
+            .flying
+            .iter()
+            .filter(|(_, o)| o.stopped.is_some() && o.streaming && !o.ended && o.aborted.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            match ep.end_file(now, id, [0; 32]) {
+                Ok(()) => {
+                    let o = self.flying.get_mut(&id).expect("listed above");
+                    o.ended = true;
+                    o.file = None;
+                }
+                Err(SendError::Blocked) => return Ok(()),
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        Ok(())
     }
 
     fn window_full(&self, ep: &HostSender) -> bool {
@@ -765,7 +840,7 @@ impl SendApp {
         }
         item.not_before = self.job.clock.now() + BUSY_WAIT * (1 << item.busy);
         item.busy += 1;
-        self.job.push_back(item);
+        self.job.defer(item);
     }
 
     fn fail(&mut self, item: &Item, status: Status) {
@@ -776,7 +851,12 @@ impl SendApp {
                 *stopped = Some(status);
                 drop(stopped);
                 // Nothing more can land: what is still queued is not sent (and said once).
-                let left = std::mem::take(&mut *lock(&self.job.queue));
+                let left: Vec<Item> = {
+                    let mut q = lock(&self.job.queue);
+                    let mut left: Vec<Item> = q.ready.drain(..).collect();
+                    left.append(&mut q.deferred);
+                    left
+                };
                 let files = left.iter().filter(|i| i.entry.kind == Kind::File && !i.is_part()).count()
                     + left.iter().filter(|i| matches!(i.layout, Layout::Part { index: 0, .. })).count();
                 if !left.is_empty() {
@@ -797,7 +877,7 @@ impl SendApp {
         match event {
             SenderEvent::Have { id, have: Have::Skip } => {
                 self.sample_rtt(id);
-                if let Some(o) = self.flying.remove(&id) {
+                if let Some(o) = self.remove_flying(id) {
                     self.job.bar.inc(o.item.len());
                     self.settle(o, None);
                 }
@@ -810,6 +890,7 @@ impl SendApp {
                 o.block_log2 = block_log2;
                 o.hashes.reserve(blocks.min(1 << 20) as usize);
                 if blocks == 0 {
+                    o.streaming = true;
                     self.ready.push_back(id);
                 }
             }
@@ -817,6 +898,7 @@ impl SendApp {
                 let o = self.flying.get_mut(&id).expect("the sender checked the id");
                 o.hashes.extend(hashes.chunks_exact(32).map(|h| <[u8; 32]>::try_from(h).expect("32 bytes")));
                 if complete {
+                    o.streaming = true;
                     self.ready.push_back(id);
                 }
             }
@@ -825,13 +907,16 @@ impl SendApp {
                 if o.needed && !o.ended {
                     // Early: the receiver cannot use the rest. No more data; the End goes next.
                     o.aborted = Some(status);
+                    self.aborted.push(id);
                     self.ready.retain(|&r| r != id);
                     if self.pending.as_ref().is_some_and(|p| p.id == id) {
                         self.pending = None;
                     }
                     return;
                 }
-                let o = self.flying.remove(&id).expect("looked up above");
+                let o = self.remove_flying(id).expect("looked up above");
+                // Stopped by this end: it was not sent because the receiver's tree is full.
+                let status = o.stopped.unwrap_or(status);
                 self.settle(o, Some(status));
             }
             SenderEvent::Deleted(path) => {
@@ -856,13 +941,13 @@ impl App<HostSender> for SendApp {
         if let Some(since) = self.waiting_since.take() {
             self.effort.on_receiver_wait(since.elapsed());
         }
+        self.stop_if_the_tree_is_full(ep, now)?;
         // Entries the receiver ended early: their End closes them.
-        let aborted: Vec<u32> =
-            self.flying.iter().filter(|(_, o)| o.aborted.is_some()).map(|(&id, _)| id).collect();
-        for id in aborted {
+        while let Some(&id) = self.aborted.last() {
             match ep.end_file(now, id, [0; 32]) {
                 Ok(()) => {
-                    let o = self.flying.remove(&id).expect("listed above");
+                    self.aborted.pop();
+                    let o = self.remove_flying(id).expect("aborted entries are in flight");
                     let status = o.aborted;
                     self.settle(o, status);
                 }
