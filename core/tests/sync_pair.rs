@@ -900,3 +900,47 @@ fn a_send_queue_filled_to_its_last_bytes_blocks_and_never_panics() {
         c.send(0, &Message::Ping).unwrap();
     }
 }
+
+#[test]
+fn the_open_exchange_opens_refuses_and_insists_on_open_first() {
+    use keepsync_core::sync::Direction;
+    use keepsync_core::sync::open::{OpenClient, OpenError, OpenParams, accept, poll_open, refuse};
+    let params = OpenParams { checksum: true, ..OpenParams::new(Direction::Pull, 32) };
+    for answer in ["accept", "refuse"] {
+        let (mut c, mut s) = pair(1, 1, 50);
+        let mut client = OpenClient::new();
+        // Nothing goes before the handshake is done.
+        client.poll_send(&mut c, 0, "photos", &params).unwrap();
+        assert!(!client.sent());
+        handshake(&mut c, &mut s).unwrap();
+        client.poll_send(&mut c, 10, "photos", &params).unwrap();
+        assert!(client.sent());
+        carry(&mut c, &mut s);
+        let req = poll_open(&mut s, 12).unwrap().unwrap();
+        assert_eq!((req.path, req.params), ("photos", params));
+        if answer == "accept" {
+            accept(&mut s, 12, 1024).unwrap();
+        } else {
+            refuse(&mut s, 12);
+        }
+        carry(&mut s, &mut c);
+        match client.poll_opened(&mut c, 17).unwrap() {
+            Ok(opened) => assert_eq!((answer, opened.max_files, opened.rtt), ("accept", 1024, 7)),
+            Err(e) => assert_eq!((answer, e), ("refuse", OpenError::Refused)),
+        }
+    }
+    // A server hears anything but Open first: a protocol violation; so does a client that
+    // hears anything but Opened.
+    let (mut c, mut s) = pair(1, 1, 51);
+    handshake(&mut c, &mut s).unwrap();
+    c.send(0, &Message::Finished).unwrap();
+    carry(&mut c, &mut s);
+    assert!(matches!(poll_open(&mut s, 0), Some(Err(ProtoError::Unexpected(_)))));
+    let (mut c, mut s) = pair(1, 1, 52);
+    handshake(&mut c, &mut s).unwrap();
+    let mut client = OpenClient::new();
+    client.poll_send(&mut c, 0, "x", &params).unwrap();
+    s.send(0, &Message::Finished).unwrap();
+    carry(&mut s, &mut c);
+    assert!(matches!(client.poll_opened(&mut c, 0), Some(Err(OpenError::Proto(ProtoError::Unexpected(_))))));
+}

@@ -10,9 +10,9 @@
 
 use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_FILES_IN_FLIGHT, frame_body_for_block};
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{
-    CloseCode, Connection, Direction, IDLE_TIMEOUT_MS, Message, Millis, ProtoError, SendError,
-};
+use keepsync_core::sync::{Connection, Direction, IDLE_TIMEOUT_MS, Millis, ProtoError, SendError};
+
+use keepsync_core::sync::open::{OpenClient, OpenError, OpenParams};
 
 use crate::device::{DeviceError, Trng};
 use crate::flash::FlashError;
@@ -207,33 +207,18 @@ pub(crate) fn dial<'b>(
     let (rx, tx) = buffers;
     let mut conn = Connection::client(RustCrypto, psk.clone(), random, t.now(), rx, tx)
         .map_err(|_| Broken::Device(DeviceError::Refused))?;
-    let mut open_sent = false;
+    // The device's tables hold MAX_FILES_IN_FLIGHT files whatever the host takes; it compares
+    // contents by hash (it knows each file's).
+    let params = OpenParams { checksum: true, ..OpenParams::new(direction, MAX_FILES_IN_FLIGHT as u16) };
+    let mut open = OpenClient::new();
     loop {
-        if let Some(msg) = conn.poll_message(t.now()) {
-            match msg? {
-                // The device's tables hold MAX_FILES_IN_FLIGHT files whatever the host takes.
-                Message::Opened { .. } => return Ok(conn),
-                Message::Close(CloseCode::Refused) => return Err(Broken::Device(DeviceError::Refused)),
-                _ => return Err(Broken::Proto(ProtoError::Unexpected("expected Opened"))),
-            }
+        match open.poll_opened(&mut conn, t.now()) {
+            Some(Ok(_)) => return Ok(conn),
+            Some(Err(OpenError::Refused)) => return Err(Broken::Device(DeviceError::Refused)),
+            Some(Err(OpenError::Proto(e))) => return Err(Broken::Proto(e)),
+            None => {}
         }
-        if conn.is_open() && !open_sent {
-            conn.send(
-                t.now(),
-                &Message::Open {
-                    path,
-                    direction,
-                    delete: false,
-                    replace: false,
-                    checksum: true,
-                    dry_run: false,
-                    max_files: MAX_FILES_IN_FLIGHT as u16,
-                    session: [0; 16],
-                    part_size: 0,
-                },
-            )?;
-            open_sent = true;
-        }
+        open.poll_send(&mut conn, t.now(), path, &params)?;
         if !wire.pump(&mut conn, t)? {
             wire.idle(&mut conn, t)?;
         }

@@ -3,6 +3,7 @@
 //! - [`Connection`]: PSK handshake, then sealed, ordered frames; keep-alive and timeouts.
 //! - [`Sender`] and [`Receiver`]: the file-transfer rules on top of a connection, with a fixed
 //!   table of [`MAX_FILES_IN_FLIGHT`](crate::budget::MAX_FILES_IN_FLIGHT) files per connection.
+//! - [`open`]: the `Open`/`Opened` exchange that starts a session, for both sides.
 //! - [`message`]: what the frames carry.
 //!
 //! The same code drives a TCP socket on a host (`keepsync serve` / `keepsync sync ks://...`)
@@ -10,6 +11,7 @@
 
 mod conn;
 pub mod message;
+pub mod open;
 mod transfer;
 
 pub use conn::{Connection, Role};

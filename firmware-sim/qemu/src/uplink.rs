@@ -17,8 +17,9 @@
 use embedded_storage::nor_flash::{ErrorType, ReadNorFlash, check_read};
 use keepsync_core::budget::MAX_FILES_IN_FLIGHT;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
+use keepsync_core::sync::open;
 use keepsync_core::sync::{
-    CloseCode, Connection, Have, Message, Millis, ProtoError, Receiver, ReceiverEvent, SendError, Status,
+    CloseCode, Connection, Have, Millis, ProtoError, Receiver, ReceiverEvent, SendError, Status,
 };
 use keepsync_firmware_sim::flash::FlashError;
 use keepsync_firmware_sim::net::{BLOCK, BLOCK_LOG2, LinkError, SYNC_BUF, SyncBuffers, Transport};
@@ -356,12 +357,9 @@ impl Peer {
                         self.up.pop(n);
                         progressed |= n > 0;
                     }
-                    if let Some(msg) = conn.poll_message(now) {
-                        let Message::Open { .. } = msg? else {
-                            return Err(ProtoError::Unexpected("expected Open"));
-                        };
-                        conn.send(now, &Message::Opened { max_files: MAX_FILES_IN_FLIGHT as u16 })
-                            .map_err(|_| ProtoError::Closed)?;
+                    if let Some(request) = open::poll_open(conn, now) {
+                        request?;
+                        open::accept(conn, now, MAX_FILES_IN_FLIGHT as u16).map_err(|_| ProtoError::Closed)?;
                         let Some(Stage::Handshake(conn)) = self.stage.take() else { unreachable!() };
                         self.stage = Some(Stage::Open(Receiver::new(conn)));
                         progressed = true;

@@ -12,6 +12,7 @@ use keepsync_core::budget::{HEADER_LEN, MAX_FILES_IN_FLIGHT, unpacker_workspace_
 use keepsync_core::compress::{CoreDecoder, Encoder, Lz4Encoder};
 use keepsync_core::crypto::{RustCrypto, SecretKey, open_header};
 use keepsync_core::stream::Unpacker;
+use keepsync_core::sync::open;
 use keepsync_core::sync::{
     CloseCode, Connection, FileMeta, Have, Kind, Message, Millis, ProtoError, Receiver, ReceiverEvent,
     SendError, Sender, SenderEvent, Status,
@@ -163,16 +164,12 @@ impl<H: HostRole> Sim<H> {
                         self.host_in.drain(..n);
                         progressed |= n > 0;
                     }
-                    if let Some(msg) = conn.poll_message(now) {
-                        match msg? {
-                            Message::Open { .. } => {
-                                conn.send(now, &Message::Opened { max_files: MAX_FILES_IN_FLIGHT as u16 })
-                                    .map_err(|_| ProtoError::Closed)?;
-                                let Some(Stage::Handshake(conn)) = self.stage.take() else { unreachable!() };
-                                self.stage = Some(Stage::Open(self.host.wrap(*conn)));
-                            }
-                            _ => return Err(ProtoError::Unexpected("expected Open")),
-                        }
+                    if let Some(request) = open::poll_open(conn, now) {
+                        request?;
+                        open::accept(conn, now, MAX_FILES_IN_FLIGHT as u16)
+                            .map_err(|_| ProtoError::Closed)?;
+                        let Some(Stage::Handshake(conn)) = self.stage.take() else { unreachable!() };
+                        self.stage = Some(Stage::Open(self.host.wrap(*conn)));
                         progressed = true;
                     }
                 }

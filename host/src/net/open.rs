@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use keepsync_core::sync::{CloseCode, Direction, Message, ProtoError};
+use keepsync_core::sync::Direction;
+use keepsync_core::sync::open::{self, OpenError, OpenParams};
 
 use super::Conn;
 use super::app::{App, proto};
@@ -33,9 +34,42 @@ pub struct OpenRequest {
     pub part_size: u64,
 }
 
-/// The client's side: sends `Open` once the handshake is done, then waits for `Opened`.
+impl OpenRequest {
+    /// The request's fields besides the path, as the core sends them.
+    pub fn params(&self) -> OpenParams {
+        OpenParams {
+            direction: self.direction,
+            delete: self.delete,
+            replace: self.replace,
+            checksum: self.checksum,
+            dry_run: self.dry_run,
+            max_files: self.max_files,
+            session: self.session,
+            part_size: self.part_size,
+        }
+    }
+
+    fn from_core(req: &open::OpenRequest<'_>) -> Self {
+        let p = req.params;
+        Self {
+            path: req.path.to_owned(),
+            direction: p.direction,
+            delete: p.delete,
+            replace: p.replace,
+            checksum: p.checksum,
+            dry_run: p.dry_run,
+            max_files: p.max_files,
+            session: p.session,
+            part_size: p.part_size,
+        }
+    }
+}
+
+/// The client's side: sends `Open` once the handshake is done, then waits for `Opened`
+/// (the core's [`open::OpenClient`], timed on the host's clock).
 pub struct OpenClient {
     request: OpenRequest,
+    core: open::OpenClient,
     clock: SharedClock,
     sent_at: Option<Duration>,
     /// The server's `max_files`, once it answered `Opened`.
@@ -47,52 +81,39 @@ pub struct OpenClient {
 impl OpenClient {
     /// Will ask for `request`.
     pub fn new(request: OpenRequest, clock: SharedClock) -> Self {
-        Self { request, clock, sent_at: None, opened: None, rtt: None }
+        Self { request, core: open::OpenClient::new(), clock, sent_at: None, opened: None, rtt: None }
     }
 }
 
 impl App<Conn> for OpenClient {
     fn produce(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
-        if conn.is_open() && self.sent_at.is_none() {
-            let r = &self.request;
-            let open = Message::Open {
-                path: &r.path,
-                direction: r.direction,
-                delete: r.delete,
-                replace: r.replace,
-                checksum: r.checksum,
-                dry_run: r.dry_run,
-                max_files: r.max_files,
-                session: r.session,
-                part_size: r.part_size,
-            };
-            if conn.send(now, &open).is_ok() {
-                self.sent_at = Some(self.clock.now());
-            }
+        let sent = self.core.sent();
+        self.core
+            .poll_send(conn, now, &self.request.path, &self.request.params())
+            .map_err(|e| Error::Internal(format!("cannot send Open ({e})")))?;
+        if !sent && self.core.sent() {
+            self.sent_at = Some(self.clock.now());
         }
         Ok(())
     }
 
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
-        if let Some(msg) = conn.poll_message(now) {
-            match msg.map_err(|e| proto("the server", e))? {
-                Message::Opened { max_files } => {
-                    self.opened = Some(max_files);
-                    self.rtt = self.sent_at.map(|at| self.clock.now().saturating_sub(at));
-                }
-                Message::Close(CloseCode::Refused) => {
-                    return Err(Error::Refused {
-                        peer: "the server".into(),
-                        reason: format!(
-                            "{:?} is outside the served root, not a directory, or missing",
-                            self.request.path
-                        ),
-                    });
-                }
-                _ => return Err(proto("the server", ProtoError::Unexpected("expected Opened"))),
+        match self.core.poll_opened(conn, now) {
+            None => Ok(()),
+            Some(Ok(opened)) => {
+                self.opened = Some(opened.max_files);
+                self.rtt = self.sent_at.map(|at| self.clock.now().saturating_sub(at));
+                Ok(())
             }
+            Some(Err(OpenError::Refused)) => Err(Error::Refused {
+                peer: "the server".into(),
+                reason: format!(
+                    "{:?} is outside the served root, not a directory, or missing",
+                    self.request.path
+                ),
+            }),
+            Some(Err(OpenError::Proto(e))) => Err(proto("the server", e)),
         }
-        Ok(())
     }
 
     fn is_done(&self) -> bool {
@@ -100,7 +121,7 @@ impl App<Conn> for OpenClient {
     }
 }
 
-/// The server's side: waits for the client's `Open`.
+/// The server's side: waits for the client's `Open` (the core's [`open::poll_open`]).
 #[derive(Default)]
 pub struct AwaitOpen {
     /// The request, once it arrived.
@@ -113,38 +134,8 @@ impl App<Conn> for AwaitOpen {
     }
 
     fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
-        if let Some(msg) = conn.poll_message(now) {
-            match msg.map_err(|e| proto("the client", e))? {
-                Message::Open {
-                    path,
-                    direction,
-                    delete,
-                    replace,
-                    checksum,
-                    dry_run,
-                    max_files,
-                    session,
-                    part_size,
-                } => {
-                    self.request = Some(OpenRequest {
-                        path: path.to_owned(),
-                        direction,
-                        delete,
-                        replace,
-                        checksum,
-                        dry_run,
-                        max_files,
-                        session,
-                        part_size,
-                    });
-                }
-                _ => {
-                    return Err(proto(
-                        "the client",
-                        ProtoError::Unexpected("the first message must be Open"),
-                    ));
-                }
-            }
+        if let Some(req) = open::poll_open(conn, now) {
+            self.request = Some(OpenRequest::from_core(&req.map_err(|e| proto("the client", e))?));
         }
         Ok(())
     }

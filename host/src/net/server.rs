@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 
 use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{CloseCode, Direction, Message};
+use keepsync_core::sync::Direction;
+use keepsync_core::sync::open;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -362,13 +363,12 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     let app = match served.accept(&req, &link.peer, link.peer_is_loopback()) {
         Ok(app) => app,
         Err(why) => {
-            conn.close(clock.now_ms(), CloseCode::Refused);
+            open::refuse(&mut conn, clock.now_ms());
             link.flush(&mut conn).await;
             return Err(Error::Refused { peer: link.peer.clone(), reason: why });
         }
     };
-    conn.send(clock.now_ms(), &Message::Opened { max_files: files_in_flight() })
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    open::accept(&mut conn, clock.now_ms(), files_in_flight()).map_err(|e| Error::Internal(e.to_string()))?;
     match app {
         Session::Recv(mut app) => {
             let mut ep = HostReceiver::with_table(conn);

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{CloseCode, Message};
+use keepsync_core::sync::open;
 
 use super::recv::RecvApp;
 use super::send::SendApp;
@@ -203,7 +203,7 @@ impl Pair {
         let req = open.request.expect("checked above");
         self.server = match self.served.accept(&req, "sim", false) {
             Ok(session) => {
-                conn.send(now, &Message::Opened { max_files: files_in_flight() })
+                open::accept(&mut conn, now, files_in_flight())
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 match session {
                     Session::Recv(app) => Server::Recv { ep: HostReceiver::with_table(conn), app },
@@ -215,7 +215,7 @@ impl Pair {
                 }
             }
             Err(_) => {
-                conn.close(now, CloseCode::Refused);
+                open::refuse(&mut conn, now);
                 Server::Refused { conn }
             }
         };
