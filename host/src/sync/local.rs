@@ -17,7 +17,9 @@ use indicatif::ProgressBar;
 use keepsync_core::sync::{Kind, Layout};
 
 use super::EmptyDir;
-use super::dest::{Dest, DestOptions, Ended, Fault, Offer, Placed, Store, There, Verified};
+use super::dest::{
+    Dest, DestOptions, Destination, Ended, Fault, Offer, PartialFile, Placed, Store, There, VerifiedFile,
+};
 use super::plan::{Action, in_the_way, unchanged};
 use super::summary::{Cause, Problem, Summary};
 use super::tree::{EntryKind, Stat, Tree};
@@ -93,19 +95,20 @@ enum CopyFault {
     Dest(Fault),
 }
 
-struct Local<'a> {
+/// A local sync writing into a [`Destination`].
+struct Local<'a, D: Destination> {
     src: Tree,
-    dest: Dest,
+    dest: D,
     opts: &'a SyncOptions,
     bar: &'a ProgressBar,
     summary: Summary,
-    batch: Vec<Verified>,
+    batch: Vec<D::Verified>,
     batch_bytes: u64,
     buf: Vec<u8>,
     scratch: Vec<u8>,
 }
 
-impl Local<'_> {
+impl<D: Destination> Local<'_, D> {
     fn problem(&mut self, p: Problem) {
         self.summary.problem(p);
     }
@@ -199,15 +202,10 @@ impl Local<'_> {
         if let Some(s) = there.filter(|s| s.kind == EntryKind::File) {
             let hash = if self.opts.checksum { self.hash_src(rel) } else { None };
             let same = (hash.is_some() || !self.opts.checksum)
-                && unchanged(e.size(), e.stat.mtime, hash, &s, || {
-                    self.dest.open_existing(rel).and_then(|f| blake3_of(&f).ok())
-                });
+                && unchanged(e.size(), e.stat.mtime, hash, &s, || self.dest.content_hash(rel, None));
             if same {
                 if s.mode != e.stat.mode && !self.opts.dry_run {
-                    let _ = self
-                        .dest
-                        .open_existing(rel)
-                        .map(|f| rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(e.stat.mode)));
+                    self.dest.set_mode(rel, e.stat.mode);
                 }
                 self.summary.files_skipped += 1;
                 self.bar.inc(e.size());
@@ -251,7 +249,7 @@ impl Local<'_> {
     }
 
     /// Copies the source file `e` into its partial, checking it stays the version listed.
-    fn copy(&mut self, e: &Entry, there: Option<Stat>) -> std::result::Result<Verified, CopyFault> {
+    fn copy(&mut self, e: &Entry, there: Option<Stat>) -> std::result::Result<D::Verified, CopyFault> {
         let (src, opened) = match self.src.open_read_stat(&e.rel) {
             Ok(f) => f,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(CopyFault::Vanished),
@@ -296,7 +294,7 @@ impl Local<'_> {
         }
     }
 
-    fn add_to_batch(&mut self, v: Verified) {
+    fn add_to_batch(&mut self, v: D::Verified) {
         self.batch_bytes += v.size();
         self.batch.push(v);
         if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
@@ -315,7 +313,7 @@ impl Local<'_> {
                     self.summary.data_bytes += v.size();
                 }
                 Ok(Placed::AlreadyThere) => self.summary.files_skipped += 1,
-                Err(f) => self.fault(&v.rel, f),
+                Err(f) => self.fault(v.rel(), f),
             }
         }
     }

@@ -15,13 +15,15 @@ use keepsync_core::sync::{
     CloseCode, FileMeta, Have, Kind, Layout, ProtoError, ReceiverEvent, SendError, Status,
 };
 
-use super::dest::{Dest, DirMeta, Ended, Fault, Offer, Placed, There, Verified};
+use super::dest::{
+    Dest, Destination, DirMeta, Ended, Fault, Offer, PartialFile, Placed, There, VerifiedFile,
+};
 use super::plan::{Action, in_the_way, unchanged};
 use super::summary::{Problem, Summary};
 use super::tree::{EntryKind, Stat, check_rel};
 use crate::codec::HostDecoder;
 use crate::error::{Error, Result};
-use crate::index::{HashIndex, SharedIndex, hash_open};
+use crate::index::SharedIndex;
 use crate::net::app::{App, proto};
 use crate::net::clock::SharedClock;
 use crate::net::{HostReceiver, NEW_FILE_BLOCK_LOG2, delta_block_log2};
@@ -47,13 +49,13 @@ enum Reply {
     Close,
 }
 
-/// The receiving application on one connection.
-pub struct RecvApp {
-    dest: Dest,
+/// The receiving application on one connection, writing into a [`Destination`].
+pub struct RecvApp<D: Destination = Dest> {
+    dest: D,
     checksum: bool,
     replies: VecDeque<Reply>,
-    files: HashMap<u32, Partial>,
-    verified: Vec<(u32, Verified)>,
+    files: HashMap<u32, D::Partial>,
+    verified: Vec<(u32, D::Verified)>,
     /// When the oldest file of the batch verified, and the batch's bytes.
     batch_since: Option<Duration>,
     batch_bytes: u64,
@@ -75,39 +77,9 @@ pub struct RecvApp {
     pub summary: Summary,
 }
 
-type Partial = super::dest::Partial;
-
-/// BLAKE3 of each `2^block_log2`-byte block of `file` from `start` (block-aligned) up to `end`
-/// or the end of the file.
-fn block_hashes(file: &std::fs::File, block_log2: u8, start: u64, end: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let mut out = Vec::new();
-    let mut block = vec![0u8; 1 << block_log2];
-    let mut at = start;
-    while at < end {
-        let want = ((end - at) as usize).min(block.len());
-        let mut n = 0;
-        while n < want {
-            match file.read_at(&mut block[n..want], at + n as u64)? {
-                0 => break,
-                k => n += k,
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(blake3::hash(&block[..n]).as_bytes());
-        if n < want {
-            break;
-        }
-        at += n as u64;
-    }
-    Ok(out)
-}
-
-impl RecvApp {
+impl<D: Destination> RecvApp<D> {
     /// Receives into `dest`; `checksum`: compare contents rather than size and mtime.
-    pub fn new(dest: Dest, checksum: bool, clock: SharedClock) -> Self {
+    pub fn new(dest: D, checksum: bool, clock: SharedClock) -> Self {
         Self {
             dest,
             checksum,
@@ -152,7 +124,7 @@ impl RecvApp {
     }
 
     /// The destination.
-    pub fn dest(&self) -> &Dest {
+    pub fn dest(&self) -> &D {
         &self.dest
     }
 
@@ -180,10 +152,10 @@ impl RecvApp {
 
     /// The BLAKE3 of the receiver's file at `rel`, through the hash index.
     fn hash_there(&mut self, rel: &str) -> Option<[u8; 32]> {
-        let file = self.dest.open_existing(rel)?;
-        let root = self.dest.store().tree().path().to_path_buf();
-        let index = self.index.get_or_insert_with(|| HashIndex::shared(&root));
-        hash_open(index, rel, &file).ok()
+        if self.index.is_none() {
+            self.index = Some(self.dest.hash_index());
+        }
+        self.dest.content_hash(rel, self.index.as_ref())
     }
 
     /// Whether `there` already holds what the sender offers (the one "unchanged" rule).
@@ -200,14 +172,14 @@ impl RecvApp {
             return self.replies.push_back(Reply::Done(id, Status::Rejected));
         }
         self.seen.insert(rel.to_owned());
-        let dry_run = self.dest.opts.dry_run;
+        let dry_run = self.dest.options().dry_run;
         match meta.kind {
             Kind::Dir if dry_run => match self.dest.there(rel) {
                 There::Entry(s) if s.kind == EntryKind::Dir => {
                     self.replies.push_back(Reply::Have(id, Have::Skip))
                 }
                 There::Blocked(why) => self.fault(id, rel, Fault::Refused(why)),
-                There::Entry(_) if !self.dest.opts.replace => {
+                There::Entry(_) if !self.dest.options().replace => {
                     self.fault(id, rel, Fault::InTheWay(in_the_way(rel)))
                 }
                 _ => self.plan(id, Action::CreateDir { path: rel.to_owned() }),
@@ -226,7 +198,7 @@ impl RecvApp {
             }
             Kind::Symlink if dry_run => match self.dest.there(rel) {
                 There::Blocked(why) => self.fault(id, rel, Fault::Refused(why)),
-                There::Entry(s) if s.kind == EntryKind::Dir && !self.dest.opts.replace => {
+                There::Entry(s) if s.kind == EntryKind::Dir && !self.dest.options().replace => {
                     self.fault(id, rel, Fault::InTheWay(in_the_way(rel)))
                 }
                 _ => self.plan(id, Action::Symlink { path: rel.to_owned(), target: meta.target.to_owned() }),
@@ -263,7 +235,7 @@ impl RecvApp {
             There::Nothing => None,
             There::Blocked(why) => return self.fault(id, rel, Fault::Refused(why)),
             There::Entry(s) if s.kind == EntryKind::Dir => {
-                if self.dest.opts.dry_run && self.dest.opts.replace {
+                if self.dest.options().dry_run && self.dest.options().replace {
                     None
                 } else if let Err(f) = self.dest.clear_way(rel, EntryKind::File) {
                     return self.fault(id, rel, f);
@@ -276,11 +248,8 @@ impl RecvApp {
         if let Some(s) = there.filter(|s| s.kind == EntryKind::File)
             && self.unchanged(meta, &s)
         {
-            if s.mode != meta.mode && !self.dest.opts.dry_run {
-                let _ = self
-                    .dest
-                    .open_existing(rel)
-                    .map(|f| rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(meta.mode)));
+            if s.mode != meta.mode && !self.dest.options().dry_run {
+                self.dest.set_mode(rel, meta.mode);
             }
             if start == 0 && !assemble {
                 self.summary.files_skipped += 1;
@@ -289,7 +258,7 @@ impl RecvApp {
             let reply = if assemble { Reply::Done(id, Status::Ok) } else { Reply::Have(id, Have::Skip) };
             return self.replies.push_back(reply);
         }
-        if self.dest.opts.dry_run {
+        if self.dest.options().dry_run {
             return self.plan(id, Action::CopyFile { path: rel.to_owned(), bytes: meta.size });
         }
         let offer = Offer {
@@ -321,7 +290,7 @@ impl RecvApp {
         // messages and a better compression ratio. Within what the frames carry, and on the
         // boundaries of a resume (made with the blocks of the run before).
         let old_len = there.filter(|s| s.kind == EntryKind::File).map(|s| s.size);
-        let mut block_log2 = match (partial.old_copy().is_some(), old_len) {
+        let mut block_log2 = match (partial.has_old_copy(), old_len) {
             (true, Some(len)) => delta_block_log2(len),
             _ => NEW_FILE_BLOCK_LOG2,
         };
@@ -331,13 +300,11 @@ impl RecvApp {
         if resume < end {
             block_log2 = block_log2.min(resume.trailing_zeros().min(u32::from(u8::MAX)) as u8);
         }
-        let hashes = match partial.old_copy() {
-            Some(f) => match block_hashes(f, block_log2, start, end) {
-                Ok(h) => h,
-                Err(e) => {
-                    return self.fault(id, rel, Fault::io(format!("{rel}: cannot read the old copy"), &e));
-                }
-            },
+        let hashes = match partial.old_block_hashes(block_log2, start, end) {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => {
+                return self.fault(id, rel, Fault::io(format!("{rel}: cannot read the old copy"), &e));
+            }
             None => Vec::new(),
         };
         let blocks = (hashes.len() / 32) as u32;
@@ -381,7 +348,7 @@ impl RecvApp {
         }
     }
 
-    fn verified(&mut self, id: u32, v: Verified) {
+    fn verified(&mut self, id: u32, v: D::Verified) {
         self.batch_since.get_or_insert_with(|| self.clock.now());
         self.batch_bytes += v.size();
         self.verified.push((id, v));
@@ -404,20 +371,21 @@ impl RecvApp {
         if self.verified.is_empty() {
             return;
         }
-        let (ids, batch): (Vec<u32>, Vec<Verified>) = std::mem::take(&mut self.verified).into_iter().unzip();
+        let (ids, batch): (Vec<u32>, Vec<D::Verified>) =
+            std::mem::take(&mut self.verified).into_iter().unzip();
         (self.batch_since, self.batch_bytes) = (None, 0);
         for (id, (v, placed)) in ids.into_iter().zip(self.dest.commit(batch)) {
             match placed {
                 Ok(Placed::Written) => {
                     self.summary.files_transferred += 1;
-                    self.summary.data_bytes += v.written;
+                    self.summary.data_bytes += v.written();
                     self.replies.push_back(Reply::Done(id, Status::Ok));
                 }
                 Ok(Placed::AlreadyThere) => {
                     self.summary.files_skipped += 1;
                     self.replies.push_back(Reply::Done(id, Status::Ok));
                 }
-                Err(f) => self.fault(id, &v.rel, f),
+                Err(f) => self.fault(id, v.rel(), f),
             }
         }
     }
@@ -427,7 +395,7 @@ impl RecvApp {
     /// its checkpoint, so the next try resumes there. Every byte written came in an
     /// authenticated frame, in order, and a file is still placed only once it verified whole.
     pub fn save_in_flight(&mut self) {
-        if self.dest.opts.dry_run {
+        if self.dest.options().dry_run {
             return;
         }
         self.commit();
@@ -441,8 +409,8 @@ impl RecvApp {
     /// After the sender's `Finished`: `--delete`, then directory metadata (children first).
     fn finish(&mut self) -> Result<()> {
         self.commit();
-        if self.dest.opts.delete {
-            let dry_run = self.dest.opts.dry_run;
+        if self.dest.options().delete {
+            let dry_run = self.dest.options().dry_run;
             match self.dest.delete_unseen(&self.seen, dry_run) {
                 Ok(gone) => {
                     for path in gone {
@@ -457,7 +425,7 @@ impl RecvApp {
                 Err(f) => self.problem(Problem::new("", format!("--delete stopped: {f}"))),
             }
         }
-        if self.dest.opts.dry_run {
+        if self.dest.options().dry_run {
             return Ok(());
         }
         if !self.defer_dirs {
@@ -474,7 +442,7 @@ impl RecvApp {
     }
 }
 
-impl App<HostReceiver> for RecvApp {
+impl<D: Destination> App<HostReceiver> for RecvApp<D> {
     fn produce(&mut self, ep: &mut HostReceiver, now: u64) -> Result<()> {
         self.commit_if_due_by_time();
         while let Some(reply) = self.replies.front() {
@@ -541,7 +509,7 @@ impl App<HostReceiver> for RecvApp {
     }
 }
 
-impl RecvApp {
+impl<D: Destination> RecvApp<D> {
     fn commit_if_due_by_time(&mut self) {
         if self.batch_since.is_some_and(|t| self.clock.now().saturating_sub(t) >= BATCH_TIME) {
             self.commit();

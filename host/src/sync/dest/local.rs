@@ -1,7 +1,7 @@
-//! Where files land: a local tree being written into, by a local sync, a pull's client or a
-//! push's server, through one set of rules.
+//! The local destination: a tree on this host's filesystem, written by a local sync, a pull's
+//! client or a push's server, through one set of rules.
 //!
-//! - Every name is resolved under the tree's confined root handle ([`super::tree`]).
+//! - Every name is resolved under the tree's confined root handle ([`super::super::tree`]).
 //! - A file is written into `.keepsync-partial/VID.data` at the tree's root, where `VID` keys
 //!   the version being written: its path, size, mtime, the sender's content identity, and
 //!   whether it comes whole or in parts of which size. Two versions never share a partial.
@@ -23,120 +23,20 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use blake3::hazmat::{
-    ChainingValue, HasherExt, Mode as TreeMode, merge_subtrees_non_root, merge_subtrees_root,
-};
 use keepsync_core::Checkpoint;
-use keepsync_core::sync::{Layout, Status};
+use keepsync_core::sync::Layout;
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::plan::{in_the_way, replaceable, unchanged};
-use super::tree::{EntryKind, Stat, Tree, TreeLock, join, remove_in, set_meta, split};
-
-/// Partials untouched for this long are removed when a sync next writes into the tree: an
-/// interrupted transfer resumes within a week.
-pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Unfinished versions kept in one tree at most; beyond, the oldest are removed first.
-pub const MAX_PARTIALS: usize = 256;
-
-/// Bytes written between two durable checkpoints of one file, by default.
-pub const CHECKPOINT_EVERY: u64 = 16 << 20;
-
-/// Why something could not be written at the receiving end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
-    /// The path is not allowed, or leads through something that is not a real directory.
-    Refused(String),
-    /// An entry of another kind stands there (and there is no `--delete`).
-    InTheWay(String),
-    /// The filesystem refused a write.
-    Io {
-        /// What failed, in words, with the OS error.
-        what: String,
-        /// The error's class, which the sender is told.
-        class: IoClass,
-    },
-    /// Another writer is writing this version now.
-    Busy,
-    /// Another writer placed a different version at the path meanwhile.
-    Superseded,
-    /// The bytes do not hash to what the sender sent (or parts are missing).
-    Mismatch(String),
-}
-
-/// Classes of write failures a sender can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IoClass {
-    /// The filesystem or quota is full.
-    NoSpace,
-    /// The filesystem is read-only.
-    ReadOnly,
-    /// Permission denied.
-    Denied,
-    /// Anything else.
-    Other,
-}
-
-impl Fault {
-    /// A write failure: `what` failed with `e`.
-    pub fn io(what: impl std::fmt::Display, e: &io::Error) -> Self {
-        let class = match e.raw_os_error().map(Errno::from_raw_os_error) {
-            Some(Errno::NOSPC | Errno::DQUOT) => IoClass::NoSpace,
-            Some(Errno::ROFS) => IoClass::ReadOnly,
-            Some(Errno::ACCESS | Errno::PERM) => IoClass::Denied,
-            _ => IoClass::Other,
-        };
-        Self::Io { what: format!("{what}: {e}"), class }
-    }
-
-    /// The status a sender is told.
-    pub fn status(&self) -> Status {
-        match self {
-            Self::Refused(_) => Status::Rejected,
-            Self::InTheWay(_) => Status::Failed,
-            Self::Io { class: IoClass::NoSpace, .. } => Status::NoSpace,
-            Self::Io { class: IoClass::ReadOnly, .. } => Status::ReadOnly,
-            Self::Io { class: IoClass::Denied, .. } => Status::Denied,
-            Self::Io { .. } => Status::Failed,
-            Self::Busy => Status::Busy,
-            Self::Superseded => Status::Superseded,
-            Self::Mismatch(_) => Status::HashMismatch,
-        }
-    }
-}
-
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Refused(why) | Self::InTheWay(why) | Self::Mismatch(why) => f.write_str(why),
-            Self::Io { what, .. } => f.write_str(what),
-            Self::Busy => f.write_str("another writer is writing this file now"),
-            Self::Superseded => f.write_str("another writer placed a different version there meanwhile"),
-        }
-    }
-}
-
-/// What a sender is told when the receiver cannot write, in words for the user.
-pub fn status_message(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "written",
-        Status::Rejected => "refused by the receiver (the path is not allowed there)",
-        Status::Failed => "the receiver could not write it (see its log)",
-        Status::HashMismatch => "did not verify at the receiver",
-        Status::NoSpace => "the receiver's disk (or quota) is full: free space there and run the sync again",
-        Status::ReadOnly => "the receiver's filesystem is read-only",
-        Status::Denied => "the receiver may not write there (permission denied)",
-        Status::Busy => "another sync is writing this file at the receiver now: run the sync again later",
-        Status::Superseded => {
-            "another writer placed a different version there meanwhile; this one was not placed over it \
-             (run the sync again to replace it)"
-        }
-    }
-}
+use super::super::plan::{in_the_way, replaceable, unchanged};
+use super::super::tree::{EntryKind, Stat, Tree, TreeLock, join, remove_in, set_meta, split};
+use super::{
+    DestOptions, Destination, DirMeta, Ended, Fault, MAX_PARTIALS, Offer, PARTIAL_MAX_AGE, PartialFile,
+    Placed, There, VerifiedFile, hash_range, merge_parts, range_digest, range_hasher,
+};
+use crate::index::{HashIndex, SharedIndex, blake3_of, hash_open};
 
 /// A partial file a process writes, and the connections writing ranges of it.
 struct Writer {
@@ -201,42 +101,6 @@ fn binding(vid: &str, start: u64, end: u64, data: &File) -> io::Result<[u8; 32]>
         h.update(&n.to_le_bytes());
     }
     Ok(*h.finalize().as_bytes())
-}
-
-/// A hasher for the range starting at `start`: of a whole file, or of a part's subtree of the
-/// file's BLAKE3 tree.
-pub fn range_hasher(start: u64, part: bool) -> blake3::Hasher {
-    let mut h = blake3::Hasher::new();
-    if part {
-        h.set_input_offset(start);
-    }
-    h
-}
-
-/// A range hasher's digest: the root hash of a whole file, the chaining value of a part.
-pub fn range_digest(h: &blake3::Hasher, part: bool) -> [u8; 32] {
-    if part { h.finalize_non_root() } else { *h.finalize().as_bytes() }
-}
-
-/// The BLAKE3 of a whole `size`-byte file from the chaining values of its parts of
-/// `2^log2` bytes, in order (`None` if there are not exactly as many as it has parts).
-pub fn merge_parts(size: u64, log2: u8, cvs: &[ChainingValue]) -> Option<[u8; 32]> {
-    fn merge(cvs: &[ChainingValue], root: bool) -> ChainingValue {
-        if cvs.len() == 1 {
-            return cvs[0];
-        }
-        // BLAKE3 splits an input at the largest power of two below its length; parts are of
-        // one power-of-two size, so that is a power of two of parts.
-        let left = (cvs.len() - 1).next_power_of_two().max(1);
-        let left = if left >= cvs.len() { left / 2 } else { left };
-        let (l, r) = (merge(&cvs[..left], false), merge(&cvs[left..], false));
-        if root {
-            *merge_subtrees_root(&l, &r, TreeMode::Hash).as_bytes()
-        } else {
-            merge_subtrees_non_root(&l, &r, TreeMode::Hash)
-        }
-    }
-    (cvs.len() as u64 == Layout::parts(size, log2) && cvs.len() >= 2).then(|| merge(cvs, true))
 }
 
 /// A connection's hold on a range of a partial file (see [`Store`]); let go when dropped.
@@ -457,36 +321,6 @@ fn write_record(dir: &OwnedFd, name: &str, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// What the receiving side finds at a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum There {
-    /// Nothing.
-    Nothing,
-    /// An entry.
-    Entry(Stat),
-    /// A directory on the way is not a real directory (a symlink or a file stands there).
-    Blocked(String),
-}
-
-/// How a receiving end works.
-#[derive(Debug, Clone, Copy)]
-pub struct DestOptions {
-    /// Remove entries the sender did not list (after the whole listing came).
-    pub delete: bool,
-    /// Remove entries of another kind in the way of what comes.
-    pub replace: bool,
-    /// Change nothing (a dry run).
-    pub dry_run: bool,
-    /// Bytes between durable checkpoints of a file.
-    pub checkpoint_every: u64,
-}
-
-impl Default for DestOptions {
-    fn default() -> Self {
-        Self { delete: false, replace: false, dry_run: false, checkpoint_every: CHECKPOINT_EVERY }
-    }
-}
-
 /// One sync's view of a receiving tree: the [`Store`] and the subtree (`base`) it writes.
 pub struct Dest {
     store: Arc<Store>,
@@ -495,33 +329,6 @@ pub struct Dest {
     pub opts: DestOptions,
     /// Renames were made since the last flush.
     renamed: bool,
-}
-
-/// An entry offered for writing, as far as the destination needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct Offer<'a> {
-    /// Path under the subtree.
-    pub rel: &'a str,
-    /// File size.
-    pub size: u64,
-    /// Modification time.
-    pub mtime: (i64, u32),
-    /// Permission bits.
-    pub mode: u32,
-    /// The sender's identity of the content.
-    pub version: [u8; 16],
-    /// Whole, a part, or an assembly.
-    pub layout: Layout,
-}
-
-/// A directory's mode and mtime, set once everything under it is written (writing an entry
-/// into a directory changes its mtime).
-#[derive(Debug, Clone)]
-pub struct DirMeta {
-    /// Path under the store's root.
-    full: String,
-    mode: u32,
-    mtime: (i64, u32),
 }
 
 impl Dest {
@@ -877,7 +684,7 @@ impl Dest {
         let mut todo = vec![String::new()];
         while let Some(rel) = todo.pop() {
             let full = self.full(&rel);
-            if let Ok(names) = super::tree::leftovers(&self.store.tree, &full) {
+            if let Ok(names) = super::super::tree::leftovers(&self.store.tree, &full) {
                 leftovers
                     .extend(names.into_iter().filter_map(|n| n.into_string().ok()).map(|n| join(&full, &n)));
             }
@@ -935,15 +742,6 @@ impl Dest {
     }
 }
 
-/// How placing a verified file went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placed {
-    /// Renamed into place.
-    Written,
-    /// Another writer placed this very version meanwhile; ours was dropped.
-    AlreadyThere,
-}
-
 /// The durable bytes from `start` on (of the file, or a part) that the checkpoint `name`
 /// claims and the digest it recorded of them, when it names this very version and range and
 /// the partial file is long enough. The bytes themselves are checked apart ([`PrefixCheck`]).
@@ -999,23 +797,6 @@ impl PrefixCheck {
             Self::Settled(h) => h.map(|h| *h),
         }
     }
-}
-
-/// Feeds bytes `from..to` of `file` to `hasher` by positioned reads, `buf.len()` at a time.
-pub fn hash_range(
-    hasher: &mut blake3::Hasher,
-    file: &File,
-    (from, to): (u64, u64),
-    buf: &mut [u8],
-) -> io::Result<()> {
-    let mut at = from;
-    while at < to {
-        let n = ((to - at) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], at)?;
-        hasher.update(&buf[..n]);
-        at += n as u64;
-    }
-    Ok(())
 }
 
 /// A file (or part) being written into its partial file.
@@ -1216,7 +997,7 @@ impl Partial {
     /// All data is in: fills the rest from the old copy and checks the bytes against `want`
     /// (the sender's BLAKE3; `None` when the caller vouches for them). A whole file is ready to
     /// place; a part is made durable with a checkpoint that records it whole.
-    pub fn end(mut self, want: Option<[u8; 32]>, buf: &mut Vec<u8>) -> Result<Ended, Fault> {
+    pub fn end(mut self, want: Option<[u8; 32]>, buf: &mut Vec<u8>) -> Result<Ended<Verified>, Fault> {
         let end = self.end;
         let checked = self.catch_up(true, buf).and_then(|_| self.fill_from_old(end, buf));
         if let Err(f) = checked {
@@ -1274,17 +1055,6 @@ impl Partial {
     }
 }
 
-/// A part or file whose data is all in.
-pub enum Ended {
-    /// A part: verified and durable, waiting for its assembly.
-    Part {
-        /// It resumed what an earlier try left.
-        resumed: bool,
-    },
-    /// A whole file, ready to place.
-    Whole(Box<Verified>),
-}
-
 /// A file whose bytes verified, waiting to be placed ([`Dest::commit`]).
 pub struct Verified {
     /// Path under the subtree.
@@ -1313,31 +1083,167 @@ impl Verified {
     }
 }
 
+impl Destination for Dest {
+    type Partial = Partial;
+    type Verified = Verified;
+
+    fn options(&self) -> &DestOptions {
+        &self.opts
+    }
+
+    fn there(&self, rel: &str) -> There {
+        Dest::there(self, rel)
+    }
+
+    fn clear_way(&mut self, rel: &str, kind: EntryKind) -> Result<Option<Stat>, Fault> {
+        Dest::clear_way(self, rel, kind)
+    }
+
+    fn make_dir(&mut self, rel: &str) -> Result<bool, Fault> {
+        Dest::make_dir(self, rel)
+    }
+
+    fn dir_meta(&self, rel: &str, mode: u32, mtime: (i64, u32)) -> DirMeta {
+        Dest::dir_meta(self, rel, mode, mtime)
+    }
+
+    fn finish_dirs(&self, dirs: Vec<DirMeta>) {
+        Dest::finish_dirs(self, dirs)
+    }
+
+    fn link_target(&self, rel: &str) -> Option<String> {
+        Dest::link_target(self, rel)
+    }
+
+    fn place_symlink(&mut self, rel: &str, target: &str) -> Result<(), Fault> {
+        Dest::place_symlink(self, rel, target)
+    }
+
+    fn set_mode(&self, rel: &str, mode: u32) {
+        if let Some(f) = self.open_existing(rel) {
+            let _ = rustix::fs::fchmod(&f, Mode::from_raw_mode(mode & 0o7777));
+        }
+    }
+
+    fn content_hash(&self, rel: &str, index: Option<&SharedIndex>) -> Option<[u8; 32]> {
+        let file = self.open_existing(rel)?;
+        match index {
+            Some(index) => hash_open(index, &self.full(rel), &file).ok(),
+            None => blake3_of(&file).ok(),
+        }
+    }
+
+    fn hash_index(&self) -> SharedIndex {
+        HashIndex::shared(self.store.tree.path())
+    }
+
+    fn begin(&mut self, offer: &Offer<'_>, there: Option<Stat>, hashed: bool) -> Result<Partial, Fault> {
+        Dest::begin(self, offer, there, hashed)
+    }
+
+    fn assemble(
+        &mut self,
+        offer: &Offer<'_>,
+        log2: u8,
+        want: [u8; 32],
+        there: Option<Stat>,
+    ) -> Result<Verified, Fault> {
+        Dest::assemble(self, offer, log2, want, there)
+    }
+
+    fn commit(&mut self, batch: Vec<Verified>) -> Vec<(Verified, Result<Placed, Fault>)> {
+        Dest::commit(self, batch)
+    }
+
+    fn delete_unseen(&mut self, seen: &HashSet<String>, dry_run: bool) -> Result<Vec<String>, Fault> {
+        Dest::delete_unseen(self, seen, dry_run)
+    }
+
+    fn finish(&mut self) -> Result<(), Fault> {
+        Dest::finish(self)
+    }
+}
+
+impl PartialFile for Partial {
+    type Verified = Verified;
+
+    fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    fn resume_from(&self) -> u64 {
+        self.resume
+    }
+
+    fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    fn has_old_copy(&self) -> bool {
+        self.old.is_some()
+    }
+
+    fn old_block_hashes(&mut self, block_log2: u8, start: u64, end: u64) -> Option<io::Result<Vec<u8>>> {
+        self.old.as_ref().map(|old| block_hashes(old, block_log2, start, end))
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: &[u8], buf: &mut Vec<u8>) -> Result<(), Fault> {
+        Partial::write_at(self, offset, bytes, buf)
+    }
+
+    fn save(&mut self, buf: &mut Vec<u8>) {
+        Partial::save(self, buf)
+    }
+
+    fn end(self, want: Option<[u8; 32]>, buf: &mut Vec<u8>) -> Result<Ended<Verified>, Fault> {
+        Partial::end(self, want, buf)
+    }
+}
+
+impl VerifiedFile for Verified {
+    fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// BLAKE3 of each `2^block_log2`-byte block of `file` from `start` (block-aligned) up to `end`
+/// or the end of the file.
+fn block_hashes(file: &File, block_log2: u8, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut block = vec![0u8; 1 << block_log2];
+    let mut at = start;
+    while at < end {
+        let want = ((end - at) as usize).min(block.len());
+        let mut n = 0;
+        while n < want {
+            match file.read_at(&mut block[n..want], at + n as u64)? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(blake3::hash(&block[..n]).as_bytes());
+        if n < want {
+            break;
+        }
+        at += n as u64;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parts_chaining_values_merge_into_the_whole_files_hash() {
-        for (size, log2) in
-            [(3 << 20, 20u8), ((4 << 20) + 5, 20), (5 << 20, 21), ((9 << 20) - 1, 20), (2 << 20, 20)]
-        {
-            let data: Vec<u8> = (0..size as u64).map(|i| (i * 31 % 251) as u8).collect();
-            let mut cvs = Vec::new();
-            for index in 0..Layout::parts(size as u64, log2) {
-                let (s, e) = Layout::part_range(size as u64, log2, index as u32).unwrap();
-                let mut h = range_hasher(s, true);
-                h.update(&data[s as usize..e as usize]);
-                cvs.push(range_digest(&h, true));
-            }
-            assert_eq!(
-                merge_parts(size as u64, log2, &cvs),
-                Some(*blake3::hash(&data).as_bytes()),
-                "{size} {log2}"
-            );
-            assert_eq!(merge_parts(size as u64, log2, &cvs[1..]), None);
-        }
-    }
 
     fn offer(rel: &str, size: u64) -> Offer<'_> {
         Offer { rel, size, mtime: (1_700_000_000, 5), mode: 0o640, version: [1; 16], layout: Layout::Whole }
