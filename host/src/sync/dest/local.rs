@@ -258,10 +258,11 @@ impl Store {
         let mut by_age: Vec<(i64, String, Vec<String>)> =
             versions.into_iter().map(|(vid, (names, mtime))| (mtime, vid, names)).collect();
         by_age.sort();
-        let excess = by_age.len().saturating_sub(MAX_PARTIALS);
-        for (i, (mtime, vid, names)) in by_age.into_iter().enumerate() {
+        // Oldest first: those past their age go, and more while too many are left.
+        let mut left = by_age.len();
+        for (mtime, vid, names) in by_age {
             let old = now.saturating_sub(mtime) > PARTIAL_MAX_AGE.as_secs() as i64;
-            if !(old || i < excess) || lock(&self.writers).contains_key(&vid) {
+            if !(old || left > MAX_PARTIALS) || lock(&self.writers).contains_key(&vid) {
                 continue;
             }
             // Held by a writer of another process: leave it.
@@ -280,6 +281,7 @@ impl Store {
             for name in names {
                 let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
             }
+            left -= 1;
         }
     }
 }
@@ -1337,5 +1339,38 @@ mod tests {
         drop(p);
         d.finish().unwrap();
         assert!(!dir.path().join(".keepsync-partial").exists(), "an empty, unclaimed partial is not kept");
+    }
+
+    #[test]
+    fn unfinished_partials_expire_by_age_and_count_but_never_under_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Tree::open(dir.path()).unwrap());
+        let partials = dir.path().join(crate::sync::tree::PARTIAL_DIR);
+        std::fs::create_dir(&partials).unwrap();
+        let now = SystemTime::now();
+        let day = std::time::Duration::from_secs(24 * 3600);
+        // 300 versions, one a minute apart; the oldest ten also 8 days old.
+        let name = |i: usize| format!("{i:032x}");
+        for i in 0..300 {
+            for ext in ["data", "ckpt"] {
+                let f = File::create(partials.join(format!("{}.{ext}", name(i)))).unwrap();
+                let age =
+                    if i < 10 { 8 * day } else { std::time::Duration::from_secs(60 * (300 - i as u64)) };
+                f.set_modified(now - age).unwrap();
+            }
+        }
+        // Version 0, the oldest, is held by a writer of another process.
+        let held = File::open(partials.join(format!("{}.data", name(0)))).unwrap();
+        rustix::fs::flock(&held, FlockOperation::LockExclusive).unwrap();
+        store.expire();
+        let left: HashSet<String> = std::fs::read_dir(&partials)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy()[..32].to_owned())
+            .collect();
+        assert!(left.contains(&name(0)), "a held partial is never removed");
+        assert!((1..10).all(|i| !left.contains(&name(i))), "8 days old: gone");
+        assert_eq!(left.len(), MAX_PARTIALS, "at most MAX_PARTIALS kept (the held one counts)");
+        // The oldest beyond the held one and the expired went: 0 held, 1..=44 removed.
+        assert!(left.contains(&name(299)) && left.contains(&name(45)) && !left.contains(&name(44)));
     }
 }
