@@ -84,10 +84,12 @@ pub fn tcp_link(stream: TcpStream, peer: String) -> Link<TcpStream> {
     Link::new(stream, peer, loopback)
 }
 
-enum Wake {
-    Wrote(std::io::Result<usize>),
-    Read(std::io::Result<usize>),
-    Timer,
+/// What woke the loop: a write and a read may both be ready, and both are taken each time (a
+/// loop that stopped at the first would starve reads while the socket keeps taking writes, and
+/// a sender would not hear the receiver say stop).
+struct Wake {
+    wrote: Option<std::io::Result<usize>>,
+    read: Option<std::io::Result<usize>>,
 }
 
 /// Runs `app` on `ep` over `link` until the app is done and everything queued is written.
@@ -105,6 +107,11 @@ where
 {
     let peer = link.peer.clone();
     let peer = peer.as_str();
+    // Writes that went through in a row while reading found nothing: the runtime learns that a
+    // socket became readable only when this task yields, and a socket that always takes more
+    // writes never makes it yield (a sender streamed 150 MB before it heard the receiver's
+    // early "disk full"). After a few, it yields so the reader's readiness is seen.
+    let mut writes_unread = 0u32;
     loop {
         let now = clock.now_ms();
         app.produce(ep, now)?;
@@ -141,34 +148,53 @@ where
         let (io, rbuf) = (&mut link.io, &mut link.rbuf);
         let out = &ep.conn().pending_transmit()[..allowed];
         let wake = poll_fn(|cx| {
+            let mut wake = Wake { wrote: None, read: None };
             if !out.is_empty()
                 && let Poll::Ready(r) = Pin::new(&mut *io).poll_write(cx, out)
             {
-                return Poll::Ready(Wake::Wrote(r));
+                wake.wrote = Some(r);
             }
             if want_read {
                 let mut rb = ReadBuf::new(rbuf);
                 if let Poll::Ready(r) = Pin::new(&mut *io).poll_read(cx, &mut rb) {
-                    return Poll::Ready(Wake::Read(r.map(|()| rb.filled().len())));
+                    wake.read = Some(r.map(|()| rb.filled().len()));
                 }
             }
-            timer.as_mut().poll(cx).map(|()| Wake::Timer)
+            if wake.wrote.is_some() || wake.read.is_some() {
+                return Poll::Ready(Some(wake));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
         })
         .await;
         let written = match &wake {
-            Wake::Wrote(Ok(n)) => *n,
+            Some(Wake { wrote: Some(Ok(n)), .. }) => *n,
             _ => 0,
         };
         limit.refund(allowed - written.min(allowed));
         let now = clock.now_ms();
-        match wake {
-            Wake::Timer => ep.conn().handle_timeout(now).map_err(|e| proto(peer, e))?,
-            Wake::Wrote(Ok(n)) => {
+        let Some(wake) = wake else {
+            ep.conn().handle_timeout(now).map_err(|e| proto(peer, e))?;
+            continue;
+        };
+        match wake.wrote {
+            Some(Ok(n)) => {
                 ep.conn().consume_transmit(n);
                 link.stats.written += n as u64;
             }
-            Wake::Wrote(Err(e)) => return Err(net(peer, "write to", e)),
-            Wake::Read(Ok(0)) => {
+            Some(Err(e)) => return Err(net(peer, "write to", e)),
+            None => {}
+        }
+        if wake.read.is_some() || !want_read {
+            writes_unread = 0;
+        } else {
+            writes_unread += 1;
+            if writes_unread >= 4 {
+                writes_unread = 0;
+                tokio::task::yield_now().await;
+            }
+        }
+        match wake.read {
+            Some(Ok(0)) => {
                 return if app.is_done() {
                     Ok(())
                 } else if !ep.conn().is_open() && !ep.conn().is_closed() {
@@ -178,12 +204,13 @@ where
                     Err(net(peer, "keep talking to", std::io::ErrorKind::UnexpectedEof.into()))
                 };
             }
-            Wake::Read(Ok(n)) => {
+            Some(Ok(n)) => {
                 link.stats.read += n as u64;
                 link.rlen = n;
                 link.rat = feed(ep, app, peer, now, &link.rbuf[..n])?;
             }
-            Wake::Read(Err(e)) => return Err(net(peer, "read from", e)),
+            Some(Err(e)) => return Err(net(peer, "read from", e)),
+            None => {}
         }
     }
 }

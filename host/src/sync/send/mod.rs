@@ -10,31 +10,30 @@
 //! file only if its parts add up to it.
 
 pub mod effort;
+mod job;
+mod outcome;
+
+use job::{Broken, lock};
+pub use job::{Item, Job, PART_SIZE, part_log2};
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
 use keepsync_core::budget::compress_bound;
 use keepsync_core::compress::Encoder;
-use keepsync_core::sync::{
-    CloseCode, FileMeta, Have, Kind, Layout, MAX_PART_LOG2, MIN_PART_LOG2, SendError, SenderEvent, Status,
-};
+use keepsync_core::sync::{CloseCode, FileMeta, Have, Kind, SendError, SenderEvent, Status};
 
 use self::effort::{Effort, SyncCodec};
-use super::dest::{hash_range, merge_parts, range_digest, range_hasher, status_message};
+use super::dest::{hash_range, range_digest, range_hasher};
 use super::plan::Action;
 use super::summary::{Cause, Problem, Summary};
-use super::tree::{Stat, Tree};
-use super::walk::Entry;
+use super::tree::Stat;
 use crate::codec::HostEncoder;
 use crate::error::{Error, Result};
-use crate::index::SharedIndex;
 use crate::net::app::{App, proto};
-use crate::net::clock::SharedClock;
 use crate::net::{BLOCK_LOG2, HostSender};
 
 /// Files a sender keeps in flight at first, if the receiver takes that many.
@@ -54,235 +53,6 @@ const SAME_HOST_RTT: Duration = Duration::from_millis(1);
 /// time), beside the reading, encoding and sending: a resumed entry then starts sending at
 /// once from where the receiver stopped, rather than after re-reading its durable prefix.
 const HASH_ASIDE_MIN: u64 = 8 << 20;
-
-/// Default part size: a file larger than this crosses several connections at once.
-pub const PART_SIZE: u64 = 32 << 20;
-
-/// Most parts one file is split into (larger files get larger parts).
-const MAX_PARTS_PER_FILE: u64 = 4096;
-
-/// Times the receiver may answer "busy" (another writer holds the file) before the entry is
-/// reported; the waits double from [`BUSY_WAIT`] (about 25 s in all).
-const MAX_BUSY: u8 = 8;
-
-/// The first wait after a "busy" answer.
-const BUSY_WAIT: Duration = Duration::from_millis(100);
-
-/// The part size (`log2`) for `--part-size SIZE`: the power of two nearest to it, at least
-/// 1 MiB.
-pub fn part_log2(part_size: u64) -> u8 {
-    let size = u128::from(part_size.max(1 << MIN_PART_LOG2));
-    let lo = 127 - size.leading_zeros();
-    // The nearer of the powers of two around it (up when halfway).
-    let log2 =
-        if size - (1 << lo) >= (2u128 << lo).saturating_sub(size) && size != 1 << lo { lo + 1 } else { lo };
-    (log2.min(u32::from(MAX_PART_LOG2)) as u8).max(MIN_PART_LOG2)
-}
-
-/// One entry to offer.
-#[derive(Debug, Clone)]
-pub struct Item {
-    entry: Entry,
-    layout: Layout,
-    /// An assembly's whole-file BLAKE3.
-    hash: Option<[u8; 32]>,
-    /// Tries of the whole file so far (a retry relists it).
-    tries: u8,
-    /// "Busy" answers so far.
-    busy: u8,
-    /// Not offered before this time (after a "busy" answer).
-    not_before: Duration,
-}
-
-impl Item {
-    fn new(entry: Entry, layout: Layout, tries: u8) -> Self {
-        Self { entry, layout, hash: None, tries, busy: 0, not_before: Duration::ZERO }
-    }
-
-    /// Bytes this item carries.
-    fn len(&self) -> u64 {
-        match self.layout {
-            Layout::Whole => self.entry.size(),
-            Layout::Part { log2, index } => {
-                Layout::part_range(self.entry.size(), log2, index).map_or(0, |(s, e)| e - s)
-            }
-            Layout::Assemble { .. } => 0,
-        }
-    }
-
-    fn range(&self) -> (u64, u64) {
-        match self.layout {
-            Layout::Part { log2, index } => {
-                Layout::part_range(self.entry.size(), log2, index).unwrap_or((0, 0))
-            }
-            _ => (0, self.entry.size()),
-        }
-    }
-
-    fn is_part(&self) -> bool {
-        matches!(self.layout, Layout::Part { .. })
-    }
-}
-
-/// A split file whose parts are out: what each part came to.
-struct Split {
-    parts: u64,
-    /// Each part's chaining value, once the receiver has it.
-    cvs: Vec<Option<[u8; 32]>>,
-    resolved: u64,
-    skipped: u64,
-    /// The first part that failed, and how.
-    bad: Option<(Status, Option<Broken>)>,
-}
-
-/// How the sender broke off reading an entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Broken {
-    /// It vanished.
-    Vanished,
-    /// It changed while read.
-    Changed,
-}
-
-/// Items waiting: in order, and those put off (after a "busy" answer) until their time.
-#[derive(Default)]
-struct Queue {
-    ready: VecDeque<Item>,
-    deferred: Vec<Item>,
-}
-
-impl Queue {
-    fn len(&self) -> usize {
-        self.ready.len() + self.deferred.len()
-    }
-}
-
-/// What the connections of one run send: the source tree, the queue of entries, the split
-/// files' parts, and whether the receiver can take anything more.
-pub struct Job {
-    tree: Arc<Tree>,
-    queue: Mutex<Queue>,
-    splits: Mutex<HashMap<String, Split>>,
-    /// The receiver cannot write at all any more (its disk is full, or read-only).
-    stopped: Mutex<Option<Status>>,
-    /// Split files larger than one part of this size (`log2`).
-    part_log2: Option<u8>,
-    index: Option<SharedIndex>,
-    /// Hash in line rather than on a thread (deterministic, for simulation).
-    inline: bool,
-    bar: ProgressBar,
-    clock: SharedClock,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Job {
-    /// A run sending `entries` of `tree`: files larger than a part of `2^part_log2` bytes are
-    /// split (`None`: never), and with `index` (`--checksum`) each file's BLAKE3 goes with
-    /// its offer.
-    pub fn new(
-        tree: Arc<Tree>,
-        entries: Vec<Entry>,
-        part_log2: Option<u8>,
-        index: Option<SharedIndex>,
-        bar: ProgressBar,
-        clock: SharedClock,
-    ) -> Arc<Self> {
-        let job = Arc::new(Self {
-            tree,
-            queue: Mutex::default(),
-            splits: Mutex::default(),
-            stopped: Mutex::default(),
-            part_log2,
-            index,
-            inline: false,
-            bar,
-            clock,
-        });
-        let mut total = 0;
-        let mut queue = VecDeque::with_capacity(entries.len());
-        for e in entries {
-            for item in job.items(e, 0) {
-                total += item.len();
-                queue.push_back(item);
-            }
-        }
-        job.bar.set_length(total);
-        lock(&job.queue).ready = queue;
-        job
-    }
-
-    /// The same, hashing in line (simulations).
-    pub fn inline(mut self: Arc<Self>) -> Arc<Self> {
-        if let Some(job) = Arc::get_mut(&mut self) {
-            job.inline = true;
-        }
-        self
-    }
-
-    /// The items `entry` goes as: itself, or its parts (recorded as a split file).
-    fn items(&self, entry: Entry, tries: u8) -> Vec<Item> {
-        let size = entry.size();
-        let Some(log2) = self.part_log2.filter(|_| entry.kind == Kind::File) else {
-            return vec![Item::new(entry, Layout::Whole, tries)];
-        };
-        // At most MAX_PARTS_PER_FILE parts: larger files get larger parts.
-        let min = (size.div_ceil(MAX_PARTS_PER_FILE).max(1).next_power_of_two().trailing_zeros()) as u8;
-        let log2 = log2.max(min).min(MAX_PART_LOG2);
-        if size <= 1 << log2 {
-            return vec![Item::new(entry, Layout::Whole, tries)];
-        }
-        let parts = Layout::parts(size, log2);
-        lock(&self.splits).insert(
-            entry.rel.clone(),
-            Split { parts, cvs: vec![None; parts as usize], resolved: 0, skipped: 0, bad: None },
-        );
-        (0..parts as u32).map(|index| Item::new(entry.clone(), Layout::Part { log2, index }, tries)).collect()
-    }
-
-    /// Items waiting (entries and parts).
-    pub fn len(&self) -> usize {
-        lock(&self.queue).len()
-    }
-
-    /// Parts of split files waiting.
-    pub fn parts(&self) -> usize {
-        lock(&self.queue).ready.iter().filter(|i| i.is_part()).count()
-    }
-
-    /// No entry is waiting.
-    pub fn is_empty(&self) -> bool {
-        lock(&self.queue).len() == 0
-    }
-
-    /// The first item that may go now, and not a part when `no_part` (a connection carries one
-    /// part at a time, leaving the others to other connections).
-    fn pop(&self, now: Duration, no_part: bool) -> Option<Item> {
-        let mut q = lock(&self.queue);
-        // Put-off items whose time came go first.
-        if let Some(at) = q.deferred.iter().position(|i| i.not_before <= now && !(no_part && i.is_part())) {
-            return Some(q.deferred.swap_remove(at));
-        }
-        let at = q.ready.iter().position(|i| !(no_part && i.is_part()))?;
-        q.ready.remove(at)
-    }
-
-    /// When the first put-off item may go.
-    fn next_wake(&self) -> Option<Duration> {
-        lock(&self.queue).deferred.iter().map(|i| i.not_before).min()
-    }
-
-    fn push_front(&self, item: Item) {
-        lock(&self.queue).ready.push_front(item);
-    }
-
-    /// Puts `item` off until its `not_before`.
-    fn defer(&self, item: Item) {
-        lock(&self.queue).deferred.push(item);
-    }
-}
 
 /// An entry offered on this connection.
 struct Outgoing {
@@ -703,176 +473,6 @@ impl SendApp {
         }
     }
 
-    /// The receiver is done with `o` (`None`: it already had it).
-    fn settle(&mut self, mut o: Outgoing, status: Option<Status>) {
-        let cv = o.hash;
-        let broken = o.broken;
-        if let Some(thread) = o.aside.take() {
-            let _ = thread.join();
-        }
-        match o.item.layout {
-            Layout::Part { index, .. } => self.settle_part(o.item, index, status, cv, broken),
-            _ => self.settle_entry(o.item, status, broken),
-        }
-    }
-
-    fn settle_entry(&mut self, item: Item, status: Option<Status>, broken: Option<Broken>) {
-        let e = &item.entry;
-        let Some(status) = status else {
-            if e.kind == Kind::File {
-                self.summary.files_skipped += 1;
-            }
-            return;
-        };
-        match status {
-            Status::Ok => {
-                match e.kind {
-                    Kind::File => self.summary.files_transferred += 1,
-                    Kind::Dir => self.summary.dirs_created += 1,
-                    Kind::Symlink => self.summary.symlinks += 1,
-                }
-                if self.dry_run {
-                    self.summary.planned.push(match e.kind {
-                        Kind::File => Action::CopyFile { path: e.rel.clone(), bytes: e.size() },
-                        Kind::Dir => Action::CreateDir { path: e.rel.clone() },
-                        Kind::Symlink => Action::Symlink { path: e.rel.clone(), target: e.target.clone() },
-                    });
-                }
-            }
-            Status::Busy => self.busy(item),
-            Status::HashMismatch => self.retry(item, broken),
-            other => self.fail(&item, other),
-        }
-    }
-
-    fn settle_part(
-        &mut self,
-        item: Item,
-        index: u32,
-        status: Option<Status>,
-        cv: Option<[u8; 32]>,
-        broken: Option<Broken>,
-    ) {
-        if status == Some(Status::Busy) {
-            return self.busy(item);
-        }
-        let rel = item.entry.rel.clone();
-        let mut splits = lock(&self.job.splits);
-        let Some(split) = splits.get_mut(&rel) else { return };
-        match status {
-            None => split.skipped += 1,
-            Some(Status::Ok) => split.cvs[index as usize] = cv,
-            Some(other) => {
-                split.bad.get_or_insert((other, broken));
-            }
-        }
-        split.resolved += 1;
-        if split.resolved < split.parts {
-            return;
-        }
-        let split = splits.remove(&rel).expect("looked up above");
-        drop(splits);
-        let Layout::Part { log2, .. } = item.layout else { return };
-        if split.skipped == split.parts {
-            self.summary.files_skipped += 1;
-            return;
-        }
-        match split.bad {
-            Some((Status::HashMismatch, broken)) => return self.retry(item, broken),
-            Some((status, _)) => return self.fail(&item, status),
-            None => {}
-        }
-        // Every part is in: the source must still be the version listed, then the assembly
-        // carries the whole file's hash.
-        let cvs: Option<Vec<[u8; 32]>> = split.cvs.into_iter().collect();
-        let same = item
-            .entry
-            .relisted(&self.job.tree)
-            .ok()
-            .flatten()
-            .is_some_and(|e| e.stat.same_version(&item.entry.stat));
-        match cvs.and_then(|cvs| merge_parts(item.entry.size(), log2, &cvs)) {
-            Some(root) if same => {
-                let mut assemble = Item::new(item.entry, Layout::Assemble { log2 }, item.tries);
-                assemble.hash = Some(root);
-                self.job.push_front(assemble);
-            }
-            // Some parts skipped and some not (the receiver's copy changed meanwhile), or the
-            // source changed between parts: once more, whole.
-            _ => self.retry(item, if same { None } else { Some(Broken::Changed) }),
-        }
-    }
-
-    /// Did not verify (the source changed while read, or the receiver's partial was damaged):
-    /// once more as the file is now; a vanished source is reported.
-    fn retry(&mut self, item: Item, broken: Option<Broken>) {
-        let rel = item.entry.rel.clone();
-        if broken == Some(Broken::Vanished) {
-            return self.summary.problem(Problem { path: rel, cause: Cause::Vanished });
-        }
-        if item.tries >= 1 {
-            let cause = match broken {
-                Some(_) => Cause::KeptChanging,
-                None => Cause::Other("did not verify at the receiver twice in a row; not synced".into()),
-            };
-            return self.summary.problem(Problem { path: rel, cause });
-        }
-        match item.entry.relisted(&self.job.tree) {
-            Ok(Some(entry)) if entry.kind == item.entry.kind => {
-                for again in self.job.items(entry, item.tries + 1).into_iter().rev() {
-                    self.job.bar.inc_length(again.len());
-                    self.job.push_front(again);
-                }
-            }
-            Ok(Some(_)) => self.summary.problem(Problem::new(
-                rel,
-                "became another kind of entry while it was sent; run the sync again",
-            )),
-            Ok(None) => self.summary.problem(Problem { path: rel, cause: Cause::Vanished }),
-            Err(e) => self.summary.problem(Problem::new(rel, format!("cannot read it any more: {e}"))),
-        }
-    }
-
-    /// The receiver is writing this very file for another connection or process: later.
-    fn busy(&mut self, mut item: Item) {
-        if item.busy >= MAX_BUSY {
-            return self.fail(&item, Status::Busy);
-        }
-        item.not_before = self.job.clock.now() + BUSY_WAIT * (1 << item.busy);
-        item.busy += 1;
-        self.job.defer(item);
-    }
-
-    fn fail(&mut self, item: &Item, status: Status) {
-        self.summary.problem(Problem::new(item.entry.rel.clone(), status_message(status)));
-        if status.stops_the_tree() {
-            let mut stopped = lock(&self.job.stopped);
-            if stopped.is_none() {
-                *stopped = Some(status);
-                drop(stopped);
-                // Nothing more can land: what is still queued is not sent (and said once).
-                let left: Vec<Item> = {
-                    let mut q = lock(&self.job.queue);
-                    let mut left: Vec<Item> = q.ready.drain(..).collect();
-                    left.append(&mut q.deferred);
-                    left
-                };
-                let files = left.iter().filter(|i| i.entry.kind == Kind::File && !i.is_part()).count()
-                    + left.iter().filter(|i| matches!(i.layout, Layout::Part { index: 0, .. })).count();
-                if !left.is_empty() {
-                    self.summary.problem(Problem::new(
-                        "",
-                        format!(
-                            "{} more entries ({files} files) not sent: {}",
-                            left.len(),
-                            status_message(status)
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-
     fn on_event(&mut self, event: SenderEvent<'_>) {
         match event {
             SenderEvent::Have { id, have: Have::Skip } => {
@@ -1032,20 +632,5 @@ impl App<HostSender> for SendApp {
     fn poll_timeout(&self) -> Option<u64> {
         // An entry put off after a "busy" answer goes when its wait is over.
         self.job.next_wake().map(|t| t.as_millis() as u64 + 1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn part_sizes_are_the_nearest_power_of_two_of_at_least_a_mib() {
-        assert_eq!(part_log2(32 << 20), 25);
-        assert_eq!(part_log2(1), 20);
-        assert_eq!(part_log2(3 << 20), 22, "3 MiB: 4 MiB is as near as 2 MiB; up");
-        assert_eq!(part_log2(5 << 20), 22);
-        assert_eq!(part_log2(7 << 20), 23);
-        assert_eq!(part_log2(u64::MAX), MAX_PART_LOG2);
     }
 }
