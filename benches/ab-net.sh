@@ -3,7 +3,8 @@
 # net-compare.sh: one 256 MiB mixed file pushed into a fresh tree, 10,000 small files pushed
 # into a fresh tree, and a no-op re-push of them. Prints each run and the medians per build.
 #
-#   benches/ab-net.sh OLD_KEEPSYNC NEW_KEEPSYNC        (RUNS=5, BENCH_DATA, WORK_DIR)
+#   benches/ab-net.sh OLD_KEEPSYNC NEW_KEEPSYNC  (RUNS=5, WORKLOADS="big small noop", BENCH_DATA,
+#                                                 WORK_DIR, SMALL_TREE)
 #
 # Every run writes into a directory of its own and nothing is deleted until the end: ext4
 # skips inodes freed within the last minute, so deleting trees between timed runs slows
@@ -15,6 +16,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 OLD=$(realpath "$1")
 NEW=$(realpath "$2")
 RUNS=${RUNS:-5}
+WORKLOADS=${WORKLOADS:-big small noop}
 DATA=${BENCH_DATA:-$ROOT/bench-data}
 W=${WORK_DIR:-$DATA/ab}
 CORPUS=$DATA/mixed-256MiB-seed1
@@ -54,11 +56,14 @@ one() { # one BUILD WORKLOAD RUN
     case $what in
         big) t=$(timed "${ks[@]}" "$W/src-big" "ks://127.0.0.1:$port/big-$i") ;;
         small) t=$(timed "${ks[@]}" "$SMALL" "ks://127.0.0.1:$port/small-$i") ;;
-        noop) t=$(timed "${ks[@]}" "$SMALL" "ks://127.0.0.1:$port/small-1") ;;
+        noop)
+            # (Into the first small run's tree; made here when that workload did not run.)
+            [[ -d $W/root-$build/small-1 ]] || "${ks[@]}" "$SMALL" "ks://127.0.0.1:$port/small-1"
+            t=$(timed "${ks[@]}" "$SMALL" "ks://127.0.0.1:$port/small-1") ;;
     esac
     printf '%s\t%s\t%s\n' "$what" "$build" "$t" | tee -a "$W/ab.tsv"
 }
-for what in big small noop; do
+for what in $WORKLOADS; do
     for i in $(seq 1 "$RUNS"); do
         sync
         if (( i % 2 )); then one old "$what" "$i"; one new "$what" "$i"; else one new "$what" "$i"; one old "$what" "$i"; fi
@@ -70,6 +75,8 @@ t = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     what, build, secs = line.split(); t[(what, build)].append(float(secs))
 for what in ("big", "small", "noop"):
+    if (what, "old") not in t:
+        continue
     old, new = statistics.median(t[(what, "old")]), statistics.median(t[(what, "new")])
     print(f"{what:6} old {old:.3f} s  new {new:.3f} s  new/old {new / old:.3f}  (medians of {len(t[(what, 'old')])})")
 PY

@@ -48,12 +48,17 @@ pub struct Dest {
     pub opts: DestOptions,
     /// Renames were made since the last flush.
     renamed: bool,
+    /// The directory the last lookup resolved, kept for the next (files of one directory come
+    /// together). Only lookups use it: a lookup through a directory replaced meanwhile sees
+    /// the old one, and the placement, which resolves its directory afresh under the tree's
+    /// lock, then finds the destination changed and places nothing.
+    looked_in: std::cell::RefCell<Option<(String, OwnedFd)>>,
 }
 
 impl Dest {
     /// Writes into `base` (a path under the store's root; `""` for the root itself).
     pub fn new(store: Arc<Store>, base: &str, opts: DestOptions) -> Self {
-        Self { store, base: base.to_owned(), opts, renamed: false }
+        Self { store, base: base.to_owned(), opts, renamed: false, looked_in: Default::default() }
     }
 
     /// The store.
@@ -67,11 +72,31 @@ impl Dest {
 
     /// What stands at `rel`.
     pub fn there(&self, rel: &str) -> There {
-        match self.store.tree.lstat(&self.full(rel)) {
+        let full = self.full(rel);
+        let (dir, name) = split(&full);
+        let mut looked_in = self.looked_in.borrow_mut();
+        if looked_in.as_ref().is_none_or(|(d, _)| d != dir) {
+            *looked_in = match self.store.tree.dir(dir) {
+                Ok(fd) => Some((dir.to_owned(), fd)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return There::Nothing,
+                Err(e) => {
+                    return There::Blocked(format!(
+                        "{rel}: a directory on the way is not a real directory ({e})"
+                    ));
+                }
+            };
+        }
+        let (_, fd) = looked_in.as_ref().expect("set above");
+        match Tree::stat_in(fd, name) {
             Ok(None) => There::Nothing,
             Ok(Some(stat)) => There::Entry(stat),
-            Err(e) => There::Blocked(format!("{rel}: a directory on the way is not a real directory ({e})")),
+            Err(e) => There::Blocked(format!("{rel}: cannot look at it ({e})")),
         }
+    }
+
+    /// Forgets the directory the last lookup resolved (this end changed names under it).
+    fn forget_lookups(&self) {
+        self.looked_in.borrow_mut().take();
     }
 
     /// Opens the regular file at `rel` (the old copy a delta is made against), confined.
@@ -118,6 +143,7 @@ impl Dest {
                 let _lock = self.lock()?;
                 let (parent, name) = self.parent(&full)?;
                 remove_in(&parent, &name).map_err(|e| Fault::io(format!("{rel}: cannot remove it"), &e))?;
+                self.forget_lookups();
                 Ok(None)
             }
         }
@@ -430,6 +456,7 @@ impl Dest {
         gone.sort();
         if !dry_run && (!gone.is_empty() || !leftovers.is_empty()) {
             let _lock = self.lock()?;
+            self.forget_lookups();
             // What earlier versions of KeepSync left beside the files they wrote.
             for full in &leftovers {
                 let _ = self.store.tree.remove_all(full);
