@@ -29,6 +29,10 @@ use keepsync_core::budget::MAX_PATH_LEN;
 /// lock that orders the writers of the tree.
 pub const PARTIAL_DIR: &str = ".keepsync-partial";
 
+/// How many times [`Tree::partials`] makes the partial directory when another writer keeps
+/// removing it (empty) between making and opening it.
+const PARTIALS_RETRIES: u32 = 100;
+
 /// Our own names, never synced nor deleted as user data: the partial directory, and the
 /// hidden temporary files of earlier versions (`.NAME.keepsync-partial`, ...).
 pub fn is_ours(name: &OsStr) -> bool {
@@ -324,18 +328,36 @@ impl Tree {
     /// The partial directory, created (mode 0700) when `create` and it is missing; `None` when
     /// it does not exist.
     pub fn partials(&self, create: bool) -> io::Result<Option<OwnedFd>> {
+        self.partials_with(create, || {})
+    }
+
+    /// [`Self::partials`], running `made` after each `mkdir` (tests race it there).
+    fn partials_with(&self, create: bool, mut made: impl FnMut()) -> io::Result<Option<OwnedFd>> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rustix::fs::openat(&self.root, PARTIAL_DIR, flags, Mode::empty()) {
-            Ok(fd) => Ok(Some(fd)),
-            Err(Errno::NOENT) if create => {
-                match rustix::fs::mkdirat(&self.root, PARTIAL_DIR, Mode::from_raw_mode(0o700)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(to_io(e)),
+        // Another writer that finished may remove the (empty) directory between our `mkdir`
+        // and our `open`: make it again. Each round needs that writer to win a window of a
+        // few instructions, so the bound is never reached in practice.
+        let mut made_times = 0;
+        loop {
+            match rustix::fs::openat(&self.root, PARTIAL_DIR, flags, Mode::empty()) {
+                Ok(fd) => return Ok(Some(fd)),
+                Err(Errno::NOENT) if !create => return Ok(None),
+                Err(Errno::NOENT) if made_times == PARTIALS_RETRIES => {
+                    return Err(io::Error::other(format!(
+                        "{PARTIAL_DIR} was removed {PARTIALS_RETRIES} times as soon as it was made; \
+                         stop the program that removes it"
+                    )));
                 }
-                rustix::fs::openat(&self.root, PARTIAL_DIR, flags, Mode::empty()).map(Some).map_err(to_io)
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&self.root, PARTIAL_DIR, Mode::from_raw_mode(0o700)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(to_io(e)),
+                    }
+                    made_times += 1;
+                    made();
+                }
+                Err(e) => return Err(to_io(e)),
             }
-            Err(Errno::NOENT) => Ok(None),
-            Err(e) => Err(to_io(e)),
         }
     }
 
@@ -553,6 +575,31 @@ mod tests {
         assert!(!outside.join("made").exists());
         // And a fresh lookup refuses the link.
         assert!(t.dir("d").is_err());
+    }
+
+    #[test]
+    fn the_partial_dir_is_made_again_when_another_writer_removes_it_before_it_is_opened() {
+        let (_dir, t, _) = tree();
+        let other = Tree::open(t.path()).unwrap();
+        // Another writer finishing removes the empty directory right after each `mkdir`,
+        // 99 times: the 100th is opened.
+        let mut removed = 0;
+        let made = t
+            .partials_with(true, || {
+                if removed < PARTIALS_RETRIES - 1 {
+                    other.remove_partials_if_empty();
+                    removed += 1;
+                }
+            })
+            .unwrap();
+        assert!(made.is_some());
+        assert!(t.path().join(PARTIAL_DIR).is_dir());
+        // One more than that: a clear error, not a loop.
+        other.remove_partials_if_empty();
+        let err = t.partials_with(true, || other.remove_partials_if_empty()).unwrap_err();
+        assert!(err.to_string().contains("was removed 100 times"), "{err}");
+        // Without `create`, a missing directory is no error.
+        assert!(t.partials(false).unwrap().is_none());
     }
 
     #[test]
