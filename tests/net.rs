@@ -330,25 +330,69 @@ fn connections_beyond_max_connections_wait_for_one_to_end() {
     let dir = setup();
     let d = dir.path();
     let srv = Server::start(d, "srv", "127.0.0.1:0", &["--max-connections", "1"]);
-    // A connection that says nothing holds the only place.
-    let idle = std::net::TcpStream::connect(&srv.addr).unwrap();
-    let mut sync = Command::new(env!("CARGO_BIN_EXE_keepsync"))
-        .current_dir(d)
-        .args(["sync", "src", &srv.url("t"), "--psk-file", "psk", "--connections", "1", "-q"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Once the server says the only place is taken, the sync can only wait (a short look
-    // confirms it does: no place, no file).
+    // A throttled push holds the only place (a place is taken once a client proved the key).
+    std::fs::create_dir_all(d.join("slow")).unwrap();
+    std::fs::write(d.join("slow/big.bin"), noise(4 << 20, 5)).unwrap();
+    let slow = ["sync", "slow", &srv.url("s"), "--psk-file", "psk", "--connections", "1"];
+    let mut holder = spawn_sync(d, &[&slow[..], &["--limit-rate", "1MiB"]].concat());
+    wait_for_partial(&d.join("srv"), 1, &mut holder, partial_bytes);
+    let sync =
+        spawn_sync(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk", "--connections", "1", "-q"]);
+    // Once the server says the only place is taken, the sync can only wait.
     srv.log_with("1 connections are open; new ones wait", 1);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(sync.try_wait().unwrap().is_none(), "the sync ran beside the held connection");
-    assert!(!d.join("srv/t/f1.log").exists());
-    drop(idle);
+    let held = holder.wait_with_output().unwrap();
+    assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stderr));
     let out = sync.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/t")));
+    assert_eq!(snapshot(&d.join("slow")), snapshot(&d.join("srv/s")));
+}
+
+/// Resident memory of a process, at most ever (Linux's VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn connections_that_prove_nothing_cost_little_and_hold_no_place() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--max-connections", "1"]);
+    let pid = srv.child.id();
+    // 400 hostile connections, held open: silent ones, half hellos, huge length prefixes,
+    // random bytes; more than the server keeps in their handshake at once.
+    let mut hostile = Vec::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..400 {
+        let mut s = TcpStream::connect(&srv.addr).unwrap();
+        let sent = match i % 8 {
+            0..5 => Vec::new(),
+            5 => [&44u32.to_le_bytes()[..], b"KSYN\x03"].concat(),
+            6 => u32::MAX.to_le_bytes().to_vec(),
+            _ => (0..64 << 10)
+                .map(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng as u8
+                })
+                .collect(),
+        };
+        // A peer that already hung up refuses the rest; that is fine.
+        let _ = s.write_all(&sent);
+        hostile.push(s);
+    }
+    // A legitimate push still gets through and is exact.
+    ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk", "--connections", "1"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/t")));
+    let log = srv.log_with("still in their handshake: dropped the oldest", 1);
+    // Each cause is named as what it is.
+    srv.log_with("malformed hello", 1);
+    let peak = peak_rss(pid);
+    assert!(peak < 64 << 20, "serve peaked at {} MiB resident\n{log}", peak >> 20);
+    drop(hostile);
 }
 
 #[test]
@@ -381,7 +425,7 @@ fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
     assert!(run.stderr.contains("cannot connect"), "{}", run.stderr);
     // The server logged the failed handshake and still serves.
     ks(d, &["sync", "src", &srv.url("ok"), "--psk-file", "psk"]).ok();
-    srv.log_with("did not prove the pre-shared key", 1);
+    srv.log_with("hung up without proving the pre-shared key", 1);
 }
 
 #[test]

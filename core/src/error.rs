@@ -91,6 +91,8 @@ pub enum UsageError {
     InvalidChunkSize,
     /// Data was written after `finish()`.
     WriteAfterFinish,
+    /// The call is not allowed in the current state (names the rule).
+    NotNow(&'static str),
 }
 
 impl fmt::Display for UsageError {
@@ -101,6 +103,7 @@ impl fmt::Display for UsageError {
             }
             Self::InvalidChunkSize => f.write_str("chunk size must be a power of two from 4 KiB to 4 MiB"),
             Self::WriteAfterFinish => f.write_str("input written after finish()"),
+            Self::NotNow(rule) => write!(f, "not allowed now: {rule}"),
         }
     }
 }

@@ -9,7 +9,7 @@ use keepsync_core::sync::{
     Bytes, Connection, FileMeta, Have, Kind, Layout, Message, ProtoError, Receiver, ReceiverEvent, SendError,
     Sender, SenderEvent, Status,
 };
-use keepsync_core::wire::frame::PROTO_VERSION;
+use keepsync_core::wire::frame::{HelloRepr, PROTO_VERSION};
 
 const BLOCK_LOG2: u8 = 10;
 const BLOCK: usize = 1 << BLOCK_LOG2;
@@ -175,10 +175,14 @@ fn a_client_without_the_psk_is_refused_by_the_server() {
     let n = c.poll_transmit(&mut out);
     assert_eq!(s.handle_input(0, &out[..n]), Ok(n));
     let _ = s.poll_transmit(&mut out);
+    // A hang-up now is a client that could not check the server's proof.
+    assert_eq!(s.hung_up(), ProtoError::HungUpBeforeProof);
+    assert_eq!(pair(1, 1, 9).1.hung_up(), ProtoError::HungUpInHandshake);
     let mut forged = [0u8; 36];
     forged[..4].copy_from_slice(&32u32.to_le_bytes());
     assert_eq!(s.handle_input(0, &forged), Err(ProtoError::PeerNotAuthenticated));
     assert!(!s.is_open());
+    assert_eq!(s.hung_up(), ProtoError::PeerNotAuthenticated, "the first fault is the one told");
 }
 
 #[test]
@@ -193,11 +197,63 @@ fn version_mismatch_and_foreign_peers_are_refused() {
     hello[9] = max;
     hello[12..16].copy_from_slice(&4096u32.to_le_bytes());
     assert_eq!(s.handle_input(0, &hello), Err(ProtoError::UnsupportedVersion { min, max }));
+    // The server answers with a ServerHello that carries its own range and no proof, so a
+    // client of another version can say which versions the server speaks.
+    let mut out = [0u8; 200];
+    let n = s.poll_transmit(&mut out);
+    assert_eq!(n, 4 + 76);
+    let reply = HelloRepr::parse(&out[4..n]).unwrap();
+    assert_eq!((reply.version_min, reply.version_max), (PROTO_VERSION, PROTO_VERSION));
+    assert_eq!(HelloRepr::server_proof(&out[4..n]), Some([0; 32]));
+    // Anything else that is not a hello is named as such, by the frame it announces.
     let (_, mut s) = pair(1, 1, 3);
-    assert_eq!(
-        s.handle_input(0, b"GET / HTTP/1.1\r\n\r\n"),
-        Err(ProtoError::FrameTooLarge { len: u32::from_le_bytes(*b"GET "), max: 44 })
-    );
+    assert_eq!(s.handle_input(0, b"GET / HTTP/1.1\r\n\r\n"), Err(ProtoError::MalformedHello));
+    let (_, mut s) = pair(1, 1, 3);
+    assert_eq!(s.handle_input(0, &u32::MAX.to_le_bytes()), Err(ProtoError::MalformedHello));
+    let (_, mut s) = pair(1, 1, 3);
+    let mut bad = hello;
+    bad[8] = PROTO_VERSION;
+    bad[9] = PROTO_VERSION;
+    bad[10] = 1; // reserved
+    assert_eq!(s.handle_input(0, &bad), Err(ProtoError::MalformedHello));
+}
+
+#[test]
+fn a_server_holds_small_buffers_until_the_client_proved_the_psk() {
+    let c = Connection::client(RustCrypto, psk(1), [2; 32], 0, vec![0; BUF * 4], vec![0; BUF * 4]);
+    let mut c: Conn = c.unwrap();
+    let small = Conn::MIN_BUFFER;
+    let s = Connection::server(RustCrypto, psk(1), [3; 32], 0, vec![0; small], vec![0; small]);
+    let mut s: Conn = s.unwrap();
+    // Too early once open, and before: the promise is made before the hello, the loan after.
+    assert!(s.lend_buffers(vec![0; BUF * 4], vec![0; BUF * 4]).is_err());
+    s.promise_max_body(BUF * 4 - 4).unwrap();
+    handshake(&mut c, &mut s).unwrap();
+    assert!(s.promise_max_body(BUF).is_err(), "the hello already went out");
+    assert_eq!(c.peer_max_body(), BUF * 4 - 4, "the client was promised the full frame");
+    // A frame larger than the small buffer is refused, not written past it.
+    let big = vec![0u8; BUF * 2];
+    c.send(0, &Message::Deleted { path: std::str::from_utf8(&big[..BUF * 2 - 64]).unwrap() }).unwrap();
+    let frame = c.pending_transmit().to_vec();
+    let (_, mut s2) = {
+        let mut c2 =
+            Connection::client(RustCrypto, psk(1), [2; 32], 0, vec![0; BUF * 4], vec![0; BUF * 4]).unwrap();
+        let mut s2: Conn =
+            Connection::server(RustCrypto, psk(1), [3; 32], 0, vec![0; small], vec![0; small]).unwrap();
+        s2.promise_max_body(BUF * 4 - 4).unwrap();
+        handshake(&mut c2, &mut s2).unwrap();
+        (c2, s2)
+    };
+    assert!(matches!(s2.handle_input(0, &frame), Err(ProtoError::FrameTooLarge { .. })));
+    // Too small a loan is refused; the full one is taken and the frame then arrives.
+    assert!(s.lend_buffers(vec![0; small], vec![0; small]).is_err());
+    let (old_rx, _) = s.lend_buffers(vec![0; BUF * 4], vec![0; BUF * 4]).unwrap();
+    assert_eq!(old_rx.len(), small);
+    let mut at = 0;
+    while at < frame.len() {
+        at += s.handle_input(0, &frame[at..]).unwrap();
+    }
+    assert!(matches!(s.poll_message(0), Some(Ok(Message::Deleted { path })) if path.len() == BUF * 2 - 64));
 }
 
 #[test]
@@ -262,7 +318,10 @@ fn oversized_tampered_replayed_and_reordered_frames_are_rejected() {
 fn timers_ping_an_idle_link_and_fail_a_silent_peer() {
     let (_, mut s) = pair(4, 4, 4);
     assert_eq!(s.poll_timeout(), Some(keepsync_core::sync::HANDSHAKE_TIMEOUT_MS));
-    assert_eq!(s.handle_timeout(keepsync_core::sync::HANDSHAKE_TIMEOUT_MS), Err(ProtoError::TimedOut));
+    assert_eq!(
+        s.handle_timeout(keepsync_core::sync::HANDSHAKE_TIMEOUT_MS),
+        Err(ProtoError::HandshakeTimedOut)
+    );
     let (mut c2, mut s2) = pair(4, 4, 4);
     handshake(&mut c2, &mut s2).unwrap();
     let t = c2.poll_timeout().unwrap();

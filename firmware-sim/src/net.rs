@@ -256,7 +256,7 @@ pub(crate) fn with_reconnects<T: Transport>(
             Ok(()) => return Ok(stats),
             Err(Broken::Device(e)) => return Err(e),
             Err(Broken::Proto(ProtoError::FrameAuthFailed)) => stats.auth_failed += 1,
-            Err(Broken::Proto(ProtoError::TimedOut)) => stats.timed_out += 1,
+            Err(Broken::Proto(ProtoError::TimedOut | ProtoError::HandshakeTimedOut)) => stats.timed_out += 1,
             Err(Broken::Proto(_) | Broken::Link(_)) => stats.other += 1,
         }
         fruitless = if progressed { 0 } else { fruitless + 1 };

@@ -154,7 +154,11 @@ impl Error {
             },
             Self::BadKeyFile { .. } => exit::NO_INPUT,
             Self::OutputExists(_) | Self::OutputBusy(_) => exit::CANT_CREATE,
-            Self::Network { .. } | Self::Protocol { fault: ProtoError::TimedOut, .. } => exit::NETWORK,
+            Self::Network { .. }
+            | Self::Protocol {
+                fault: ProtoError::TimedOut | ProtoError::HandshakeTimedOut | ProtoError::HungUpInHandshake,
+                ..
+            } => exit::NETWORK,
             Self::Protocol { .. } | Self::Refused { .. } => exit::PROTOCOL,
             Self::NoPassphrase(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
             Self::Internal(_) => exit::SOFTWARE,
@@ -214,12 +218,19 @@ impl Error {
                  again to resume where it stopped"
                     .into()
             }
-            Self::Protocol { fault: ProtoError::PeerNotAuthenticated, .. } => {
-                "both sides must use the same --psk-file (made once by `keepsync keygen` and copied)".into()
-            }
-            Self::Protocol { fault: ProtoError::NotKeepSync | ProtoError::FrameTooLarge { .. }, .. } => {
-                "check the address: the peer does not look like `keepsync serve`".into()
-            }
+            Self::Protocol {
+                fault: ProtoError::HandshakeTimedOut | ProtoError::HungUpInHandshake, ..
+            } => "the server may be busy with many connections or may not be `keepsync serve`: check the \
+                 address and the server's log, then run the same command again"
+                .into(),
+            Self::Protocol {
+                fault: ProtoError::PeerNotAuthenticated | ProtoError::HungUpBeforeProof,
+                ..
+            } => "both sides must use the same --psk-file (made once by `keepsync keygen` and copied)".into(),
+            Self::Protocol {
+                fault: ProtoError::NotKeepSync | ProtoError::MalformedHello | ProtoError::FrameTooLarge { .. },
+                ..
+            } => "check the address: the peer does not look like `keepsync serve`".into(),
             Self::Protocol { fault: ProtoError::UnsupportedVersion { .. }, .. } => {
                 "run the same keepsync version on both sides".into()
             }

@@ -28,6 +28,7 @@ pub mod output;
 pub mod pack;
 pub mod pipeline;
 pub mod sample;
+pub mod say;
 #[allow(unsafe_code)]
 pub mod secret;
 pub mod sync;

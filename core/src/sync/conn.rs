@@ -176,6 +176,50 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         Self::new(provider, Role::Server, psk, random, now, rx, tx)
     }
 
+    /// A server: advertises `max_body` in its hello although `rx` is smaller for now, so a
+    /// host can hold small buffers until the client proved the PSK and lend the full ones
+    /// with [`lend_buffers`](Self::lend_buffers) only then. Until it does, a frame larger
+    /// than `rx` fails the connection ([`ProtoError::FrameTooLarge`]), never overruns it.
+    pub fn promise_max_body(&mut self, max_body: usize) -> Result<(), UsageError> {
+        if self.role != Role::Server || self.phase != Phase::ServerAwaitClientHello {
+            return Err(UsageError::NotNow("a server promises its frame limit before the client's hello"));
+        }
+        self.local_max_body = max_body.clamp(MIN_FRAME_BODY, MAX_FRAME_BODY);
+        Ok(())
+    }
+
+    /// Swaps in new buffers once the connection is open, with no frame half-received and no
+    /// message waiting; bytes queued for sending move over. Returns the old buffers.
+    pub fn lend_buffers(&mut self, mut rx: B, mut tx: B) -> Result<(B, B), UsageError> {
+        let pending = self.tx_end - self.tx_start;
+        let mid_frame = self.rx_fill > 0 && !self.rx_delivered;
+        if !self.is_open() || mid_frame {
+            return Err(UsageError::NotNow("buffers are lent once open, between frames"));
+        }
+        let required = FRAME_HEADER_LEN + self.local_max_body;
+        if rx.as_ref().len() < required || tx.as_ref().len() < pending.max(Self::MIN_BUFFER) {
+            return Err(UsageError::InsufficientSize { required });
+        }
+        tx.as_mut()[..pending].copy_from_slice(&self.tx.as_ref()[self.tx_start..self.tx_end]);
+        (self.tx_start, self.tx_end) = (0, pending);
+        (self.rx_fill, self.rx_body, self.rx_ready, self.rx_delivered) = (0, None, None, false);
+        core::mem::swap(&mut self.rx, &mut rx);
+        core::mem::swap(&mut self.tx, &mut tx);
+        Ok((rx, tx))
+    }
+
+    /// What it means that the transport ended now (for a driver that saw it end).
+    pub fn hung_up(&self) -> ProtoError {
+        if let Some(error) = self.failure {
+            return error;
+        }
+        match self.phase {
+            Phase::ServerAwaitProof => ProtoError::HungUpBeforeProof,
+            Phase::ClientAwaitServerHello | Phase::ServerAwaitClientHello => ProtoError::HungUpInHandshake,
+            Phase::Open | Phase::Closed => ProtoError::Closed,
+        }
+    }
+
     /// Which end this is.
     pub fn role(&self) -> Role {
         self.role
@@ -269,12 +313,17 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
                 Phase::ClientAwaitServerHello => (SERVER_HELLO_LEN, SERVER_HELLO_LEN),
                 Phase::ServerAwaitClientHello => (CLIENT_HELLO_LEN, CLIENT_HELLO_LEN),
                 Phase::ServerAwaitProof => (PROOF_LEN, PROOF_LEN),
-                Phase::Open | Phase::Closed => (TAG_LEN, self.local_max_body),
+                // What this end advertised, and never more than `rx` holds now (a server may
+                // advertise more than its handshake buffer: see `promise_max_body`).
+                Phase::Open | Phase::Closed => {
+                    (TAG_LEN, self.local_max_body.min(self.rx.as_ref().len() - FRAME_HEADER_LEN))
+                }
             };
             let mut header = [0u8; FRAME_HEADER_LEN];
             header.copy_from_slice(&self.rx.as_ref()[..FRAME_HEADER_LEN]);
             match FrameHeader::parse(header, min, max) {
                 Ok(h) => self.rx_body = Some(h.body_len),
+                Err(_) if self.phase != Phase::Open => return Err(self.fail(ProtoError::MalformedHello)),
                 Err(e) => return Err(self.fail(e)),
             }
         }
@@ -328,6 +377,9 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
             Phase::ServerAwaitClientHello => {
                 let hello = HelloRepr::parse(body).map_err(|e| self.fail(e))?;
                 if !(hello.version_min..=hello.version_max).contains(&PROTO_VERSION) {
+                    // The client learns this end's range from a ServerHello with no proof,
+                    // then the connection ends.
+                    self.queue_clear(&[&self.own_hello(), &[0; PROOF_LEN]]);
                     let e = ProtoError::UnsupportedVersion { min: hello.version_min, max: hello.version_max };
                     return Err(self.fail(e));
                 }
@@ -508,7 +560,8 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         }
     }
 
-    /// Runs the timers: a handshake or a peer silent for too long fails the connection with
+    /// Runs the timers: a handshake that takes too long fails the connection with
+    /// [`ProtoError::HandshakeTimedOut`], a peer silent for too long with
     /// [`ProtoError::TimedOut`]; an idle send side queues a `Ping`.
     pub fn handle_timeout(&mut self, now: Millis) -> Result<(), ProtoError> {
         if let Some(error) = self.failure {
@@ -526,7 +579,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
                 }
                 Ok(())
             }
-            _ if now >= self.started + HANDSHAKE_TIMEOUT_MS => Err(self.fail(ProtoError::TimedOut)),
+            _ if now >= self.started + HANDSHAKE_TIMEOUT_MS => Err(self.fail(ProtoError::HandshakeTimedOut)),
             _ => Ok(()),
         }
     }

@@ -45,8 +45,19 @@ pub enum ProtoError {
         /// Highest version the peer speaks.
         max: u8,
     },
-    /// The peer did not prove the pre-shared key: the two sides use different PSK files.
+    /// The peer did not prove the pre-shared key: the two sides use different PSK files (or
+    /// the proof was replayed or forged).
     PeerNotAuthenticated,
+    /// A hello or proof frame has the wrong length or a field out of range.
+    MalformedHello,
+    /// The peer hung up before the handshake finished (reported by the driver, which sees
+    /// the transport end, through [`Connection::hung_up`]).
+    HungUpInHandshake,
+    /// A client hung up after the server's hello instead of proving the key: what a client
+    /// with a different PSK file does once the server's proof failed.
+    HungUpBeforeProof,
+    /// The handshake did not finish within [`HANDSHAKE_TIMEOUT_MS`].
+    HandshakeTimedOut,
     /// A frame announced more bytes than this end accepts.
     FrameTooLarge {
         /// Announced body length.
@@ -83,8 +94,16 @@ impl core::fmt::Display for ProtoError {
                 )
             }
             Self::PeerNotAuthenticated => f.write_str(
-                "the peer did not prove the pre-shared key: the two sides use different PSK files",
+                "the peer did not prove the pre-shared key (a different PSK file, or a replayed or forged proof)",
             ),
+            Self::MalformedHello => f.write_str("the peer sent a malformed hello or proof"),
+            Self::HungUpInHandshake => f.write_str("the peer hung up during the handshake"),
+            Self::HungUpBeforeProof => f.write_str(
+                "the peer hung up without proving the pre-shared key (a client with a different PSK file does this)",
+            ),
+            Self::HandshakeTimedOut => {
+                write!(f, "the handshake did not finish within {} s", HANDSHAKE_TIMEOUT_MS / 1000)
+            }
             Self::FrameTooLarge { len, max } => {
                 write!(f, "the peer sent a {len}-byte frame; at most {max} bytes are accepted")
             }

@@ -98,20 +98,20 @@ impl HelloRepr {
     /// Parses the first [`CLIENT_HELLO_LEN`] bytes of a hello body.
     pub fn parse(body: &[u8]) -> Result<Self, ProtoError> {
         if body.len() < CLIENT_HELLO_LEN {
-            return Err(ProtoError::FrameTooShort { len: body.len() as u32 });
+            return Err(ProtoError::MalformedHello);
         }
         if body[field::MAGIC] != PROTO_MAGIC {
             return Err(ProtoError::NotKeepSync);
         }
         if body[field::RESERVED] != [0, 0] {
-            return Err(ProtoError::Malformed);
+            return Err(ProtoError::MalformedHello);
         }
         let mut max = [0u8; 4];
         max.copy_from_slice(&body[field::MAX_BODY]);
         let max_body = u32::from_le_bytes(max);
         let (version_min, version_max) = (body[field::VERSION_MIN], body[field::VERSION_MAX]);
         if version_min > version_max || (max_body as usize) < MIN_FRAME_BODY {
-            return Err(ProtoError::Malformed);
+            return Err(ProtoError::MalformedHello);
         }
         let mut random = [0u8; RANDOM_LEN];
         random.copy_from_slice(&body[field::RANDOM]);
@@ -154,13 +154,13 @@ mod tests {
         assert_eq!(HelloRepr::parse(&bad), Err(ProtoError::NotKeepSync));
         let mut bad = body;
         bad[6] = 1;
-        assert_eq!(HelloRepr::parse(&bad), Err(ProtoError::Malformed));
+        assert_eq!(HelloRepr::parse(&bad), Err(ProtoError::MalformedHello));
         let mut bad = body;
         bad[4] = 3;
-        assert_eq!(HelloRepr::parse(&bad), Err(ProtoError::Malformed));
+        assert_eq!(HelloRepr::parse(&bad), Err(ProtoError::MalformedHello));
         let mut bad = body;
         bad[8..12].copy_from_slice(&16u32.to_le_bytes());
-        assert_eq!(HelloRepr::parse(&bad), Err(ProtoError::Malformed));
+        assert_eq!(HelloRepr::parse(&bad), Err(ProtoError::MalformedHello));
         assert!(HelloRepr::parse(&body[..43]).is_err());
     }
 

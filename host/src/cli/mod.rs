@@ -181,14 +181,14 @@ impl ReportArgs {
         let quiet = self.quiet;
         move |msg: &str| {
             if !quiet {
-                eprintln!("keepsync: {msg}");
+                crate::say::say(msg);
             }
         }
     }
 
     fn print_summary(&self, line: impl FnOnce() -> String) {
         if self.verbose && !self.quiet {
-            eprintln!("keepsync: {}", line());
+            crate::say::say(&line());
         }
     }
 
@@ -242,10 +242,10 @@ pub fn main() -> ExitCode {
 fn report(e: &Error, input: Option<&str>) {
     let msg = e.to_string();
     match input {
-        Some(input) if !msg.contains(input) => eprintln!("keepsync: error: {input}: {msg}"),
-        _ => eprintln!("keepsync: error: {msg}"),
+        Some(input) if !msg.contains(input) => crate::say::say(&format!("error: {input}: {msg}")),
+        _ => crate::say::say(&format!("error: {msg}")),
     }
     if let Some(hint) = e.hint() {
-        eprintln!("keepsync: hint: {hint}");
+        crate::say::say(&format!("hint: {hint}"));
     }
 }

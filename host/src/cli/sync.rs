@@ -133,7 +133,7 @@ fn report(args: &SyncArgs, summary: Summary) -> Result<ExitCode> {
         }
     }
     for problem in &summary.problems {
-        eprintln!("keepsync: warning: {problem}");
+        crate::say::say(&format!("warning: {problem}"));
     }
     args.out.print_summary(|| {
         let verb = if summary.dry_run { "would copy" } else { "copied" };

@@ -120,7 +120,11 @@ fn retryable(e: &Error) -> bool {
         e,
         Error::Network { .. }
             | Error::Protocol {
-                fault: ProtoError::TimedOut | ProtoError::FrameAuthFailed | ProtoError::Closed,
+                fault: ProtoError::TimedOut
+                    | ProtoError::HandshakeTimedOut
+                    | ProtoError::HungUpInHandshake
+                    | ProtoError::FrameAuthFailed
+                    | ProtoError::Closed,
                 ..
             }
     )
@@ -163,7 +167,7 @@ impl Reconnect {
             Err((e, false)) if retryable(&e) && self.failures + 1 < MAX_ATTEMPTS => {
                 self.failures += 1;
                 *reconnects += 1;
-                bar.suspend(|| eprintln!("keepsync: {e}; reconnecting"));
+                bar.suspend(|| crate::say::say(&format!("{e}; reconnecting")));
                 tokio::time::sleep(backoff(self.failures)).await;
                 Ok(false)
             }

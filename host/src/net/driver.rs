@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use keepsync_core::sync::ProtoError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -33,6 +32,12 @@ fn net(peer: &str, action: &'static str, source: std::io::Error) -> Error {
     Error::Network { peer: peer.to_owned(), action, source }
 }
 
+/// Bytes a link reads at once before the peer proved the key.
+const READ_START: usize = 4 << 10;
+
+/// Bytes a link reads at once after.
+const READ_FULL: usize = 256 << 10;
+
 /// A byte stream to the peer and the input read from it but not yet consumed (which carries
 /// over from one phase of a connection to the next, e.g. from `Open` to the file transfer).
 pub struct Link<S> {
@@ -47,11 +52,28 @@ pub struct Link<S> {
     pub stats: LinkStats,
 }
 
+impl<S> Link<S> {
+    /// The same link over another stream made from this one (e.g. the socket moved to
+    /// another runtime), with the input not yet consumed.
+    pub fn map_io<T>(self, f: impl FnOnce(S) -> std::io::Result<T>) -> std::io::Result<Link<T>> {
+        let Self { io, peer, loopback, rbuf, rlen, rat, stats } = self;
+        Ok(Link { io: f(io)?, peer, loopback, rbuf, rlen, rat, stats })
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// Wraps a connected stream to `peer`; `loopback`: the peer is reached over a loopback
     /// address.
     pub fn new(io: S, peer: String, loopback: bool) -> Self {
-        Self { io, peer, loopback, rbuf: vec![0u8; 256 << 10], rlen: 0, rat: 0, stats: LinkStats::default() }
+        Self { io, peer, loopback, rbuf: vec![0u8; READ_START], rlen: 0, rat: 0, stats: LinkStats::default() }
+    }
+
+    /// Reads in large pieces from now on (once the peer proved the key: before, a connection
+    /// holds only a few KiB).
+    pub fn grow(&mut self) {
+        if self.rbuf.len() < READ_FULL {
+            self.rbuf.resize(READ_FULL, 0);
+        }
     }
 
     /// The peer is reached over a loopback address (this host, or a tunnel's near end).
@@ -198,8 +220,7 @@ where
                 return if app.is_done() {
                     Ok(())
                 } else if !ep.conn().is_open() && !ep.conn().is_closed() {
-                    // Hanging up mid-handshake is what a peer does when our proof fails.
-                    Err(proto(peer, ProtoError::PeerNotAuthenticated))
+                    Err(proto(peer, ep.conn().hung_up()))
                 } else {
                     Err(net(peer, "keep talking to", std::io::ErrorKind::UnexpectedEof.into()))
                 };

@@ -21,11 +21,14 @@ use tokio::sync::Semaphore;
 use super::clock::{SharedClock, monotonic};
 use super::driver::{Link, drive, tcp_link};
 use super::open::{AwaitOpen, OpenRequest};
+use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_PATH_LEN};
+
 use super::{
     Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, TX_BUFFER, files_in_flight, fresh_random,
 };
 use crate::error::{Error, Result};
 use crate::index::HashIndex;
+use crate::say::say;
 use crate::sync::dest::{Dest, DestOptions, Store};
 use crate::sync::recv::RecvApp;
 use crate::sync::send::effort::SyncCodec;
@@ -79,6 +82,32 @@ pub enum Session {
     /// A pull: this end sends.
     Send(Box<SendApp>),
 }
+
+/// An accepted connection: its endpoint (with the full buffers) and what runs on it.
+pub enum Running {
+    /// A push: this end receives.
+    Recv(HostReceiver, Box<RecvApp>),
+    /// A pull: this end sends.
+    Send(HostSender, Box<SendApp>),
+}
+
+/// A refused `Open`: the connection with the refusal queued, and why.
+pub struct Refusal {
+    /// The connection; write out what it has queued, then hang up.
+    pub conn: Box<Conn>,
+    /// Why, for the log.
+    pub why: String,
+}
+
+/// Bytes each of a connection's two buffers holds until the client proved the PSK: enough
+/// for the handshake and an `Open` with the longest path. The full buffers (about 5 MiB)
+/// are lent only after the proof, so a connection that proves nothing costs a few KiB.
+pub const HANDSHAKE_BUFFER: usize = FRAME_HEADER_LEN + MAX_PATH_LEN + 512;
+
+/// Connections still in their handshake (or waiting for `Open`) held at once; beyond it
+/// the oldest is dropped. Each costs about 30 KiB and no thread, and may take at most
+/// the core's handshake timeout (10 s) to prove the PSK.
+pub const MAX_HANDSHAKES: usize = 256;
 
 impl Served {
     /// Serves the tree at `root` (which must be a directory).
@@ -197,7 +226,7 @@ impl Served {
             let entries =
                 walk(&subtree, &mut problems).map_err(|e| format!("{}: cannot read it ({e})", req.path))?;
             for p in problems.iter().filter(|_| self.log) {
-                eprintln!("keepsync: pull of {:?}: {p}", req.path);
+                say(&format!("pull of {:?}: {p}", req.path));
             }
             // Only a session has other connections to share parts with.
             let split = (req.session != [0; 16] && req.part_size > 0 && !req.dry_run)
@@ -222,17 +251,55 @@ impl Served {
         Ok(job)
     }
 
-    /// A new server-side connection.
+    /// A new server-side connection, with the small buffers of the handshake (see
+    /// [`HANDSHAKE_BUFFER`]); [`Served::open`] lends it the full ones.
     pub fn connection(&self) -> Result<Conn> {
-        Conn::server(
+        let internal = |e: keepsync_core::UsageError| Error::Internal(e.to_string());
+        let mut conn = Conn::server(
             RustCrypto,
             self.psk.clone(),
             fresh_random()?,
             self.clock.now_ms(),
-            vec![0; RX_BUFFER],
-            vec![0; TX_BUFFER],
+            vec![0; HANDSHAKE_BUFFER],
+            vec![0; HANDSHAKE_BUFFER],
         )
-        .map_err(|e| Error::Internal(e.to_string()))
+        .map_err(internal)?;
+        conn.promise_max_body(RX_BUFFER - FRAME_HEADER_LEN).map_err(internal)?;
+        Ok(conn)
+    }
+
+    /// Answers the client's `req` on `conn` (from `peer`, on `loopback`): `Opened`, the full
+    /// buffers and what runs next; or the refusal queued on `conn` and why.
+    pub fn open(
+        &self,
+        mut conn: Conn,
+        req: &OpenRequest,
+        peer: &str,
+        loopback: bool,
+    ) -> std::result::Result<Running, Refusal> {
+        let refuse = |conn, why| Refusal { conn: Box::new(conn), why };
+        let now = self.clock.now_ms();
+        let session = match self.accept(req, peer, loopback) {
+            Ok(session) => session,
+            Err(why) => {
+                open::refuse(&mut conn, now);
+                return Err(refuse(conn, why));
+            }
+        };
+        if let Err(e) = conn.lend_buffers(vec![0; RX_BUFFER], vec![0; TX_BUFFER]) {
+            return Err(refuse(conn, format!("internal error: {e}")));
+        }
+        if let Err(e) = open::accept(&mut conn, now, files_in_flight()) {
+            return Err(refuse(conn, format!("internal error: {e}")));
+        }
+        Ok(match session {
+            Session::Recv(app) => Running::Recv(HostReceiver::with_table(conn), app),
+            Session::Send(app) => {
+                let mut ep = HostSender::with_table(conn);
+                ep.limit_in_flight(req.max_files);
+                Running::Send(ep, app)
+            }
+        })
     }
 }
 
@@ -256,60 +323,134 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
     super::raise_open_file_limit();
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| opts.listen.clone());
     if log {
-        eprintln!("keepsync: serving {} on {addr}", root.display());
+        say(&format!("serving {} on {addr}", root.display()));
     }
     let served = Served::new(&root, opts.psk, opts.limit, opts.checkpoint_every, monotonic())?;
-    // Each connection runs on a thread of its own, at most `max_connections` at once: beyond
-    // that, new ones wait in the listen backlog until one ends.
+    // A connection costs a task and a few KiB until its client proved the PSK and named a
+    // tree (at most `MAX_HANDSHAKES` of them, the oldest dropped beyond); only then does it
+    // take one of `max_connections` places, a thread of its own and its full buffers.
     let max_connections = opts.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let greeting = Arc::new(Greeting::default());
     loop {
-        let slot = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                if log {
-                    eprintln!(
-                        "keepsync: {max_connections} connections are open; new ones wait for one to end \
-                         (see --max-connections)"
-                    );
-                }
-                Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed")
-            }
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                eprintln!("keepsync: accept failed: {e}");
+                say(&format!("accept failed: {e}"));
                 continue;
             }
         };
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("keepsync: {peer}: cannot take the connection over: {e}");
-                continue;
-            }
-        };
-        let served = Arc::clone(&served);
-        let started = super::connection_thread(async move {
-            let _slot = slot;
-            let stream = match tokio::net::TcpStream::from_std(stream) {
-                Ok(s) => s,
+        let (served, slots, greeting2) = (Arc::clone(&served), Arc::clone(&slots), Arc::clone(&greeting));
+        let id = greeting.next_id();
+        let task = tokio::spawn(async move {
+            let mut link = tcp_link(stream, peer.to_string());
+            let greeted = greet(&mut link, &served).await;
+            greeting2.done(id);
+            let (conn, req) = match greeted {
+                Ok(x) => x,
                 Err(e) => {
-                    eprintln!("keepsync: {peer}: cannot take the connection over: {e}");
-                    return Ok(());
+                    if log {
+                        say(&about(&peer.to_string(), &e));
+                    }
+                    return;
                 }
             };
-            let mut link = tcp_link(stream, peer.to_string());
-            match session(&mut link, &served).await {
-                Ok(what) if log => eprintln!("keepsync: {peer}: {what}"),
-                Ok(_) => {}
-                Err(e) => eprintln!("keepsync: {peer}: {e}"),
+            let slot = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    if log {
+                        say(&format!(
+                            "{max_connections} connections are open; new ones wait for one to end \
+                             (see --max-connections)"
+                        ));
+                    }
+                    Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed")
+                }
+            };
+            // The socket moves to the connection's own thread and runtime.
+            let link = match link.map_io(|io| io.into_std()) {
+                Ok(link) => link,
+                Err(e) => return say(&format!("{peer}: cannot take the connection over: {e}")),
+            };
+            let started = super::connection_thread(async move {
+                let _slot = slot;
+                let mut link = link.map_io(tokio::net::TcpStream::from_std).map_err(|e| Error::Network {
+                    peer: peer.to_string(),
+                    action: "take over the connection to",
+                    source: e,
+                })?;
+                match run(&mut link, conn, &req, &served).await {
+                    Ok(what) if log => say(&format!("{peer}: {what}")),
+                    Ok(_) => {}
+                    Err(e) => say(&about(&peer.to_string(), &e)),
+                }
+                Ok(())
+            });
+            if let Err(e) = started {
+                say(&format!("{peer}: {e}"));
             }
-            Ok(())
         });
-        if let Err(e) = started {
-            eprintln!("keepsync: {peer}: {e}");
+        if let Some(dropped) = greeting.admit(id, task.abort_handle())
+            && log
+        {
+            say(&format!(
+                "{MAX_HANDSHAKES} connections are still in their handshake: dropped the oldest ({dropped})"
+            ));
+        }
+    }
+}
+
+/// A log line about `peer` saying `e` (which may name the peer already).
+fn about(peer: &str, e: &Error) -> String {
+    let line = e.to_string();
+    if line.starts_with(peer) { line } else { format!("{peer}: {line}") }
+}
+
+/// The connections still in their handshake, oldest first, so the oldest can be dropped.
+#[derive(Default)]
+struct Greeting {
+    next: std::sync::atomic::AtomicU64,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    tasks: std::collections::VecDeque<(u64, tokio::task::AbortHandle)>,
+    /// Tasks that finished their handshake before they were admitted.
+    early: std::collections::HashSet<u64>,
+}
+
+impl Greeting {
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Holds `task` as pending; beyond [`MAX_HANDSHAKES`], aborts the oldest and says how
+    /// many were dropped.
+    fn admit(&self, id: u64, task: tokio::task::AbortHandle) -> Option<usize> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.early.remove(&id) {
+            return None;
+        }
+        pending.tasks.push_back((id, task));
+        let mut dropped = 0;
+        while pending.tasks.len() > MAX_HANDSHAKES {
+            if let Some((_, oldest)) = pending.tasks.pop_front() {
+                oldest.abort();
+                dropped += 1;
+            }
+        }
+        (dropped > 0).then_some(dropped)
+    }
+
+    /// The connection `id` finished its handshake (or failed it).
+    fn done(&self, id: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let before = pending.tasks.len();
+        pending.tasks.retain(|(i, _)| *i != id);
+        if pending.tasks.len() == before {
+            // Finished before the accept loop admitted it.
+            pending.early.insert(id);
         }
     }
 }
@@ -344,7 +485,7 @@ pub fn spawn_loopback(root: PathBuf, psk: SecretKey) -> Result<std::net::SocketA
             serve_on(listener, opts, false).await
         });
         if let Err(e) = served {
-            eprintln!("keepsync: loopback server: {e}");
+            say(&format!("loopback server: {e}"));
         }
     });
     Ok(addr)
@@ -355,31 +496,56 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut Link<S>,
     served: &Served,
 ) -> Result<String> {
+    let (conn, req) = greet(link, served).await?;
+    run(link, conn, &req, served).await
+}
+
+/// The handshake and the client's `Open`, with the small buffers of the handshake.
+pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut Link<S>,
+    served: &Served,
+) -> Result<(Conn, OpenRequest)> {
     let clock = served.clock.as_ref();
     let mut conn = served.connection()?;
     let mut open = AwaitOpen::default();
-    drive(link, &mut conn, &mut open, &served.limit, clock).await?;
+    let greeted = drive(link, &mut conn, &mut open, &served.limit, clock).await;
+    if greeted.is_err() {
+        // A client of another version learns this end's from the hello queued for it.
+        link.flush(&mut conn).await;
+    }
+    greeted?;
     let req = open.request.expect("drive returns once Open arrived");
-    let app = match served.accept(&req, &link.peer, link.peer_is_loopback()) {
-        Ok(app) => app,
-        Err(why) => {
-            open::refuse(&mut conn, clock.now_ms());
-            link.flush(&mut conn).await;
+    Ok((conn, req))
+}
+
+/// Answers `req` on the greeted `conn` and runs the push or pull to its end.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut Link<S>,
+    conn: Conn,
+    req: &OpenRequest,
+    served: &Served,
+) -> Result<String> {
+    let clock = served.clock.as_ref();
+    let running = match served.open(conn, req, &link.peer, link.peer_is_loopback()) {
+        Ok(running) => running,
+        Err(Refusal { mut conn, why }) => {
+            link.flush(conn.as_mut()).await;
             return Err(Error::Refused { peer: link.peer.clone(), reason: why });
         }
     };
-    open::accept(&mut conn, clock.now_ms(), files_in_flight()).map_err(|e| Error::Internal(e.to_string()))?;
-    match app {
-        Session::Recv(mut app) => {
-            let mut ep = HostReceiver::with_table(conn);
+    link.grow();
+    let dry = if req.dry_run { "dry run of a " } else { "" };
+    match running {
+        Running::Recv(mut ep, mut app) => {
             let result = drive(link, &mut ep, app.as_mut(), &served.limit, clock).await;
             if result.is_err() {
                 app.save_in_flight();
             }
             let s = &app.summary;
+            let verb = if req.dry_run { "would receive" } else { "received" };
             result.map(|()| {
                 format!(
-                    "push into {:?} done: {} files received ({} resumed, {} parts of split files), {} up to date, {} deleted, {} problems",
+                    "{dry}push into {:?} done: {} files {verb} ({} resumed, {} parts of split files), {} up to date, {} deleted, {} problems",
                     req.path,
                     s.files_transferred,
                     s.files_resumed,
@@ -390,17 +556,16 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 )
             })
         }
-        Session::Send(mut app) => {
-            let mut ep = HostSender::with_table(conn);
-            ep.limit_in_flight(req.max_files);
+        Running::Send(mut ep, mut app) => {
             let result = drive(link, &mut ep, app.as_mut(), &served.limit, clock).await;
             if result.is_err() {
                 app.requeue_unfinished();
             }
             let s = &app.summary;
+            let verb = if req.dry_run { "would send" } else { "sent" };
             result.map(|()| {
                 format!(
-                    "pull of {:?} done: {} files sent, {} up to date, {} problems",
+                    "{dry}pull of {:?} done: {} files {verb}, {} up to date, {} problems",
                     req.path,
                     s.files_transferred,
                     s.files_skipped,

@@ -136,7 +136,7 @@ impl<D: Destination> RecvApp<D> {
 
     fn problem(&mut self, p: Problem) {
         if let Some(peer) = &self.log_as {
-            eprintln!("keepsync: {peer}: {p}");
+            crate::say::say(&format!("{peer}: {p}"));
         }
         self.summary.problem(p);
     }

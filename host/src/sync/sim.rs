@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::open;
 
 use super::recv::RecvApp;
 use super::send::SendApp;
@@ -22,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::net::app::{App, Endpoint, feed};
 use crate::net::clock::SharedClock;
 use crate::net::open::{AwaitOpen, OpenClient, OpenRequest};
-use crate::net::server::{Served, Session};
-use crate::net::{Conn, HostReceiver, HostSender, RX_BUFFER, TX_BUFFER, files_in_flight};
+use crate::net::server::{Running, Served};
+use crate::net::{Conn, HostReceiver, HostSender, RX_BUFFER, TX_BUFFER};
 
 /// What the client runs once the tree is open.
 pub enum ClientApp {
@@ -44,7 +43,7 @@ enum Server {
     Opening { conn: Conn, open: AwaitOpen },
     Recv { ep: HostReceiver, app: Box<RecvApp> },
     Send { ep: HostSender, app: Box<SendApp> },
-    Refused { conn: Conn },
+    Refused { conn: Box<Conn> },
     Gone,
 }
 
@@ -197,27 +196,14 @@ impl Pair {
             }
             Server::Gone => return Ok(()),
         }
-        let Server::Opening { mut conn, open } = std::mem::replace(&mut self.server, Server::Gone) else {
+        let Server::Opening { conn, open } = std::mem::replace(&mut self.server, Server::Gone) else {
             unreachable!("matched above")
         };
         let req = open.request.expect("checked above");
-        self.server = match self.served.accept(&req, "sim", false) {
-            Ok(session) => {
-                open::accept(&mut conn, now, files_in_flight())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                match session {
-                    Session::Recv(app) => Server::Recv { ep: HostReceiver::with_table(conn), app },
-                    Session::Send(app) => {
-                        let mut ep = HostSender::with_table(conn);
-                        ep.limit_in_flight(req.max_files);
-                        Server::Send { ep, app }
-                    }
-                }
-            }
-            Err(_) => {
-                open::refuse(&mut conn, now);
-                Server::Refused { conn }
-            }
+        self.server = match self.served.open(conn, &req, "sim", false) {
+            Ok(Running::Recv(ep, app)) => Server::Recv { ep, app },
+            Ok(Running::Send(ep, app)) => Server::Send { ep, app },
+            Err(refused) => Server::Refused { conn: refused.conn },
         };
         Ok(())
     }
