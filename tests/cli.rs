@@ -171,6 +171,53 @@ fn existing_output_is_kept_without_force() {
 }
 
 #[test]
+fn force_replaces_only_regular_files_and_devices_and_fifos_are_written_into() {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let dir = dir_with_key();
+    let d = dir.path();
+    // Small enough for a pipe's buffer: the test reads only after keepsync ended.
+    let data = mixed(20_000, 4);
+    std::fs::write(d.join("in"), &data).unwrap();
+    ks(d, &["pack", "in", "-o", "c.ks", "-k", "key"]).ok();
+    // A FIFO (as /dev/null is a device): written into as a stream, with or without --force,
+    // never replaced by a regular file.
+    let fifo = d.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let drain = |run: &dyn Fn()| -> Vec<u8> {
+        // Open for reading first (never blocks with O_NONBLOCK), so keepsync's open for
+        // writing finds a reader; what it wrote waits in the pipe.
+        let mut end =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        run();
+        let mut got = Vec::new();
+        let _ = end.read_to_end(&mut got);
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+        got
+    };
+    for force in [&[][..], &["--force"][..]] {
+        let got = drain(&|| {
+            ks(d, &[&["unpack", "c.ks", "-o", "fifo", "-k", "key"][..], force].concat()).ok();
+        });
+        assert_eq!(got, data);
+        let packed = drain(&|| {
+            ks(d, &[&["pack", "in", "-o", "fifo", "-k", "key"][..], force].concat()).ok();
+        });
+        std::fs::write(d.join("via-fifo.ks"), &packed).unwrap();
+        ks(d, &["unpack", "via-fifo.ks", "-o", "back", "-k", "key", "--force"]).ok();
+        assert_eq!(std::fs::read(d.join("back")).unwrap(), data);
+    }
+    assert!(!listing(d).iter().any(|n| n.contains("fifo.") && n != "via-fifo.ks"), "{:?}", listing(d));
+    // A symlink is not replaced, even with --force (a directory is where outputs go).
+    std::os::unix::fs::symlink("in", d.join("link")).unwrap();
+    let r = ks(d, &["unpack", "c.ks", "-o", "link", "-k", "key", "--force"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("a symbolic link") && r.stderr.contains("only regular files"), "{}", r.stderr);
+    assert!(std::fs::symlink_metadata(d.join("link")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(d.join("in")).unwrap(), data);
+}
+
+#[test]
 fn help_teaches_and_version_prints() {
     let dir = tempfile::tempdir().unwrap();
     let help = ks(dir.path(), &["--help"]);

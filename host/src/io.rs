@@ -1,7 +1,7 @@
 //! Where bytes come from and go to, as named on the command line (`-` is stdin/stdout).
 
 use std::fs::File;
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -15,18 +15,22 @@ pub enum Source {
     File(PathBuf),
 }
 
-/// An output: a file (written atomically) or standard output.
+/// An output: a file (written atomically) or a stream (standard output, or an existing
+/// device or FIFO such as `/dev/null`, written into as it is, as `zstd -o` does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
     /// Standard output.
     Stdout,
-    /// A file, replaced only with `force`.
+    /// A file, replaced only with `force`, and only if it is a regular file.
     File {
         /// The destination.
         path: PathBuf,
         /// Replace an existing file.
         force: bool,
     },
+    /// An existing file that is not a regular file or directory (a character or block
+    /// device, a FIFO): written into, never replaced.
+    Stream(PathBuf),
 }
 
 impl Source {
@@ -58,16 +62,40 @@ impl Source {
 }
 
 impl Sink {
-    /// `-` is standard output, anything else a path.
+    /// `-` is standard output; an existing device or FIFO (through symlinks) a stream;
+    /// anything else a file path.
     pub fn from_arg(arg: &Path, force: bool) -> Self {
-        if arg == Path::new("-") { Self::Stdout } else { Self::File { path: arg.to_path_buf(), force } }
+        if arg == Path::new("-") {
+            return Self::Stdout;
+        }
+        match std::fs::metadata(arg) {
+            Ok(m) if !m.is_file() && !m.is_dir() => Self::Stream(arg.to_path_buf()),
+            _ => Self::File { path: arg.to_path_buf(), force },
+        }
     }
 
     /// How the sink is named in messages.
     pub fn name(&self) -> String {
         match self {
             Self::Stdout => "standard output".into(),
-            Self::File { path, .. } => path.display().to_string(),
+            Self::File { path, .. } | Self::Stream(path) => path.display().to_string(),
+        }
+    }
+
+    /// Opens a stream sink (standard output, a device, a FIFO) for writing; `None` for a file
+    /// (written through [`crate::output::AtomicFile`]).
+    pub fn open_stream(&self) -> Result<Option<Box<dyn Write>>> {
+        match self {
+            Self::Stdout => Ok(Some(Box::new(io::stdout().lock()))),
+            Self::Stream(path) => {
+                // Never created, truncated or replaced: only written into.
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| Error::io("open for writing", path, e))?;
+                Ok(Some(Box::new(file)))
+            }
+            Self::File { .. } => Ok(None),
         }
     }
 }

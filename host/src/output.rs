@@ -79,8 +79,23 @@ impl AtomicFile {
         if dest.as_os_str().is_empty() || dest.file_name().is_none() {
             return Err(Error::Usage(format!("{} is not a file name", dest.display())));
         }
-        if !force && dest.symlink_metadata().is_ok() {
-            return Err(Error::OutputExists(dest.to_path_buf()));
+        match dest.symlink_metadata() {
+            Ok(_) if !force => return Err(Error::OutputExists(dest.to_path_buf())),
+            Ok(m) if !m.is_file() => {
+                let what = if m.is_dir() {
+                    "a directory"
+                } else if m.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "not a regular file"
+                };
+                return Err(Error::Usage(format!(
+                    "{} is {what}; --force replaces only regular files (name the file to write, \
+                     or remove it first)",
+                    dest.display()
+                )));
+            }
+            _ => {}
         }
         let partial = partial_path(dest);
         let mut opts = OpenOptions::new();

@@ -123,11 +123,15 @@ trait ContainerSink {
     fn put(&mut self, bytes: &[u8]) -> Result<(), Stop>;
 }
 
-struct StdoutSink(BufWriter<std::io::StdoutLock<'static>>);
+/// Standard output, a device or a FIFO.
+struct StreamSink {
+    out: BufWriter<Box<dyn Write>>,
+    name: String,
+}
 
-impl ContainerSink for StdoutSink {
+impl ContainerSink for StreamSink {
     fn put(&mut self, bytes: &[u8]) -> Result<(), Stop> {
-        self.0.write_all(bytes).map_err(|e| Error::io("write", "standard output", e).into())
+        self.out.write_all(bytes).map_err(|e| Error::io("write", &self.name, e).into())
     }
 }
 
@@ -423,7 +427,8 @@ pub fn pack_with_session(
         let (repr, file_keys) = fresh_header(keys, opts)?;
         let (mut reader, len) = source.open()?;
         bar.set_length(len.unwrap_or(0));
-        let mut out = StdoutSink(BufWriter::with_capacity(1 << 20, std::io::stdout().lock()));
+        let stream = target.open_stream()?.expect("not a file sink");
+        let mut out = StreamSink { out: BufWriter::with_capacity(1 << 20, stream), name: target.name() };
         out.put(&file_keys.seal_header(&repr)).map_err(expect_failed)?;
         let mut progress = Progress::fresh();
         let cipher = opts.crypto.cipher(&file_keys);
@@ -439,7 +444,7 @@ pub fn pack_with_session(
             bar,
         )
         .map_err(expect_failed)?;
-        out.0.flush().map_err(|e| Error::io("write", "standard output", e))?;
+        out.out.flush().map_err(|e| Error::io("write", &out.name, e))?;
         return Ok(with_format(summary(source, target, &progress, 0, started), stats));
     };
 

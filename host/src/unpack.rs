@@ -127,16 +127,15 @@ pub fn unpack_with_session(
     bar.inc(HEADER_LEN as u64);
     let atomic = match sink {
         Sink::File { path, force } => Some(AtomicFile::open(path, *force)?),
-        Sink::Stdout => None,
+        Sink::Stdout | Sink::Stream(_) => None,
     };
-    let (out_name, mut writer): (String, Box<dyn Write + '_>) = match &atomic {
-        Some(a) => {
+    let (out_name, mut writer): (String, Box<dyn Write + '_>) = match (&atomic, sink.open_stream()?) {
+        (Some(a), _) => {
             a.truncate()?;
             (a.partial().display().to_string(), Box::new(BufWriter::with_capacity(1 << 20, a.file())))
         }
-        None => {
-            ("standard output".into(), Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())))
-        }
+        (None, Some(stream)) => (sink.name(), Box::new(BufWriter::with_capacity(1 << 20, stream))),
+        (None, None) => unreachable!("a file sink is atomic"),
     };
     let mut flusher = atomic.as_ref().map(Flusher::start).transpose()?;
     let reject = |fault| Error::Rejected { input: input.clone(), fault };
