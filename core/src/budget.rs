@@ -53,6 +53,11 @@ pub const MAX_KDF_MEMORY_KIB: u32 = 1 << 20;
 /// Largest Argon2id pass count a reader accepts from a header.
 pub const MAX_KDF_PASSES: u32 = 64;
 
+/// Largest Argon2id cost (memory in KiB times passes) a reader runs for a header: 64 MiB x 64
+/// passes, the most any KeepSync writer records. Each bound above alone would still let a
+/// hostile header ask for 1 GiB x 64 passes (minutes of work) before its MAC can be checked.
+pub const MAX_KDF_COST: u64 = 64 * 1024 * 64;
+
 /// Largest Argon2id lane count a reader accepts from a header.
 pub const MAX_KDF_LANES: u32 = 16;
 

@@ -47,6 +47,14 @@ pub enum FormatError {
     Truncated,
     /// Bytes follow the final chunk.
     TrailingData,
+    /// The header asks Argon2id for more work than a reader runs
+    /// ([`MAX_KDF_COST`](crate::budget::MAX_KDF_COST)); nothing was derived.
+    KdfTooCostly {
+        /// Memory asked for, in KiB.
+        memory_kib: u32,
+        /// Passes asked for.
+        passes: u32,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -74,6 +82,11 @@ impl fmt::Display for FormatError {
             }
             Self::Truncated => f.write_str("container is truncated: the final chunk is missing"),
             Self::TrailingData => f.write_str("unexpected bytes after the final chunk"),
+            Self::KdfTooCostly { memory_kib, passes } => write!(
+                f,
+                "the header asks Argon2id for {} MiB x {passes} passes, more than a reader runs (64 MiB x 64 passes' worth)",
+                memory_kib / 1024
+            ),
         }
     }
 }

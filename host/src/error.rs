@@ -183,6 +183,9 @@ impl Error {
                 FormatError::TruncatedHeader | FormatError::Truncated => {
                     "the file is incomplete (an interrupted copy or transfer?): copy it again".into()
                 }
+                FormatError::KdfTooCostly { .. } => "keepsync pack never writes such a header: the file was \
+                    made by another tool or tampered with (nothing was derived or written)"
+                    .into(),
                 FormatError::TrailingData => {
                     "bytes were appended to the file after it was packed: restore it from another copy".into()
                 }

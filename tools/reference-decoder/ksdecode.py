@@ -56,6 +56,7 @@ FLAG_FINAL = 0x01
 KDF_LANES_MIN, KDF_LANES_MAX = 1, 16
 KDF_MEMORY_MAX_KIB = 1048576
 KDF_PASSES_MIN, KDF_PASSES_MAX = 1, 64
+KDF_COST_MAX = 65536 * 64  # kdf_memory_kib * kdf_passes
 
 INFO_HEADER = b"keepsync v1 header"
 INFO_PAYLOAD = b"keepsync v1 payload"
@@ -270,6 +271,9 @@ def parse_header(raw):
         if not (KDF_PASSES_MIN <= h.kdf_passes <= KDF_PASSES_MAX):
             raise Rejected("bad header: kdf_passes %d outside %d..=%d"
                            % (h.kdf_passes, KDF_PASSES_MIN, KDF_PASSES_MAX))
+        if h.kdf_memory_kib * h.kdf_passes > KDF_COST_MAX:
+            raise Rejected("bad header: Argon2id cost %d KiB x %d passes above %d"
+                           % (h.kdf_memory_kib, h.kdf_passes, KDF_COST_MAX))
     h.chunk_size = 1 << h.chunk_log2
     return h
 

@@ -166,6 +166,9 @@ impl<T: AsRef<[u8]>> Header<T> {
                 if !(lanes_ok && memory_ok && passes_ok) {
                     return Err(FormatError::MalformedHeader);
                 }
+                if u64::from(memory_kib) * u64::from(passes) > budget::MAX_KDF_COST {
+                    return Err(FormatError::KdfTooCostly { memory_kib, passes });
+                }
                 KeySource::Argon2id { salt: kdf_salt, memory_kib, passes, lanes }
             }
             _ => return Err(FormatError::MalformedHeader),
@@ -279,6 +282,17 @@ mod tests {
         let argon = KeySource::Argon2id { salt: [1; 16], memory_kib: 1 << 21, passes: 1, lanes: 1 };
         sample(argon).emit_unsealed(&mut buf);
         assert_eq!(Header::new_unchecked(&buf).parse(), Err(FormatError::MalformedHeader));
+        // Each bound holds, but 1 GiB x 64 passes is more work than a reader runs; 64 MiB x 64
+        // (the most a writer records) and 1 GiB x 4 are not.
+        let mut cost = |memory_kib, passes| {
+            let argon = KeySource::Argon2id { salt: [1; 16], memory_kib, passes, lanes: 1 };
+            sample(argon).emit_unsealed(&mut buf);
+            Header::new_unchecked(&buf).parse().map(drop)
+        };
+        assert_eq!(cost(1 << 20, 64), Err(FormatError::KdfTooCostly { memory_kib: 1 << 20, passes: 64 }));
+        assert_eq!(cost(1 << 20, 5), Err(FormatError::KdfTooCostly { memory_kib: 1 << 20, passes: 5 }));
+        assert_eq!(cost(64 << 10, 64), Ok(()));
+        assert_eq!(cost(1 << 20, 4), Ok(()));
     }
 
     /// Found by the `header` fuzz target: a lane count above u32::MAX / 8 overflowed the
