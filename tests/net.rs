@@ -429,6 +429,32 @@ fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
 }
 
 #[test]
+fn names_from_a_peer_cannot_forge_log_lines_and_a_busy_port_is_named() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    // The server has a file where the client pushes a directory of that name: the problem
+    // names the entry, whose name carries a newline and a fake log line.
+    let evil = "a\nkeepsync: 9.9.9.9:1: FAKE LOG LINE";
+    std::fs::create_dir_all(d.join("srv/t")).unwrap();
+    std::fs::write(d.join("srv/t").join(evil), b"a file").unwrap();
+    std::fs::create_dir_all(d.join("src").join(evil)).unwrap();
+    std::fs::write(d.join("src").join(evil).join("inside"), b"x").unwrap();
+    let run = ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk"]);
+    assert_eq!(run.code, 23, "{}", run.stderr);
+    let log = srv.log_with("push into", 1);
+    assert!(log.contains("a\\x0akeepsync: 9.9.9.9:1: FAKE"), "{log}");
+    for text in [&log, &run.stderr] {
+        assert!(!text.lines().any(|l| l.starts_with("keepsync: 9.9.9.9:1: FAKE")), "{text}");
+    }
+    // A second server on the same port is told the port is taken, not to resume.
+    let run = ks(d, &["serve", "--root", "srv", "--listen", &srv.addr, "--psk-file", "psk"]);
+    assert_eq!(run.code, 10, "{}", run.stderr);
+    assert!(run.stderr.contains("another program"), "{}", run.stderr);
+    assert!(!run.stderr.contains("resume"), "{}", run.stderr);
+}
+
+#[test]
 fn checksum_catches_content_changed_under_a_restored_mtime_and_keeps_an_index() {
     let dir = setup();
     let d = dir.path();

@@ -216,6 +216,14 @@ impl Error {
             }
             Self::Usage(_) => "see `keepsync help`".into(),
             Self::Internal(_) => "please report this as a bug, with the command that caused it".into(),
+            Self::Network { action: "listen on", source, .. } => match source.kind() {
+                io::ErrorKind::AddrInUse => "another program (maybe another `keepsync serve`) listens on that \
+                    port: stop it, or choose another with --listen HOST:PORT"
+                    .into(),
+                _ => "choose another --listen HOST:PORT (ports below 1024 need privileges; the host part \
+                      must be an address of this machine)"
+                    .into(),
+            },
             Self::Network { .. } | Self::Protocol { fault: ProtoError::TimedOut, .. } => {
                 "check that `keepsync serve` runs there and the port is reachable; run the same command \
                  again to resume where it stopped"
@@ -243,7 +251,9 @@ impl Error {
                     .into()
             }
             Self::Refused { .. } => {
-                "check the path in the ks:// URL: it must lie inside the served root".into()
+                "check the path in the ks:// URL (a directory inside the served root) and the server's log, which \
+                 names the cause"
+                    .into()
             }
             Self::Peer { .. } => {
                 "run that command by hand to see its error, or leave the tool out with --peers".into()

@@ -108,7 +108,8 @@ impl App<Conn> for OpenClient {
             Some(Err(OpenError::Refused)) => Err(Error::Refused {
                 peer: "the server".into(),
                 reason: format!(
-                    "{:?} is outside the served root, not a directory, or missing",
+                    "it would not open {:?}: outside the served root, not a directory, missing, or not \
+                     writable there (a read-only or full disk, permissions); the server's log says which",
                     self.request.path
                 ),
             }),

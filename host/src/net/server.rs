@@ -542,7 +542,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 app.save_in_flight();
             }
             let s = &app.summary;
-            let verb = if req.dry_run { "would receive" } else { "received" };
+            let verb = if req.dry_run { "to receive" } else { "received" };
             result.map(|()| {
                 format!(
                     "{dry}push into {:?} done: {} files {verb} ({} resumed, {} parts of split files), {} up to date, {} deleted, {} problems",
@@ -562,7 +562,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 app.requeue_unfinished();
             }
             let s = &app.summary;
-            let verb = if req.dry_run { "would send" } else { "sent" };
+            let verb = if req.dry_run { "to send" } else { "sent" };
             result.map(|()| {
                 format!(
                     "{dry}pull of {:?} done: {} files {verb}, {} up to date, {} problems",
