@@ -228,6 +228,25 @@ fn force_replaces_only_regular_files_and_devices_and_fifos_are_written_into() {
 }
 
 #[test]
+fn a_key_file_others_can_read_is_warned_about_and_a_server_refuses_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir_with_key();
+    let d = dir.path();
+    std::fs::write(d.join("in"), b"data").unwrap();
+    let quiet = ks(d, &["pack", "in", "-o", "a.ks", "-k", "key"]).ok().stderr.clone();
+    assert!(!quiet.contains("chmod"), "{quiet}");
+    std::fs::set_permissions(d.join("key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = ks(d, &["pack", "in", "-o", "b.ks", "-k", "key"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("warning: key is open to group or others (mode 0644)"), "{}", r.stderr);
+    assert!(r.stderr.contains("chmod 600 key"), "{}", r.stderr);
+    std::fs::create_dir(d.join("root")).unwrap();
+    let r = ks(d, &["serve", "--root", "root", "--psk-file", "key", "--listen", "127.0.0.1:0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("refusing to serve") && r.stderr.contains("chmod 600 key"), "{}", r.stderr);
+}
+
+#[test]
 fn help_teaches_and_version_prints() {
     let dir = tempfile::tempdir().unwrap();
     let help = ks(dir.path(), &["--help"]);

@@ -226,7 +226,8 @@ impl Decoder for HostDecoder {
         }
         // Exactly one (non-skippable) frame, ending at the end of the body, announcing the
         // record's plaintext length (docs/FORMAT.md, section 4).
-        let one_frame = zstd_safe::find_frame_compressed_size(input).is_ok_and(|n| n == input.len());
+        let one_frame = zstd_safe::find_frame_compressed_size(input).is_ok_and(|n| n == input.len())
+            && zstd_header_allowed(input);
         let sized =
             matches!(zstd_safe::get_frame_content_size(input), Ok(Some(n)) if n == output.len() as u64);
         if !(one_frame && sized) {
@@ -237,6 +238,34 @@ impl Decoder for HostDecoder {
             _ => Err(DecodeError::Corrupt),
         }
     }
+}
+
+/// The frame header's rules that libzstd's one-shot decoder does not enforce by itself
+/// (docs/FORMAT.md, section 4): no dictionary, and `Window_Size` at most 4 MiB. (Its
+/// `WindowLogMax` binds only streaming decoders: a one-shot decode accepted frames that
+/// declared windows from 8 MiB to 2 GiB.) A single-segment frame's window is its content
+/// size, which the caller checks against the record.
+fn zstd_header_allowed(frame: &[u8]) -> bool {
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let (Some(magic), Some(&fhd)) = (frame.get(..4), frame.get(4)) else { return false };
+    if magic != MAGIC || fhd & 0x08 != 0 {
+        return false;
+    }
+    let single_segment = fhd & 0x20 != 0;
+    let dict_len = [0, 1, 2, 4][usize::from(fhd & 0x03)];
+    let mut at = 5;
+    if !single_segment {
+        let Some(&wd) = frame.get(at) else { return false };
+        let window_log = 10 + u64::from(wd >> 3);
+        let base = 1u64 << window_log;
+        let window = base + (base / 8) * u64::from(wd & 0x07);
+        if window > 1 << ZSTD_WINDOW_LOG_MAX {
+            return false;
+        }
+        at += 1;
+    }
+    let Some(dict) = frame.get(at..at + dict_len) else { return false };
+    dict.iter().all(|&b| b == 0)
 }
 
 /// The format of an already-compressed file, from its first bytes or, failing that, its
@@ -341,6 +370,35 @@ mod tests {
         assert_eq!(dec.decode(Codec::Zstd, &trailing, &mut plain), Err(DecodeError::Corrupt));
         let skippable = [0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
         assert_eq!(dec.decode(Codec::Zstd, &skippable, &mut plain), Err(DecodeError::Corrupt));
+        // Hand-made frames of one raw block: a declared window of 4 MiB decodes, 8 MiB (and up
+        // to 2 GiB) is refused although libzstd's one-shot decoder would take it; so is a
+        // dictionary id.
+        let raw = |descriptor: u8, dict: Option<u8>| {
+            let body = &data[..1000];
+            // 2-byte content size (value - 256), no single segment, maybe a 1-byte dictionary id.
+            let fhd = 0x40 | u8::from(dict.is_some());
+            let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, fhd, descriptor];
+            f.extend(dict);
+            f.extend_from_slice(&(1000u16 - 256).to_le_bytes());
+            let block = 1u32 | (1000 << 3);
+            f.extend_from_slice(&block.to_le_bytes()[..3]);
+            f.extend_from_slice(body);
+            f
+        };
+        let mut small = vec![0u8; 1000];
+        dec.decode(Codec::Zstd, &raw(12 << 3, None), &mut small).unwrap();
+        assert_eq!(small, data[..1000]);
+        for too_big in [(12 << 3) | 1, 13 << 3, 21 << 3, 0xff] {
+            assert_eq!(dec.decode(Codec::Zstd, &raw(too_big, None), &mut small), Err(DecodeError::Corrupt));
+        }
+        // The check is ours: libzstd, even told WindowLogMax(22), decodes 8 MiB to 2 GiB.
+        for declared in [13 << 3, 21 << 3] {
+            let mut alone = zstd::bulk::Decompressor::new().unwrap();
+            alone.set_parameter(zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX)).unwrap();
+            assert_eq!(alone.decompress_to_buffer(&raw(declared, None), &mut small).ok(), Some(1000));
+        }
+        assert_eq!(dec.decode(Codec::Zstd, &raw(12 << 3, Some(7)), &mut small), Err(DecodeError::Corrupt));
+        dec.decode(Codec::Zstd, &raw(12 << 3, Some(0)), &mut small).unwrap();
         // Store and LZ4 still go to the core decoder.
         let mut lz = vec![0u8; compress_bound(data.len())];
         let (_, m) = Lz4Encoder::new().encode(&data, &mut lz).unwrap();

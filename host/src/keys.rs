@@ -74,19 +74,51 @@ pub fn generate_key_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Reads a key file.
+/// Says, when group or others may read or write `path` (a key or PSK file), what is wrong
+/// and how to mend it, as ssh does for private keys.
+pub fn exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is open to group or others (mode {mode:04o}); whoever reads it can read or forge what it \
+             protects: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+/// [`read_key_file`] for a client: a key file others can read is warned about on stderr.
+pub fn read_key_file_warning(path: &Path) -> Result<SecretKey> {
+    if let Some(why) = exposure(path) {
+        crate::say::say(&format!("warning: {why}"));
+    }
+    read_key_file(path)
+}
+
+/// Largest key file a reader accepts, in bytes.
+pub const MAX_KEY_FILE_LEN: u64 = 4096;
+
+/// Reads a key file (the grammar is in docs/FORMAT.md, section 2): UTF-8, at most 4 KiB, an
+/// optional byte-order mark, lines ended by LF (a CR before it is white space), each line
+/// trimmed of ASCII spaces and tabs; blank lines and `#` lines are skipped, and exactly one
+/// line remains: `KEEPSYNC-KEY-1`, one space, 64 hex digits.
 pub fn read_key_file(path: &Path) -> Result<SecretKey> {
-    let mut file = File::open(path).map_err(|e| Error::io("read key file", path, e))?;
+    let file = File::open(path).map_err(|e| Error::io("read key file", path, e))?;
     let mut text = Zeroizing::new(String::new());
     // A key file is tiny; refuse to read a large file that is obviously not one.
-    let n = (&mut file)
-        .take(4096)
+    let n = file
+        .take(MAX_KEY_FILE_LEN + 1)
         .read_to_string(&mut text)
         .map_err(|_| Error::BadKeyFile { path: path.into(), reason: "not a KeepSync key file (not text)" })?;
-    if n == 4096 {
-        return Err(Error::BadKeyFile { path: path.into(), reason: "not a KeepSync key file (too large)" });
+    if n as u64 > MAX_KEY_FILE_LEN {
+        return Err(Error::BadKeyFile { path: path.into(), reason: "not a KeepSync key file (over 4 KiB)" });
     }
-    let mut keys = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let blank = |c: char| matches!(c, ' ' | '\t' | '\r');
+    let mut keys =
+        body.split('\n').map(|l| l.trim_matches(blank)).filter(|l| !l.is_empty() && !l.starts_with('#'));
     let (Some(line), None) = (keys.next(), keys.next()) else {
         return Err(Error::BadKeyFile {
             path: path.into(),
@@ -96,8 +128,14 @@ pub fn read_key_file(path: &Path) -> Result<SecretKey> {
     let Some(hex_key) = line.strip_prefix(KEY_PREFIX) else {
         return Err(Error::BadKeyFile { path: path.into(), reason: "not a KeepSync key file" });
     };
+    if hex_key.len() != 2 * KEY_LEN {
+        return Err(Error::BadKeyFile {
+            path: path.into(),
+            reason: "key line is not `KEEPSYNC-KEY-1`, one space and 64 hex digits",
+        });
+    }
     let mut key = [0u8; KEY_LEN];
-    if hex::decode_to_slice(hex_key.trim(), &mut key).is_err() {
+    if hex::decode_to_slice(hex_key, &mut key).is_err() {
         key.zeroize();
         return Err(Error::BadKeyFile { path: path.into(), reason: "key line is not 64 hex digits" });
     }
@@ -315,7 +353,7 @@ impl SessionKeys {
         }
         let slot = match (&self.spec, source) {
             (KeySpec::KeyFile(path), KeySource::RawKey) => {
-                let key = read_key_file(path)?;
+                let key = read_key_file_warning(path)?;
                 let slot = self.slots.push();
                 self.slots.get_mut(slot).copy_from_slice(key.expose());
                 slot
@@ -401,10 +439,33 @@ mod tests {
             ("two", format!("{KEY_PREFIX}{}\n{KEY_PREFIX}{}\n", "00".repeat(32), "11".repeat(32))),
             ("prefix", format!("AGE-SECRET-KEY-1 {}\n", "00".repeat(32))),
             ("big", "#".repeat(5000)),
+            ("4097 bytes", format!("{KEY_PREFIX}{}\n{}", "00".repeat(32), "#".repeat(4097 - 80))),
+            ("two spaces", format!("KEEPSYNC-KEY-1  {}\n", "00".repeat(32))),
+            ("tab", format!("KEEPSYNC-KEY-1\t{}\n", "00".repeat(32))),
+            ("no-break space", format!("{KEY_PREFIX}{}\u{a0}\n", "00".repeat(32))),
+            ("bom twice", format!("\u{feff}\u{feff}{KEY_PREFIX}{}\n", "00".repeat(32))),
         ] {
             let p = dir.path().join(name);
             std::fs::write(&p, text).unwrap();
             assert!(matches!(read_key_file(&p), Err(Error::BadKeyFile { .. })), "{name}");
+        }
+        // What the grammar allows: exactly 4 KiB, a BOM, CRLF, spaces and tabs around a line,
+        // comments, upper-case digits.
+        let key = |hex: &str| {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(hex, &mut k).unwrap();
+            k
+        };
+        let hex = "0123456789abcdef".repeat(4);
+        for (name, text) in [
+            ("4096 bytes", format!("{KEY_PREFIX}{hex}\n{}", "#".repeat(4096 - 80))),
+            ("bom and crlf", format!("\u{feff}# made by hand\r\n\r\n{KEY_PREFIX}{hex}\r\n")),
+            ("padded", format!(" \t{KEY_PREFIX}{} \t\n# end", hex.to_uppercase())),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, &text).unwrap();
+            assert!(std::fs::metadata(&p).unwrap().len() <= 4096, "{name}");
+            assert_eq!(read_key_file(&p).unwrap().expose(), &key(&hex), "{name}");
         }
     }
 

@@ -117,24 +117,20 @@ def parse_key_hex(text):
 
 
 def parse_key_file_text(text):
-    """FORMAT.md section 2: lines starting with '#' are comments, and exactly one line reads
-    'KEEPSYNC-KEY-1 ' followed by the key as 64 lower-case hex digits.
-
-    That sentence describes what `keepsync keygen` writes, not what a reader must accept. This
-    reader follows what the keepsync binary was observed to accept: the file is UTF-8 text;
-    each line is trimmed of surrounding whitespace; blank lines are ignored; the key line is
-    'KEEPSYNC-KEY-1 ' (one literal space) then 64 hex digits of either case, after trimming;
-    any other line is an error, and so is a second key line.
-    """
+    """FORMAT.md section 2: at most 4096 bytes of UTF-8, an optional BOM, lines ended by LF,
+    each trimmed of ASCII space, tab and CR; empty and '#' lines skipped; exactly one line
+    left, 'KEEPSYNC-KEY-1', one space, 64 hex digits of either case."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
     keys = []
     for lineno, line in enumerate(text.split("\n"), 1):
-        line = line.strip()
+        line = line.strip(" \t\r")
         if line == "" or line.startswith("#"):
             continue
         if line.startswith(KEY_FILE_PREFIX):
-            digits = line[len(KEY_FILE_PREFIX):].strip()
+            digits = line[len(KEY_FILE_PREFIX):]
             if len(digits) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digits):
-                raise NoInput("key file line %d: expected 64 hex digits after %r"
+                raise NoInput("key file line %d: expected one space and 64 hex digits after %r"
                               % (lineno, KEY_FILE_PREFIX.strip()))
             keys.append(bytes.fromhex(digits))
             continue
@@ -152,6 +148,8 @@ def load_key_file(path):
             data = f.read()
     except OSError as e:
         raise NoInput("cannot open key file %s: %s" % (path, e.strerror or e))
+    if len(data) > 4096:
+        raise NoInput("key file %s is over 4096 bytes" % path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -46,6 +46,11 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
+    // A server holds the key for every client: one that others on this machine can read is
+    // refused, not warned about.
+    if let Some(why) = crate::keys::exposure(&args.psk_file) {
+        return Err(Error::Usage(format!("refusing to serve: {why}")));
+    }
     let psk = crate::keys::read_key_file(&args.psk_file)?;
     let limit = match &args.limit_rate {
         Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,

@@ -92,7 +92,7 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
             "{remote} is a network path: pass --psk-file FILE (the key `keepsync serve` uses there)"
         )));
     };
-    let psk = crate::keys::read_key_file(psk_file)?;
+    let psk = crate::keys::read_key_file_warning(psk_file)?;
     let limit = match &args.limit_rate {
         Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,
         None => RateLimiter::unlimited(),
