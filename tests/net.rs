@@ -454,6 +454,124 @@ fn names_from_a_peer_cannot_forge_log_lines_and_a_busy_port_is_named() {
     assert!(!run.stderr.contains("resume"), "{}", run.stderr);
 }
 
+/// A `keepsync serve --clients clients.toml` over `srv`.
+fn serve_clients(d: &Path) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
+    cmd.args(["serve", "--root", "srv", "--listen", "127.0.0.1:0", "--clients", "clients.toml"]);
+    Server::spawn(d, cmd)
+}
+
+fn clients_file(d: &Path, clients: &[(&str, &str, &str)]) {
+    let mut text = String::new();
+    for (name, root, mode) in clients {
+        if !d.join(format!("{name}.key")).exists() {
+            ks(d, &["keygen", "-o", &format!("{name}.key")]).ok();
+        }
+        text += &format!(
+            "[[client]]\nname = \"{name}\"\nkey_file = \"{name}.key\"\nroot = \"{root}\"\nmode = \"{mode}\"\n"
+        );
+    }
+    std::fs::write(d.join("clients.toml"), text).unwrap();
+}
+
+#[test]
+fn each_client_has_its_own_key_subtree_and_mode() {
+    let dir = setup();
+    let d = dir.path();
+    clients_file(
+        d,
+        &[("alice", "alice", "read-write"), ("bob", "bob", "append-only"), ("carol", "alice", "read-only")],
+    );
+    ks(d, &["keygen", "-o", "eve.key"]).ok();
+    let srv = serve_clients(d);
+    let sync = |key: &str, args: &[&str]| ks(d, &[args, &["--psk-file", key]].concat());
+    // Paths are the client's own: alice's `t` is srv/alice/t, and `.` is her subtree only.
+    sync("alice.key", &["sync", "src", &srv.url("t")]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/alice/t")));
+    sync("alice.key", &["sync", &srv.url("."), "alice-all"]).ok();
+    assert_eq!(listing(&d.join("alice-all")), ["t"]);
+    let run = sync("alice.key", &["sync", "src", &srv.url("../bob")]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    // Append-only: new files land, a changed one is refused and kept, --delete is refused
+    // before anything runs.
+    sync("bob.key", &["sync", "src", &srv.url("t")]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/bob/t")));
+    let kept = std::fs::read(d.join("srv/bob/t/f3.log")).unwrap();
+    std::fs::write(d.join("src/f3.log"), b"ransomware was here").unwrap();
+    std::fs::write(d.join("src/new.txt"), b"a new file").unwrap();
+    let run = sync("bob.key", &["sync", "src", &srv.url("t")]);
+    assert_eq!(run.code, 23, "{}", run.stderr);
+    assert!(run.stderr.contains("f3.log") && run.stderr.contains("append-only"), "{}", run.stderr);
+    assert_eq!(std::fs::read(d.join("srv/bob/t/f3.log")).unwrap(), kept);
+    assert_eq!(std::fs::read(d.join("srv/bob/t/new.txt")).unwrap(), b"a new file");
+    std::fs::remove_file(d.join("src/f1.log")).unwrap();
+    let run = sync("bob.key", &["sync", "src", &srv.url("t"), "--delete"]);
+    assert_eq!(run.code, 12, "{}", run.stderr);
+    assert!(d.join("srv/bob/t/f1.log").exists(), "nothing deleted");
+    sync("bob.key", &["sync", &srv.url("t"), "bob-back"]).ok();
+    // Read-only: carol reads alice's subtree and writes nothing.
+    let run = sync("carol.key", &["sync", "src", &srv.url("t2")]);
+    assert_eq!(run.code, 12, "{}", run.stderr);
+    assert!(!d.join("srv/alice/t2").exists());
+    sync("carol.key", &["sync", &srv.url("t"), "carol-back"]).ok();
+    assert_eq!(snapshot(&d.join("srv/alice/t")), snapshot(&d.join("carol-back")));
+    // An unknown key fails like a wrong one; the server's log says which it was.
+    let run = sync("eve.key", &["sync", "src", &srv.url("t")]);
+    assert_eq!(run.code, 12, "{}", run.stderr);
+    assert!(run.stderr.contains("did not prove the pre-shared key"), "{}", run.stderr);
+    let log = srv.log_with("unknown key id", 1);
+    assert!(log.contains("client \"bob\" is append-only: --delete"), "{log}");
+    assert!(log.contains("client \"carol\" is read-only"), "{log}");
+    assert!(log.contains("client \"alice\" push into \"t\" done"), "{log}");
+    // Nothing landed outside each client's subtree.
+    let names = listing(&d.join("srv"));
+    assert!(names.iter().all(|n| ["alice", "bob", ".keepsync-partial"].contains(&n.as_str())), "{names:?}");
+}
+
+fn hangup(srv: &Server) {
+    let pid = srv.child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+}
+
+#[test]
+fn reading_the_clients_file_again_revokes_and_adds_clients_and_spares_the_others() {
+    let dir = setup();
+    let d = dir.path();
+    clients_file(d, &[("alice", "a", "read-write"), ("bob", "b", "read-write")]);
+    ks(d, &["keygen", "-o", "dave.key"]).ok();
+    let srv = serve_clients(d);
+    std::fs::create_dir_all(d.join("big")).unwrap();
+    std::fs::write(d.join("big/data.bin"), noise(6 << 20, 3)).unwrap();
+    // Two throttled pushes in flight, alice's and bob's.
+    let push = |key: &str, to: &str| {
+        spawn_sync(
+            d,
+            &["sync", "big", &srv.url(to), "--psk-file", key, "--limit-rate", "1MiB", "--connections", "1"],
+        )
+    };
+    let mut alice = push("alice.key", "x");
+    let bob = push("bob.key", "y");
+    wait_for_partial(&d.join("srv"), 2 << 20, &mut alice, partial_bytes);
+    // Alice is removed, dave added; the file is read again on SIGHUP.
+    clients_file(d, &[("bob", "b", "read-write"), ("dave", "d", "read-write")]);
+    hangup(&srv);
+    srv.log_with("read 2 clients", 1);
+    let out = alice.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!d.join("srv/a/x/data.bin").exists());
+    srv.log_with("was revoked", 1);
+    let out = bob.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(snapshot(&d.join("big")), snapshot(&d.join("srv/b/y")));
+    ks(d, &["sync", "src", &srv.url("z"), "--psk-file", "dave.key"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/d/z")));
+    // A file that does not load changes nothing.
+    std::fs::write(d.join("clients.toml"), "[[client]]\nname = 1\n").unwrap();
+    hangup(&srv);
+    srv.log_with("kept the clients as they were", 1);
+    ks(d, &["sync", "src", &srv.url("z2"), "--psk-file", "dave.key"]).ok();
+}
+
 #[test]
 fn checksum_catches_content_changed_under_a_restored_mtime_and_keeps_an_index() {
     let dir = setup();

@@ -496,6 +496,7 @@ impl World {
                     replace: run.delete,
                     dry_run: false,
                     checkpoint_every: 64 << 10,
+                    append_only: false,
                 };
                 let dest = Dest::new(Arc::clone(run.store.as_ref().unwrap()), "", opts);
                 let mut app = RecvApp::new(dest, run.checksum, Arc::clone(&clock));

@@ -47,8 +47,8 @@ table! {
     "RustCryptoAesGcm (keyed cipher)" => size_of::<RustCryptoAesGcm>(), 624, 272;
     "SourceHasher (checkpoint tracking)" => size_of::<SourceHasher>(), 1920, 1920;
     "FileKeys" => size_of::<FileKeys>(), 64, 64;
-    "Sender<RustCrypto, &mut [u8]> (sync, buffers lent)" => size_of::<Sender<RustCrypto, &'static mut [u8]>>(), 2736, 1952;
-    "Receiver<RustCrypto, &mut [u8]> (sync, buffers lent)" => size_of::<Receiver<RustCrypto, &'static mut [u8]>>(), 2720, 1936;
+    "Sender<RustCrypto, &mut [u8]> (sync, buffers lent)" => size_of::<Sender<RustCrypto, &'static mut [u8]>>(), 2768, 1984;
+    "Receiver<RustCrypto, &mut [u8]> (sync, buffers lent)" => size_of::<Receiver<RustCrypto, &'static mut [u8]>>(), 2752, 1968;
     "Sync buffers (rx + tx) for 4 KiB blocks" => 2 * (budget::FRAME_HEADER_LEN + budget::frame_body_for_block(12)), 8360, 8360;
     "Checkpoint (decoded)" => size_of::<Checkpoint>(), 88, 88;
     "Checkpoint record, encoded max" => budget::CHECKPOINT_MAX_LEN, 103, 103;

@@ -186,6 +186,38 @@ fn a_client_without_the_psk_is_refused_by_the_server() {
 }
 
 #[test]
+fn a_server_for_many_clients_asks_for_the_key_the_client_names() {
+    use keepsync_core::crypto::session::key_id;
+    let server =
+        || Connection::server_for_clients(RustCrypto, [9; 32], 0, vec![0; BUF], vec![0; BUF]).unwrap();
+    let client =
+        |k: u8| Connection::client(RustCrypto, psk(k), [k; 32], 0, vec![0; BUF], vec![0; BUF]).unwrap();
+    // The client's id names its key; the server goes on once the host gave that key.
+    let (mut c, mut s): (Conn, Conn) = (client(1), server());
+    let mut out = [0u8; 200];
+    let n = c.poll_transmit(&mut out);
+    assert_eq!(n, 4 + 52);
+    assert_eq!(s.handle_input(0, &out[..n]), Ok(n));
+    assert_eq!(s.key_request(), Some(key_id(&psk(1))));
+    assert_ne!(key_id(&psk(1)), key_id(&psk(2)));
+    assert!(s.pending_transmit().is_empty(), "nothing is said before the key is known");
+    assert_eq!(s.handle_input(0, &[0; 8]), Ok(0), "and nothing more is read");
+    s.set_key(0, psk(1)).unwrap();
+    assert!(s.set_key(0, psk(1)).is_err(), "once");
+    assert_eq!(s.key_request(), None);
+    handshake(&mut c, &mut s).unwrap();
+    assert!(c.is_open() && s.is_open());
+    // An unknown id gets a random key: the client fails the server's proof, as with a wrong
+    // key, and the server sees it hang up before proving anything.
+    let (mut c, mut s): (Conn, Conn) = (client(3), server());
+    let n = c.poll_transmit(&mut out);
+    assert_eq!(s.handle_input(0, &out[..n]), Ok(n));
+    s.set_key(0, SecretKey::from_bytes([0x5a; 32])).unwrap();
+    assert_eq!(handshake(&mut c, &mut s), Err(ProtoError::PeerNotAuthenticated));
+    assert_eq!(s.hung_up(), ProtoError::HungUpBeforeProof);
+}
+
+#[test]
 fn version_mismatch_and_foreign_peers_are_refused() {
     let (_, mut s) = pair(1, 1, 3);
     let mut hello = [0u8; 48];

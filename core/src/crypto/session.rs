@@ -61,6 +61,17 @@ impl SessionSecrets {
     }
 }
 
+/// The id a client names its key by in its hello: the first 8 bytes of
+/// SHA-256("keepsync key id v1" | key). It tells a server with many clients which key to
+/// prove, and reveals nothing usable about the key (a 256-bit key behind a hash).
+pub fn key_id(key: &SecretKey) -> [u8; crate::wire::frame::KEY_ID_LEN] {
+    use sha2::Digest;
+    let digest = Sha256::new().chain_update(b"keepsync key id v1").chain_update(key.expose()).finalize();
+    let mut id = [0u8; crate::wire::frame::KEY_ID_LEN];
+    id.copy_from_slice(&digest[..crate::wire::frame::KEY_ID_LEN]);
+    id
+}
+
 /// Compares two proofs in time independent of where they differ.
 pub fn proofs_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

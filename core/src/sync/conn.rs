@@ -25,10 +25,11 @@ use super::message::{CloseCode, Message};
 use super::{HANDSHAKE_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEPALIVE_MS, Millis, ProtoError, SendError};
 use crate::UsageError;
 use crate::budget::{FRAME_HEADER_LEN, MAX_FRAME_BODY, MIN_FRAME_BODY, TAG_LEN};
-use crate::crypto::session::{SessionSecrets, frame_nonce, proofs_equal};
+use crate::crypto::session::{SessionSecrets, frame_nonce, key_id, proofs_equal};
 use crate::crypto::{ChunkCipher, CryptoProvider, SecretKey};
 use crate::wire::frame::{
-    CLIENT_HELLO_LEN, FrameHeader, HelloRepr, PROOF_LEN, PROTO_VERSION, RANDOM_LEN, SERVER_HELLO_LEN,
+    CLIENT_HELLO_LEN, FrameHeader, HELLO_LEN, HelloRepr, KEY_ID_LEN, OLD_CLIENT_HELLO_LEN, PROOF_LEN,
+    PROTO_VERSION, RANDOM_LEN, SERVER_HELLO_LEN,
 };
 
 /// Which end of the handshake this is.
@@ -45,6 +46,8 @@ pub enum Role {
 enum Phase {
     ClientAwaitServerHello,
     ServerAwaitClientHello,
+    /// A server with many clients' keys waits for the host to look up the client's key id.
+    ServerAwaitKey,
     ServerAwaitProof,
     Open,
     Closed,
@@ -58,6 +61,9 @@ pub struct Connection<P: CryptoProvider, B> {
     phase: Phase,
     psk: Option<SecretKey>,
     random: [u8; RANDOM_LEN],
+    /// A server's: the client's random and key id, kept while the host looks up the key.
+    peer_random: [u8; RANDOM_LEN],
+    key_id: [u8; KEY_ID_LEN],
     transcript: Sha256,
     expected_proof: [u8; PROOF_LEN],
     seal: Option<P::Cipher>,
@@ -105,7 +111,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
     fn new(
         provider: P,
         role: Role,
-        psk: SecretKey,
+        psk: Option<SecretKey>,
         random: [u8; RANDOM_LEN],
         now: Millis,
         rx: B,
@@ -123,8 +129,10 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
                 Role::Client => Phase::ClientAwaitServerHello,
                 Role::Server => Phase::ServerAwaitClientHello,
             },
-            psk: Some(psk),
+            psk,
             random,
+            peer_random: [0; RANDOM_LEN],
+            key_id: [0; KEY_ID_LEN],
             transcript: Sha256::new(),
             expected_proof: [0; PROOF_LEN],
             seal: None,
@@ -157,10 +165,12 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         rx: B,
         tx: B,
     ) -> Result<Self, UsageError> {
-        let mut conn = Self::new(provider, Role::Client, psk, random, now, rx, tx)?;
+        let id = key_id(&psk);
+        let mut conn = Self::new(provider, Role::Client, Some(psk), random, now, rx, tx)?;
         let hello = conn.own_hello();
         conn.transcript.update(hello);
-        conn.queue_clear(&[&hello]);
+        conn.transcript.update(id);
+        conn.queue_clear(&[&hello, &id]);
         Ok(conn)
     }
 
@@ -173,7 +183,36 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         rx: B,
         tx: B,
     ) -> Result<Self, UsageError> {
-        Self::new(provider, Role::Server, psk, random, now, rx, tx)
+        Self::new(provider, Role::Server, Some(psk), random, now, rx, tx)
+    }
+
+    /// A server that holds many clients' keys: once the ClientHello arrived,
+    /// [`key_request`](Self::key_request) names the client's key id and the host answers
+    /// with [`set_key`](Self::set_key) (for an unknown id, a fresh random key: the client
+    /// then fails the server's proof, as with a wrong key, and learns nothing more).
+    pub fn server_for_clients(
+        provider: P,
+        random: [u8; RANDOM_LEN],
+        now: Millis,
+        rx: B,
+        tx: B,
+    ) -> Result<Self, UsageError> {
+        Self::new(provider, Role::Server, None, random, now, rx, tx)
+    }
+
+    /// The key id the client named, while this server waits for its key.
+    pub fn key_request(&self) -> Option<[u8; KEY_ID_LEN]> {
+        (self.phase == Phase::ServerAwaitKey && self.failure.is_none()).then_some(self.key_id)
+    }
+
+    /// Answers [`key_request`](Self::key_request): the handshake goes on with `key`.
+    pub fn set_key(&mut self, now: Millis, key: SecretKey) -> Result<(), UsageError> {
+        if self.key_request().is_none() {
+            return Err(UsageError::NotNow("a key is set once the client named its key id"));
+        }
+        self.psk = Some(key);
+        self.answer_hello(now);
+        Ok(())
     }
 
     /// A server: advertises `max_body` in its hello although `rx` is smaller for now, so a
@@ -215,7 +254,9 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         }
         match self.phase {
             Phase::ServerAwaitProof => ProtoError::HungUpBeforeProof,
-            Phase::ClientAwaitServerHello | Phase::ServerAwaitClientHello => ProtoError::HungUpInHandshake,
+            Phase::ClientAwaitServerHello | Phase::ServerAwaitClientHello | Phase::ServerAwaitKey => {
+                ProtoError::HungUpInHandshake
+            }
             Phase::Open | Phase::Closed => ProtoError::Closed,
         }
     }
@@ -245,10 +286,10 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
         self.local_max_body
     }
 
-    /// This end's hello (the first 44 bytes of a ServerHello): the one version this build
+    /// This end's hello (the first 44 bytes of either hello): the one version this build
     /// speaks, its frame limit and its random.
-    fn own_hello(&self) -> [u8; CLIENT_HELLO_LEN] {
-        let mut hello = [0u8; CLIENT_HELLO_LEN];
+    fn own_hello(&self) -> [u8; HELLO_LEN] {
+        let mut hello = [0u8; HELLO_LEN];
         HelloRepr {
             version_min: PROTO_VERSION,
             version_max: PROTO_VERSION,
@@ -297,7 +338,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
             self.rx_ready = None;
             self.rx_delivered = false;
         }
-        if self.rx_ready.is_some() {
+        if self.rx_ready.is_some() || self.phase == Phase::ServerAwaitKey {
             return Ok(0);
         }
         let mut used = 0;
@@ -311,8 +352,8 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
             }
             let (min, max) = match self.phase {
                 Phase::ClientAwaitServerHello => (SERVER_HELLO_LEN, SERVER_HELLO_LEN),
-                Phase::ServerAwaitClientHello => (CLIENT_HELLO_LEN, CLIENT_HELLO_LEN),
-                Phase::ServerAwaitProof => (PROOF_LEN, PROOF_LEN),
+                Phase::ServerAwaitClientHello => (OLD_CLIENT_HELLO_LEN, CLIENT_HELLO_LEN),
+                Phase::ServerAwaitProof | Phase::ServerAwaitKey => (PROOF_LEN, PROOF_LEN),
                 // What this end advertised, and never more than `rx` holds now (a server may
                 // advertise more than its handshake buffer: see `promise_max_body`).
                 Phase::Open | Phase::Closed => {
@@ -383,17 +424,18 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
                     let e = ProtoError::UnsupportedVersion { min: hello.version_min, max: hello.version_max };
                     return Err(self.fail(e));
                 }
+                // A client of this version names its key.
+                let Some(id) = HelloRepr::key_id(body).filter(|_| body.len() == CLIENT_HELLO_LEN) else {
+                    return Err(self.fail(ProtoError::MalformedHello));
+                };
                 self.peer_max_body = (hello.max_body as usize).min(MAX_FRAME_BODY);
                 self.transcript.update(body);
-                let reply = self.own_hello();
-                self.transcript.update(reply);
-                let secrets = self.derive(&hello.random, &self.random.clone());
-                self.expected_proof = secrets.client_proof;
-                self.open = Some(self.provider.aes256gcm(&SecretKey::from_bytes(secrets.c2s)));
-                self.seal = Some(self.provider.aes256gcm(&SecretKey::from_bytes(secrets.s2c)));
-                self.queue_clear(&[&reply, &secrets.server_proof]);
-                self.last_tx = now;
-                self.phase = Phase::ServerAwaitProof;
+                self.peer_random = hello.random;
+                self.key_id = id;
+                self.phase = Phase::ServerAwaitKey;
+                if self.psk.is_some() {
+                    self.answer_hello(now);
+                }
             }
             Phase::ServerAwaitProof => {
                 let mut proof = [0u8; PROOF_LEN];
@@ -411,7 +453,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
                     return Err(self.fail(e));
                 }
                 self.peer_max_body = (hello.max_body as usize).min(MAX_FRAME_BODY);
-                self.transcript.update(&body[..CLIENT_HELLO_LEN]);
+                self.transcript.update(&body[..HELLO_LEN]);
                 let secrets = self.derive(&self.random.clone(), &hello.random);
                 let claimed = HelloRepr::server_proof(body).unwrap_or([0; PROOF_LEN]);
                 if !proofs_equal(&claimed, &secrets.server_proof) {
@@ -424,9 +466,22 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>> Connection<P, B> {
                 self.psk = None;
                 self.phase = Phase::Open;
             }
-            Phase::Open | Phase::Closed => return Err(self.fail(ProtoError::Closed)),
+            Phase::ServerAwaitKey | Phase::Open | Phase::Closed => return Err(self.fail(ProtoError::Closed)),
         }
         Ok(())
+    }
+
+    /// The server's answer to the ClientHello, once its key is known: ServerHello and proof.
+    fn answer_hello(&mut self, now: Millis) {
+        let reply = self.own_hello();
+        self.transcript.update(reply);
+        let secrets = self.derive(&self.peer_random.clone(), &self.random.clone());
+        self.expected_proof = secrets.client_proof;
+        self.open = Some(self.provider.aes256gcm(&SecretKey::from_bytes(secrets.c2s)));
+        self.seal = Some(self.provider.aes256gcm(&SecretKey::from_bytes(secrets.s2c)));
+        self.queue_clear(&[&reply, &secrets.server_proof]);
+        self.last_tx = now;
+        self.phase = Phase::ServerAwaitProof;
     }
 
     fn derive(&self, client_random: &[u8; 32], server_random: &[u8; 32]) -> SessionSecrets {

@@ -3,7 +3,7 @@
 //! ```text
 //! frame:  body_len (4, LE) | body (body_len bytes)
 //!
-//! ClientHello body (44 bytes, clear)      ServerHello body (76 bytes, clear)
+//! ClientHello body (52 bytes, clear)      ServerHello body (76 bytes, clear)
 //!   0  4 magic "KSYN"                       0  4 magic "KSYN"
 //!   4  1 lowest version spoken              4  1 chosen version
 //!   5  1 highest version spoken             5  1 chosen version (again)
@@ -12,6 +12,7 @@
 //!         the sender of this hello         12 32 server random
 //!         accepts (LE)                     44 32 server proof
 //!  12 32 client random
+//!  44  8 key id: names the client's key (never the key)
 //!
 //! ClientProof body (32 bytes, clear): client proof
 //! Sealed frame body (after the handshake): ciphertext | 16-byte AES-256-GCM tag
@@ -27,14 +28,25 @@ use crate::sync::ProtoError;
 /// The magic that opens both hellos.
 pub const PROTO_MAGIC: [u8; 4] = *b"KSYN";
 
-/// The protocol version this build speaks (lowest and highest: only one so far).
-pub const PROTO_VERSION: u8 = 3;
+/// The protocol version this build speaks (lowest and highest: only one so far). Version 4
+/// added the key id to the ClientHello.
+pub const PROTO_VERSION: u8 = 4;
 
-/// Length of the ClientHello body.
-pub const CLIENT_HELLO_LEN: usize = 44;
+/// Length of the part both hellos share (magic, versions, max_body, random).
+pub const HELLO_LEN: usize = 44;
+
+/// Length of the key id a client names its key by.
+pub const KEY_ID_LEN: usize = 8;
+
+/// Length of the ClientHello body: the shared part and the key id.
+pub const CLIENT_HELLO_LEN: usize = HELLO_LEN + KEY_ID_LEN;
+
+/// Length of a ClientHello of version 3 and before (no key id): a server still reads it, to
+/// tell such a client which versions it speaks.
+pub const OLD_CLIENT_HELLO_LEN: usize = HELLO_LEN;
 
 /// Length of the ServerHello body.
-pub const SERVER_HELLO_LEN: usize = CLIENT_HELLO_LEN + PROOF_LEN;
+pub const SERVER_HELLO_LEN: usize = HELLO_LEN + PROOF_LEN;
 
 /// Length of a handshake proof and of the ClientProof body.
 pub const PROOF_LEN: usize = 32;
@@ -50,6 +62,7 @@ mod field {
     pub const RESERVED: Range<usize> = 6..8;
     pub const MAX_BODY: Range<usize> = 8..12;
     pub const RANDOM: Range<usize> = 12..44;
+    pub const KEY_ID: Range<usize> = 44..52;
     pub const PROOF: Range<usize> = 44..76;
 }
 
@@ -95,9 +108,9 @@ pub struct HelloRepr {
 }
 
 impl HelloRepr {
-    /// Parses the first [`CLIENT_HELLO_LEN`] bytes of a hello body.
+    /// Parses the first [`HELLO_LEN`] bytes of a hello body.
     pub fn parse(body: &[u8]) -> Result<Self, ProtoError> {
-        if body.len() < CLIENT_HELLO_LEN {
+        if body.len() < HELLO_LEN {
             return Err(ProtoError::MalformedHello);
         }
         if body[field::MAGIC] != PROTO_MAGIC {
@@ -118,7 +131,7 @@ impl HelloRepr {
         Ok(Self { version_min, version_max, max_body, random })
     }
 
-    /// Writes the hello into `out[..CLIENT_HELLO_LEN]`.
+    /// Writes the shared part of a hello into `out[..HELLO_LEN]`.
     pub fn emit(&self, out: &mut [u8]) {
         out[field::MAGIC].copy_from_slice(&PROTO_MAGIC);
         out[field::VERSION_MIN] = self.version_min;
@@ -126,6 +139,13 @@ impl HelloRepr {
         out[field::RESERVED].copy_from_slice(&[0, 0]);
         out[field::MAX_BODY].copy_from_slice(&self.max_body.to_le_bytes());
         out[field::RANDOM].copy_from_slice(&self.random);
+    }
+
+    /// The key id that follows a ClientHello's first 44 bytes.
+    pub fn key_id(body: &[u8]) -> Option<[u8; KEY_ID_LEN]> {
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(body.get(field::KEY_ID)?);
+        Some(id)
     }
 
     /// The proof that follows a ServerHello's first 44 bytes.

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::net::server::{ServeOptions, serve};
+use crate::net::server::{ServeKeys, ServeOptions, serve};
 use crate::net::{DEFAULT_PORT, RateLimiter};
 
 #[derive(Debug, Args)]
@@ -17,6 +17,17 @@ written through a symlink. A push writes into DEST/.keepsync-partial/ first and 
 file into place only after its BLAKE3 matches the sender's; an interrupted push resumes there.
 One log line per connection goes to stderr. Stop the server with Ctrl-C.
 
+Several clients, each with its own key, subtree and rights (--clients FILE):
+  [[client]]
+  name = \"laptop\"
+  key_file = \"keys/laptop.key\"   # keepsync keygen -o keys/laptop.key; relative to FILE
+  root = \"laptop\"                # its subtree of --root (\".\" for all); its paths start there
+  mode = \"append-only\"           # read-write | append-only (add files, never change or
+                                 # delete any: ransomware cannot destroy backups) | read-only
+The client runs `keepsync sync ... --psk-file laptop.key`: its key names itself (by a hash,
+never the key), and an unknown key fails like a wrong one. `kill -HUP` reads FILE again:
+new clients may connect at once, and the connections of removed or changed clients end.
+
 Example:
   keepsync keygen -o sync.psk
   keepsync serve --root /srv/backup --listen 0.0.0.0:7373 --psk-file sync.psk")]
@@ -27,9 +38,14 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, value_name = "ADDR", default_value_t = format!("127.0.0.1:{DEFAULT_PORT}"))]
     listen: String,
-    /// Pre-shared key file (from `keepsync keygen`), the same on both sides.
+    /// Pre-shared key file (from `keepsync keygen`), the same on both sides: one client
+    /// with full rights on the whole root.
+    #[arg(long, value_name = "FILE", required_unless_present = "clients", conflicts_with = "clients")]
+    psk_file: Option<PathBuf>,
+    /// Clients file: each client's name, key file, subtree and mode (read-write,
+    /// append-only, read-only); see below. `kill -HUP` reads it again.
     #[arg(long, value_name = "FILE")]
-    psk_file: PathBuf,
+    clients: Option<PathBuf>,
     /// Bandwidth limit for all connections together: 10MiB, off, or a timetable like
     /// "08:00,512KiB 18:00,off" (local time).
     #[arg(long, value_name = "RATE")]
@@ -46,12 +62,18 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    // A server holds the key for every client: one that others on this machine can read is
-    // refused, not warned about.
-    if let Some(why) = crate::keys::exposure(&args.psk_file) {
-        return Err(Error::Usage(format!("refusing to serve: {why}")));
-    }
-    let psk = crate::keys::read_key_file(&args.psk_file)?;
+    let keys = match (&args.psk_file, &args.clients) {
+        (Some(psk_file), _) => {
+            // A server holds the key for every client: one that others on this machine can
+            // read is refused, not warned about (the clients file's keys likewise).
+            if let Some(why) = crate::keys::exposure(psk_file) {
+                return Err(Error::Usage(format!("refusing to serve: {why}")));
+            }
+            ServeKeys::One(crate::keys::read_key_file(psk_file)?)
+        }
+        (None, Some(clients)) => ServeKeys::Clients(clients.clone()),
+        (None, None) => return Err(Error::Usage("pass --psk-file FILE or --clients FILE".into())),
+    };
     let limit = match &args.limit_rate {
         Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,
         None => RateLimiter::unlimited(),
@@ -59,7 +81,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let opts = ServeOptions {
         root: args.root,
         listen: args.listen,
-        psk,
+        keys,
         limit,
         checkpoint_every: args.checkpoint_every.max(1 << 16),
         max_connections: usize::from(args.max_connections),

@@ -236,6 +236,7 @@ async fn pull_worker(
             replace: shared.opts.delete,
             dry_run: shared.opts.dry_run,
             checkpoint_every: CHECKPOINT_EVERY,
+            append_only: false,
         };
         let dest = Dest::new(Arc::clone(&store), "", opts);
         let mut app =

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod client;
+pub mod clients;
 pub mod clock;
 pub mod driver;
 pub mod limit;

@@ -14,10 +14,13 @@ use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::Direction;
 use keepsync_core::sync::open;
+use keepsync_core::wire::frame::KEY_ID_LEN;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::app::App;
+use super::clients::{Client, Clients, Mode};
 use super::clock::{SharedClock, monotonic};
 use super::driver::{Link, drive, tcp_link};
 use super::open::{AwaitOpen, OpenRequest};
@@ -33,7 +36,7 @@ use crate::sync::dest::{Dest, DestOptions, Store};
 use crate::sync::recv::RecvApp;
 use crate::sync::send::effort::SyncCodec;
 use crate::sync::send::{Job, SendApp, part_log2};
-use crate::sync::tree::{EntryKind, Tree, check_rel};
+use crate::sync::tree::{EntryKind, Tree};
 use crate::sync::walk::walk;
 
 /// Settings of `keepsync serve`.
@@ -42,14 +45,23 @@ pub struct ServeOptions {
     pub root: PathBuf,
     /// Address to listen on.
     pub listen: String,
-    /// The pre-shared key.
-    pub psk: SecretKey,
+    /// Who may connect: one pre-shared key with full rights, or a clients file.
+    pub keys: ServeKeys,
     /// Bandwidth limit across all connections.
     pub limit: RateLimiter,
     /// Bytes between durable checkpoints of a received file.
     pub checkpoint_every: u64,
     /// Connections served at once; more wait to be accepted until one ends.
     pub max_connections: usize,
+}
+
+/// Who may connect to a server.
+pub enum ServeKeys {
+    /// One pre-shared key (`--psk-file`): one client with full rights on the whole root.
+    One(SecretKey),
+    /// A clients file (`--clients`), each client with its own key, subtree and mode; read
+    /// again on SIGHUP.
+    Clients(PathBuf),
 }
 
 /// Connections a server runs at once by default. Each holds its buffers (about 6 MiB) and a
@@ -63,7 +75,7 @@ type SessionKey = ([u8; 16], String);
 /// What every connection of a server shares.
 pub struct Served {
     store: Arc<Store>,
-    psk: SecretKey,
+    keys: Keys,
     limit: RateLimiter,
     checkpoint_every: u64,
     /// The listings of pulls running over several connections: every connection of a session
@@ -73,6 +85,17 @@ pub struct Served {
     inline: bool,
     /// Print each problem as it happens (the server's log).
     log: bool,
+}
+
+/// The keys a server proves, as it holds them.
+enum Keys {
+    One(Arc<Client>),
+    Clients {
+        path: PathBuf,
+        now: Mutex<Arc<Clients>>,
+        /// Bumped on every reload: connections look again whether their client is still in.
+        reloaded: tokio::sync::watch::Sender<u64>,
+    },
 }
 
 /// What runs on a connection once its `Open` was accepted.
@@ -110,18 +133,26 @@ pub const HANDSHAKE_BUFFER: usize = FRAME_HEADER_LEN + MAX_PATH_LEN + 512;
 pub const MAX_HANDSHAKES: usize = 256;
 
 impl Served {
-    /// Serves the tree at `root` (which must be a directory).
+    /// Serves the tree at `root` (which must be a directory) to the clients `keys` names.
     pub fn new(
         root: &std::path::Path,
-        psk: SecretKey,
+        keys: ServeKeys,
         limit: RateLimiter,
         checkpoint_every: u64,
         clock: SharedClock,
     ) -> Result<Arc<Self>> {
         let tree = Tree::open(root).map_err(|e| Error::io("open", root, e))?;
+        let keys = match keys {
+            ServeKeys::One(psk) => Keys::One(Arc::new(Client::whole_root(psk))),
+            ServeKeys::Clients(path) => Keys::Clients {
+                now: Mutex::new(Arc::new(Clients::load(&path)?)),
+                path,
+                reloaded: tokio::sync::watch::Sender::new(0),
+            },
+        };
         Ok(Arc::new(Self {
             store: Store::new(tree),
-            psk,
+            keys,
             limit,
             checkpoint_every,
             sessions: Mutex::default(),
@@ -135,7 +166,7 @@ impl Served {
     pub fn over(store: Arc<Store>, psk: SecretKey, checkpoint_every: u64, clock: SharedClock) -> Arc<Self> {
         Arc::new(Self {
             store,
-            psk,
+            keys: Keys::One(Arc::new(Client::whole_root(psk))),
             limit: RateLimiter::unlimited(),
             checkpoint_every,
             sessions: Mutex::default(),
@@ -145,9 +176,39 @@ impl Served {
         })
     }
 
-    /// The pre-shared key.
-    pub fn psk(&self) -> &SecretKey {
-        &self.psk
+    /// Reads the clients file again (on SIGHUP): new clients may connect at once, and the
+    /// connections of clients removed or changed end. A file that does not load changes
+    /// nothing. Returns what to log.
+    pub fn reload(&self) -> String {
+        let Keys::Clients { path, now, reloaded } = &self.keys else {
+            return "SIGHUP: no --clients file to read again".into();
+        };
+        match Clients::load(path) {
+            Ok(clients) => {
+                let n = clients.len();
+                *now.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(clients);
+                reloaded.send_modify(|g| *g += 1);
+                format!("read {n} clients from {} again", path.display())
+            }
+            Err(e) => format!("kept the clients as they were: {e}"),
+        }
+    }
+
+    /// Returns once `client` is no longer allowed (removed or changed by a reload); never
+    /// for the one client of `--psk-file`.
+    pub async fn revoked(&self, client: &Client) {
+        let Keys::Clients { now, reloaded, .. } = &self.keys else {
+            return std::future::pending().await;
+        };
+        let mut changes = reloaded.subscribe();
+        loop {
+            if !now.lock().unwrap_or_else(|e| e.into_inner()).still_has(client) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// The store of the served root.
@@ -160,21 +221,23 @@ impl Served {
     pub fn accept(
         &self,
         req: &OpenRequest,
+        client: &Client,
         peer: &str,
         loopback: bool,
     ) -> std::result::Result<Session, String> {
-        let base = match req.path.as_str() {
-            "." => String::new(),
-            "" => {
-                return Err(
-                    "the request names no tree (a client asking for the whole served root writes `.`)".into(),
-                );
+        let base = client.base(&req.path)?;
+        let who = client.shown();
+        match (req.direction, client.mode) {
+            (Direction::Push, Mode::ReadOnly) => {
+                return Err(format!("{who}is read-only: it may pull, not push"));
             }
-            path => {
-                check_rel(path)?;
-                path.to_owned()
+            (Direction::Push, Mode::AppendOnly) if req.delete || req.replace => {
+                return Err(format!(
+                    "{who}is append-only: --delete (removing or replacing entries) is refused"
+                ));
             }
-        };
+            _ => {}
+        }
         let tree = self.store.tree();
         match req.direction {
             Direction::Push => {
@@ -196,6 +259,7 @@ impl Served {
                     replace: req.replace || req.delete,
                     dry_run: req.dry_run,
                     checkpoint_every: self.checkpoint_every,
+                    append_only: client.mode == Mode::AppendOnly,
                 };
                 let dest = Dest::new(Arc::clone(&self.store), &base, opts);
                 let mut app = RecvApp::new(dest, req.checksum, Arc::clone(&self.clock));
@@ -255,31 +319,31 @@ impl Served {
     /// [`HANDSHAKE_BUFFER`]); [`Served::open`] lends it the full ones.
     pub fn connection(&self) -> Result<Conn> {
         let internal = |e: keepsync_core::UsageError| Error::Internal(e.to_string());
-        let mut conn = Conn::server(
-            RustCrypto,
-            self.psk.clone(),
-            fresh_random()?,
-            self.clock.now_ms(),
-            vec![0; HANDSHAKE_BUFFER],
-            vec![0; HANDSHAKE_BUFFER],
-        )
+        let (random, now) = (fresh_random()?, self.clock.now_ms());
+        let buffers = || (vec![0; HANDSHAKE_BUFFER], vec![0; HANDSHAKE_BUFFER]);
+        let (rx, tx) = buffers();
+        let mut conn = match &self.keys {
+            Keys::One(client) => Conn::server(RustCrypto, client.key.clone(), random, now, rx, tx),
+            Keys::Clients { .. } => Conn::server_for_clients(RustCrypto, random, now, rx, tx),
+        }
         .map_err(internal)?;
         conn.promise_max_body(RX_BUFFER - FRAME_HEADER_LEN).map_err(internal)?;
         Ok(conn)
     }
 
-    /// Answers the client's `req` on `conn` (from `peer`, on `loopback`): `Opened`, the full
+    /// Answers `client`'s `req` on `conn` (from `peer`, on `loopback`): `Opened`, the full
     /// buffers and what runs next; or the refusal queued on `conn` and why.
     pub fn open(
         &self,
         mut conn: Conn,
         req: &OpenRequest,
+        client: &Client,
         peer: &str,
         loopback: bool,
     ) -> std::result::Result<Running, Refusal> {
         let refuse = |conn, why| Refusal { conn: Box::new(conn), why };
         let now = self.clock.now_ms();
-        let session = match self.accept(req, peer, loopback) {
+        let session = match self.accept(req, client, peer, loopback) {
             Ok(session) => session,
             Err(why) => {
                 open::refuse(&mut conn, now);
@@ -325,7 +389,24 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
     if log {
         say(&format!("serving {} on {addr}", root.display()));
     }
-    let served = Served::new(&root, opts.psk, opts.limit, opts.checkpoint_every, monotonic())?;
+    let served = Served::new(&root, opts.keys, opts.limit, opts.checkpoint_every, monotonic())?;
+    if let Keys::Clients { now, .. } = &served.keys {
+        if log {
+            let n = now.lock().unwrap_or_else(|e| e.into_inner()).len();
+            say(&format!("{n} clients, each confined to its subtree (kill -HUP reads the file again)"));
+        }
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let mut hup = hup.map_err(|e| Error::Internal(format!("cannot watch for SIGHUP: {e}")))?;
+        let served = Arc::clone(&served);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let said = served.reload();
+                if log {
+                    say(&said);
+                }
+            }
+        });
+    }
     // A connection costs a task and a few KiB until its client proved the PSK and named a
     // tree (at most `MAX_HANDSHAKES` of them, the oldest dropped beyond); only then does it
     // take one of `max_connections` places, a thread of its own and its full buffers.
@@ -346,7 +427,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
             let mut link = tcp_link(stream, peer.to_string());
             let greeted = greet(&mut link, &served).await;
             greeting2.done(id);
-            let (conn, req) = match greeted {
+            let (conn, req, client) = match greeted {
                 Ok(x) => x,
                 Err(e) => {
                     if log {
@@ -379,7 +460,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
                     action: "take over the connection to",
                     source: e,
                 })?;
-                match run(&mut link, conn, &req, &served).await {
+                match run(&mut link, conn, &req, &client, &served).await {
                     Ok(what) if log => say(&format!("{peer}: {what}")),
                     Ok(_) => {}
                     Err(e) => say(&about(&peer.to_string(), &e)),
@@ -472,7 +553,7 @@ pub fn spawn_loopback(root: PathBuf, psk: SecretKey) -> Result<std::net::SocketA
             let opts = ServeOptions {
                 root,
                 listen: addr.to_string(),
-                psk,
+                keys: ServeKeys::One(psk),
                 limit: RateLimiter::unlimited(),
                 checkpoint_every: crate::sync::dest::CHECKPOINT_EVERY,
                 max_connections: usize::from(MAX_CONNECTIONS),
@@ -496,26 +577,106 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut Link<S>,
     served: &Served,
 ) -> Result<String> {
-    let (conn, req) = greet(link, served).await?;
-    run(link, conn, &req, served).await
+    let (conn, req, client) = greet(link, served).await?;
+    run(link, conn, &req, &client, served).await
+}
+
+/// The handshake and the client's `Open`, with the small buffers of the handshake: a
+/// connection's first app. With a clients file it answers the client's key id with that
+/// client's key, or with a random one for an unknown id.
+pub struct Greeter {
+    open: AwaitOpen,
+    lookup: Lookup,
+    /// The client, once its key id was looked up (at once with `--psk-file`).
+    pub client: Option<Arc<Client>>,
+    /// The key id no client has, if the client named one.
+    pub unknown: Option<[u8; KEY_ID_LEN]>,
+}
+
+enum Lookup {
+    One(Arc<Client>),
+    Many(Arc<Clients>),
+}
+
+impl Greeter {
+    /// The request and the client, once both are known.
+    pub fn opened(&mut self) -> Option<(OpenRequest, Arc<Client>)> {
+        Some((self.open.request.take()?, self.client.clone()?))
+    }
+
+    /// Why a failed handshake failed, for the log: an unknown key id, or `e`.
+    pub fn explain(&self, peer: &str, e: Error) -> Error {
+        match self.unknown {
+            Some(id) => Error::Refused {
+                peer: peer.to_owned(),
+                reason: format!(
+                    "unknown key id {}: no client in the clients file has that key",
+                    hex::encode(id)
+                ),
+            },
+            None => e,
+        }
+    }
+}
+
+impl App<Conn> for Greeter {
+    fn produce(&mut self, _: &mut Conn, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
+        if let Some(id) = conn.key_request() {
+            let found = match &self.lookup {
+                Lookup::One(client) => Some(Arc::clone(client)),
+                Lookup::Many(clients) => clients.get(&id).cloned(),
+            };
+            let key = match &found {
+                Some(client) => client.key.clone(),
+                None => {
+                    self.unknown = Some(id);
+                    SecretKey::from_bytes(fresh_random()?)
+                }
+            };
+            self.client = found;
+            conn.set_key(now, key).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        self.open.handle(conn, now)
+    }
+
+    fn is_done(&self) -> bool {
+        self.open.is_done()
+    }
+}
+
+impl Served {
+    /// The first app of a new connection.
+    pub fn greeter(&self) -> Greeter {
+        let (lookup, client) = match &self.keys {
+            Keys::One(client) => (Lookup::One(Arc::clone(client)), Some(Arc::clone(client))),
+            Keys::Clients { now, .. } => {
+                (Lookup::Many(Arc::clone(&now.lock().unwrap_or_else(|e| e.into_inner()))), None)
+            }
+        };
+        Greeter { open: AwaitOpen::default(), lookup, client, unknown: None }
+    }
 }
 
 /// The handshake and the client's `Open`, with the small buffers of the handshake.
 pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut Link<S>,
     served: &Served,
-) -> Result<(Conn, OpenRequest)> {
+) -> Result<(Conn, OpenRequest, Arc<Client>)> {
     let clock = served.clock.as_ref();
     let mut conn = served.connection()?;
-    let mut open = AwaitOpen::default();
-    let greeted = drive(link, &mut conn, &mut open, &served.limit, clock).await;
-    if greeted.is_err() {
+    let mut greeter = served.greeter();
+    let greeted = drive(link, &mut conn, &mut greeter, &served.limit, clock).await;
+    if let Err(e) = greeted {
         // A client of another version learns this end's from the hello queued for it.
         link.flush(&mut conn).await;
+        return Err(greeter.explain(&link.peer, e));
     }
-    greeted?;
-    let req = open.request.expect("drive returns once Open arrived");
-    Ok((conn, req))
+    let (req, client) = greeter.opened().expect("drive returns once Open arrived, after the key");
+    Ok((conn, req, client))
 }
 
 /// Answers `req` on the greeted `conn` and runs the push or pull to its end.
@@ -523,10 +684,28 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     link: &mut Link<S>,
     conn: Conn,
     req: &OpenRequest,
+    client: &Client,
+    served: &Served,
+) -> Result<String> {
+    let peer = link.peer.clone();
+    tokio::select! {
+        done = serve_request(link, conn, req, client, served) => done,
+        () = served.revoked(client) => Err(Error::Refused {
+            peer,
+            reason: format!("{}was revoked (clients file read again): connection ended", client.shown()),
+        }),
+    }
+}
+
+async fn serve_request<S: AsyncRead + AsyncWrite + Unpin>(
+    link: &mut Link<S>,
+    conn: Conn,
+    req: &OpenRequest,
+    client: &Client,
     served: &Served,
 ) -> Result<String> {
     let clock = served.clock.as_ref();
-    let running = match served.open(conn, req, &link.peer, link.peer_is_loopback()) {
+    let running = match served.open(conn, req, client, &link.peer, link.peer_is_loopback()) {
         Ok(running) => running,
         Err(Refusal { mut conn, why }) => {
             link.flush(conn.as_mut()).await;
@@ -535,6 +714,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     };
     link.grow();
     let dry = if req.dry_run { "dry run of a " } else { "" };
+    let who = client.shown();
     match running {
         Running::Recv(mut ep, mut app) => {
             let result = drive(link, &mut ep, app.as_mut(), &served.limit, clock).await;
@@ -545,7 +725,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             let verb = if req.dry_run { "to receive" } else { "received" };
             result.map(|()| {
                 format!(
-                    "{dry}push into {:?} done: {} files {verb} ({} resumed, {} parts of split files), {} up to date, {} deleted, {} problems",
+                    "{who}{dry}push into {:?} done: {} files {verb} ({} resumed, {} parts of split files), {} up to date, {} deleted, {} problems",
                     req.path,
                     s.files_transferred,
                     s.files_resumed,
@@ -565,7 +745,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             let verb = if req.dry_run { "to send" } else { "sent" };
             result.map(|()| {
                 format!(
-                    "{dry}pull of {:?} done: {} files {verb}, {} up to date, {} problems",
+                    "{who}{dry}pull of {:?} done: {} files {verb}, {} up to date, {} problems",
                     req.path,
                     s.files_transferred,
                     s.files_skipped,

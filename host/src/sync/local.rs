@@ -356,6 +356,7 @@ pub fn sync_listed(
         replace: opts.delete,
         dry_run: opts.dry_run,
         checkpoint_every: u64::MAX,
+        append_only: false,
     };
     let dest = Dest::new(Arc::clone(&store), "", dest_opts);
     bar.set_length(entries.iter().map(Entry::size).sum());

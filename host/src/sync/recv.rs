@@ -186,7 +186,10 @@ impl<D: Destination> RecvApp<D> {
             },
             Kind::Dir => match self.dest.make_dir(rel) {
                 Ok(created) => {
-                    self.dirs.push(self.dest.dir_meta(rel, meta.mode, (meta.mtime, meta.mtime_nsec)));
+                    // An append-only writer sets the mode and time of directories it made only.
+                    if created || !self.dest.options().append_only {
+                        self.dirs.push(self.dest.dir_meta(rel, meta.mode, (meta.mtime, meta.mtime_nsec)));
+                    }
                     let reply =
                         if created { Reply::Done(id, Status::Ok) } else { Reply::Have(id, Have::Skip) };
                     self.replies.push_back(reply);
@@ -248,7 +251,7 @@ impl<D: Destination> RecvApp<D> {
         if let Some(s) = there.filter(|s| s.kind == EntryKind::File)
             && self.unchanged(meta, &s)
         {
-            if s.mode != meta.mode && !self.dest.options().dry_run {
+            if s.mode != meta.mode && !self.dest.options().dry_run && !self.dest.options().append_only {
                 self.dest.set_mode(rel, meta.mode);
             }
             if start == 0 && !assemble {
@@ -257,6 +260,11 @@ impl<D: Destination> RecvApp<D> {
             self.bar.inc(end - start);
             let reply = if assemble { Reply::Done(id, Status::Ok) } else { Reply::Have(id, Have::Skip) };
             return self.replies.push_back(reply);
+        }
+        // Refused before any data moves (placement checks again, under the tree's lock). A
+        // part of a split file may find the parts before it placed nothing yet: only a file.
+        if self.dest.options().append_only && there.is_some() {
+            return self.fault(id, rel, Fault::AppendOnly(rel.to_owned()));
         }
         if self.dest.options().dry_run {
             return self.plan(id, Action::CopyFile { path: rel.to_owned(), bytes: meta.size });

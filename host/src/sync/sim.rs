@@ -20,8 +20,8 @@ use super::send::SendApp;
 use crate::error::{Error, Result};
 use crate::net::app::{App, Endpoint, feed};
 use crate::net::clock::SharedClock;
-use crate::net::open::{AwaitOpen, OpenClient, OpenRequest};
-use crate::net::server::{Running, Served};
+use crate::net::open::{OpenClient, OpenRequest};
+use crate::net::server::{Greeter, Running, Served};
 use crate::net::{Conn, HostReceiver, HostSender, RX_BUFFER, TX_BUFFER};
 
 /// What the client runs once the tree is open.
@@ -40,7 +40,7 @@ enum Client {
 }
 
 enum Server {
-    Opening { conn: Conn, open: AwaitOpen },
+    Opening { conn: Conn, open: Greeter },
     Recv { ep: HostReceiver, app: Box<RecvApp> },
     Send { ep: HostSender, app: Box<SendApp> },
     Refused { conn: Box<Conn> },
@@ -118,7 +118,7 @@ impl Pair {
         let open = OpenClient::new(request, Arc::clone(&clock));
         Ok(Self {
             client: Client::Opening { conn, open, app },
-            server: Server::Opening { conn: served.connection()?, open: AwaitOpen::default() },
+            server: Server::Opening { conn: served.connection()?, open: served.greeter() },
             served: Arc::clone(served),
             to_server: VecDeque::new(),
             to_client: VecDeque::new(),
@@ -181,7 +181,7 @@ impl Pair {
         match &mut self.server {
             Server::Opening { conn, open } => {
                 run_side(conn, open, now, inbox, outbox, budget)?;
-                if open.request.is_none() {
+                if !open.is_done() {
                     return Ok(());
                 }
             }
@@ -196,11 +196,11 @@ impl Pair {
             }
             Server::Gone => return Ok(()),
         }
-        let Server::Opening { conn, open } = std::mem::replace(&mut self.server, Server::Gone) else {
+        let Server::Opening { conn, mut open } = std::mem::replace(&mut self.server, Server::Gone) else {
             unreachable!("matched above")
         };
-        let req = open.request.expect("checked above");
-        self.server = match self.served.open(conn, &req, "sim", false) {
+        let (req, client) = open.opened().expect("checked above");
+        self.server = match self.served.open(conn, &req, &client, "sim", false) {
             Ok(Running::Recv(ep, app)) => Server::Recv { ep, app },
             Ok(Running::Send(ep, app)) => Server::Send { ep, app },
             Err(refused) => Server::Refused { conn: refused.conn },

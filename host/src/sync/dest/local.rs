@@ -186,6 +186,9 @@ impl Dest {
         let full = self.full(rel);
         let lock = self.lock()?;
         let (parent, name) = self.parent(&full)?;
+        if self.opts.append_only && !matches!(Tree::stat_in(&parent, &name), Ok(None)) {
+            return Err(Fault::AppendOnly(rel.to_owned()));
+        }
         let tmp = format!("{}.link", version_key(&full, 0, (0, 0), &[0; 16], 0xff));
         let dir = lock.partials();
         let _ = rustix::fs::unlinkat(dir, &tmp, AtFlags::empty());
@@ -402,6 +405,11 @@ impl Dest {
         let name = name.to_owned();
         let now = Tree::stat_in(&parent, &name)
             .map_err(|e| Fault::io(format!("{}: cannot look at it", v.rel), &e))?;
+        // Under the tree's lock: no other keepsync writer can put something there between
+        // this look and the rename.
+        if self.opts.append_only && now.is_some() {
+            return Err(Fault::AppendOnly(v.rel.clone()));
+        }
         let as_expected = match (&v.expect, &now) {
             (None, None) => true,
             (Some(was), Some(is)) => was.same_version(is),
@@ -424,6 +432,9 @@ impl Dest {
     /// listed), deepest entries last; with `dry_run`, only lists them. Returns what was (or
     /// would be) removed.
     pub fn delete_unseen(&mut self, seen: &HashSet<String>, dry_run: bool) -> Result<Vec<String>, Fault> {
+        if self.opts.append_only {
+            return Err(Fault::Refused("--delete: this client may only add entries (append-only)".into()));
+        }
         let mut gone = Vec::new();
         let mut leftovers = Vec::new();
         let mut todo = vec![String::new()];

@@ -55,6 +55,8 @@ pub enum Fault {
     Superseded,
     /// The bytes do not hash to what the sender sent (or parts are missing).
     Mismatch(String),
+    /// An entry exists there and the writer may only add entries (append-only).
+    AppendOnly(String),
 }
 
 /// Classes of write failures a sender can act on.
@@ -94,6 +96,7 @@ impl Fault {
             Self::Busy => Status::Busy,
             Self::Superseded => Status::Superseded,
             Self::Mismatch(_) => Status::HashMismatch,
+            Self::AppendOnly(_) => Status::Denied,
         }
     }
 }
@@ -102,6 +105,9 @@ impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Refused(why) | Self::InTheWay(why) | Self::Mismatch(why) => f.write_str(why),
+            Self::AppendOnly(rel) => {
+                write!(f, "{rel}: exists, and this client may only add entries (append-only): kept as it was")
+            }
             Self::Io { what, .. } => f.write_str(what),
             Self::Busy => f.write_str("another writer is writing this file now"),
             Self::Superseded => f.write_str("another writer placed a different version there meanwhile"),
@@ -118,7 +124,9 @@ pub fn status_message(status: Status) -> &'static str {
         Status::HashMismatch => "did not verify at the receiver",
         Status::NoSpace => "the receiver's disk (or quota) is full: free space there and run the sync again",
         Status::ReadOnly => "the receiver's filesystem is read-only",
-        Status::Denied => "the receiver may not write there (permission denied)",
+        Status::Denied => {
+            "the receiver may not write there (permission denied, or an append-only client changing what exists)"
+        }
         Status::Busy => "another sync is writing this file at the receiver now: run the sync again later",
         Status::Superseded => {
             "another writer placed a different version there meanwhile; this one was not placed over it \
@@ -149,11 +157,20 @@ pub struct DestOptions {
     pub dry_run: bool,
     /// Bytes between durable checkpoints of a file.
     pub checkpoint_every: u64,
+    /// Add entries only: never change, replace or remove one that exists (an append-only
+    /// client of `serve --clients`).
+    pub append_only: bool,
 }
 
 impl Default for DestOptions {
     fn default() -> Self {
-        Self { delete: false, replace: false, dry_run: false, checkpoint_every: CHECKPOINT_EVERY }
+        Self {
+            delete: false,
+            replace: false,
+            dry_run: false,
+            checkpoint_every: CHECKPOINT_EVERY,
+            append_only: false,
+        }
     }
 }
 
