@@ -14,7 +14,7 @@ fi
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-TARGETS=(header unpacker checkpoint frame)
+TARGETS=(header unpacker checkpoint frame sender)
 failed=()
 
 for target in "${TARGETS[@]}"; do

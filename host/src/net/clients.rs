@@ -178,6 +178,43 @@ impl Clients {
 mod tests {
     use super::*;
 
+    /// Seeded random paths from an alphabet of the dangerous pieces: whatever a client sends,
+    /// an accepted path resolves, component by component, to somewhere inside its subtree.
+    #[test]
+    fn no_path_a_client_sends_leaves_its_subtree() {
+        let client = Client {
+            name: "c".into(),
+            key: SecretKey::from_bytes([1; 32]),
+            root: "homes/c".into(),
+            mode: Mode::ReadWrite,
+        };
+        let pieces = ["a", ".", "..", "/", "//", "\0", "é", ".keepsync-partial", "~", "\\", " ", "-"];
+        for seed in 1..=20_000u64 {
+            let mut rng = seed;
+            let mut path = String::new();
+            for _ in 0..(seed % 9) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                path.push_str(pieces[(rng % pieces.len() as u64) as usize]);
+            }
+            let Ok(base) = client.base(&path) else { continue };
+            // Resolve it as a filesystem would, without symlinks (the tree refuses those).
+            let mut depth = 0i32;
+            for part in base.split('/') {
+                match part {
+                    "" | "." => panic!("seed {seed}: {path:?} -> {base:?} has an empty or `.` part"),
+                    ".." => depth -= 1,
+                    _ => depth += 1,
+                }
+                assert!(depth > 0, "seed {seed}: {path:?} -> {base:?} climbs out");
+            }
+            assert!(base == "homes/c" || base.starts_with("homes/c/"), "seed {seed}: {path:?} -> {base:?}");
+            assert!(!base.contains('\0'), "seed {seed}: {base:?}");
+            assert!(!base.split('/').any(|p| p == ".keepsync-partial"), "seed {seed}: {base:?} names our partials");
+        }
+    }
+
     #[test]
     fn a_clients_file_is_read_checked_and_confines_paths() {
         let dir = tempfile::tempdir().unwrap();
