@@ -622,10 +622,15 @@ struct Raw {
 
 impl Raw {
     fn connect(addr: &str, psk: &SecretKey) -> Self {
+        Self::connect_sized(addr, psk, 70_000)
+    }
+
+    /// A client whose buffers (and so frames) are `len` bytes, as small as a device's.
+    fn connect_sized(addr: &str, psk: &SecretKey, len: usize) -> Self {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let conn = Connection::client(RustCrypto, psk.clone(), [9; 32], 0, vec![0; 70_000], vec![0; 70_000])
-            .unwrap();
+        let conn =
+            Connection::client(RustCrypto, psk.clone(), [9; 32], 0, vec![0; len], vec![0; len]).unwrap();
         Self { stream, ep: Sender::new(conn) }
     }
 
@@ -686,7 +691,15 @@ impl Raw {
         direction: Direction,
         replace: bool,
     ) -> (Self, Option<Message<'static>>) {
-        let mut raw = Self::connect(addr, psk);
+        Self::open_raw(Self::connect(addr, psk), path, direction, replace)
+    }
+
+    fn open_raw(
+        mut raw: Self,
+        path: &str,
+        direction: Direction,
+        replace: bool,
+    ) -> (Self, Option<Message<'static>>) {
         raw.flush();
         let mut buf = [0u8; 4096];
         while !raw.ep.is_open() {
@@ -747,6 +760,43 @@ impl Raw {
             }
         }
     }
+}
+
+#[test]
+fn a_receiver_sizes_its_hashes_for_a_sender_with_small_frames() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    // An old copy large enough that its block hashes fill many small frames.
+    std::fs::create_dir_all(d.join("srv/t")).unwrap();
+    std::fs::write(d.join("srv/t/old.bin"), noise(4 << 20, 1)).unwrap();
+    let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
+    // A device-sized sender: frames of at most 4 KiB (about 120 hashes each).
+    let raw = Raw::connect_sized(&srv.addr, &psk, 4 + 4096);
+    let (mut raw, answer) = Raw::open_raw(raw, "t", Direction::Push, false);
+    assert!(matches!(answer, Some(Message::Opened { .. })), "{answer:?}");
+    raw.ep.offer(0, &file(1, "old.bin", 4 << 20)).unwrap();
+    raw.flush();
+    let (mut announced, mut got) = (None, 0usize);
+    let mut buf = [0u8; 4096];
+    while announced.is_none_or(|n| got < n) {
+        let n = raw.stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the server ended the connection after {got} hashes of {announced:?}\n{}", srv.log());
+        let mut at = 0;
+        while at < n {
+            at += raw.ep.handle_input(0, &buf[at..n]).unwrap();
+            while let Some(ev) = raw.ep.poll_event(0) {
+                match ev.unwrap() {
+                    SenderEvent::Have { have: Have::Need { blocks, .. }, .. } => {
+                        announced = Some(blocks as usize)
+                    }
+                    SenderEvent::Hashes { hashes, .. } => got += hashes.len() / 32,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+    assert!(got > 4096 / 32, "the hashes needed several frames: {got}");
 }
 
 fn file(id: u32, path: &str, size: u64) -> FileMeta<'_> {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keepsync_core::budget::{MIN_BLOCK_LOG2, frame_body_for_block};
+use keepsync_core::budget::{MIN_BLOCK_LOG2, MIN_FRAME_BODY, frame_body_for_block};
 use keepsync_core::compress::{Codec, Decoder};
 use keepsync_core::sync::message::hashes_per_frame;
 use keepsync_core::sync::{
@@ -68,6 +68,8 @@ pub struct RecvApp<D: Destination = Dest> {
     closed: bool,
     log_as: Option<String>,
     local_max_body: usize,
+    /// The largest frame the sender takes: `Hashes` go in messages that fit it.
+    peer_max_body: usize,
     index: Option<SharedIndex>,
     bar: indicatif::ProgressBar,
     clock: SharedClock,
@@ -97,6 +99,7 @@ impl<D: Destination> RecvApp<D> {
             closed: false,
             log_as: None,
             local_max_body: 0,
+            peer_max_body: 0,
             index: None,
             bar: indicatif::ProgressBar::hidden(),
             clock,
@@ -317,7 +320,9 @@ impl<D: Destination> RecvApp<D> {
         };
         let blocks = (hashes.len() / 32) as u32;
         self.replies.push_back(Reply::Have(id, Have::Need { resume_from: resume, block_log2, blocks }));
-        let per = hashes_per_frame(self.local_max_body.max(4096)).max(1);
+        // Sized for the sender's frames, not ours: a device with 4 KiB frames takes about
+        // 120 hashes a message, a host 32,000.
+        let per = hashes_per_frame(self.peer_max_body.max(MIN_FRAME_BODY)).max(1);
         for (i, batch) in hashes.chunks(per * 32).enumerate() {
             self.replies.push_back(Reply::Hashes(id, (i * per) as u32, batch.to_vec()));
         }
@@ -480,6 +485,7 @@ impl<D: Destination> App<HostReceiver> for RecvApp<D> {
 
     fn handle(&mut self, ep: &mut HostReceiver, now: u64) -> Result<()> {
         self.local_max_body = ep.local_max_body();
+        self.peer_max_body = ep.peer_max_body();
         while let Some(event) = ep.poll_event(now) {
             match event.map_err(|e| proto("the sender", e))? {
                 ReceiverEvent::File(meta) => self.on_file(&meta),
