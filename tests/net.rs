@@ -348,6 +348,60 @@ fn connections_beyond_max_connections_wait_for_one_to_end() {
     assert_eq!(snapshot(&d.join("slow")), snapshot(&d.join("srv/s")));
 }
 
+#[test]
+fn a_connection_waiting_for_a_place_is_kept_alive() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &["--max-connections", "1"]);
+    std::fs::create_dir_all(d.join("slow")).unwrap();
+    std::fs::write(d.join("slow/big.bin"), noise(8 << 20, 5)).unwrap();
+    let slow = ["sync", "slow", &srv.url("s"), "--psk-file", "psk", "--connections", "1"];
+    let mut holder = spawn_sync(d, &[&slow[..], &["--limit-rate", "1MiB"]].concat());
+    wait_for_partial(&d.join("srv"), 1, &mut holder, partial_bytes);
+    // A client that proved its key and sent Open waits for the place; its ping is answered
+    // while it waits (before Opened), so it can wait longer than an idle timeout.
+    let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
+    let mut raw = Raw::connect(&srv.addr, &psk);
+    raw.flush();
+    let mut buf = [0u8; 4096];
+    while !raw.ep.is_open() {
+        let n = raw.stream.read(&mut buf).unwrap();
+        let mut at = 0;
+        while at < n {
+            at += raw.ep.handle_input(0, &buf[at..n]).unwrap();
+        }
+        raw.flush();
+    }
+    let open = Message::Open {
+        path: "w",
+        direction: Direction::Push,
+        delete: false,
+        replace: false,
+        checksum: false,
+        dry_run: false,
+        max_files: 32,
+        session: [0; 16],
+        part_size: 0,
+    };
+    raw.ep.send(0, &open).unwrap();
+    raw.flush();
+    srv.log_with("1 connections are open; new ones wait", 1);
+    raw.ep.send(0, &Message::Ping).unwrap();
+    raw.flush();
+    // The first frame back is the Pong (no message for the caller), not Opened.
+    let n = raw.stream.read(&mut buf).unwrap();
+    assert!(n > 0);
+    let mut at = 0;
+    while at < n {
+        at += raw.ep.handle_input(0, &buf[at..n]).unwrap();
+        assert!(raw.ep.poll_message(0).is_none(), "Opened came before the pong: the wait was not kept alive");
+    }
+    keepsync::net::raise_open_file_limit();
+    assert_eq!(raw.read_message(), Some(Message::Opened { max_files: keepsync::net::files_in_flight() }));
+    let held = holder.wait_with_output().unwrap();
+    assert!(held.status.success(), "{}", String::from_utf8_lossy(&held.stderr));
+}
+
 /// Resident memory of a process, at most ever (Linux's VmHWM), in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

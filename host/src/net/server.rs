@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex, Weak};
 
 use indicatif::ProgressBar;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::Direction;
 use keepsync_core::sync::open;
+use keepsync_core::sync::{Direction, ProtoError};
 use keepsync_core::wire::frame::KEY_ID_LEN;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::app::App;
+use super::app::{App, proto};
 use super::clients::{Client, Clients, Mode};
 use super::clock::{SharedClock, monotonic};
 use super::driver::{Link, drive, tcp_link};
@@ -427,7 +427,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
             let mut link = tcp_link(stream, peer.to_string());
             let greeted = greet(&mut link, &served).await;
             greeting2.done(id);
-            let (conn, req, client) = match greeted {
+            let (mut conn, req, client) = match greeted {
                 Ok(x) => x,
                 Err(e) => {
                     if log {
@@ -445,7 +445,20 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
                              (see --max-connections)"
                         ));
                     }
-                    Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed")
+                    // Meanwhile the connection stays alive: pings are answered and sent, so a
+                    // client can wait longer than its idle timeout.
+                    let mut hold = Hold;
+                    let (served2, peer2) = (Arc::clone(&served), peer.to_string());
+                    tokio::select! {
+                        slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+                        held = drive(&mut link, &mut conn, &mut hold, &served2.limit, served2.clock.as_ref()) => {
+                            if log {
+                                let why = held.err().map_or("it hung up".to_owned(), |e| e.to_string());
+                                say(&about(&peer2, &Error::Refused { peer: peer2.clone(), reason: format!("gave up waiting for a place: {why}") }));
+                            }
+                            return;
+                        }
+                    }
                 }
             };
             // The socket moves to the connection's own thread and runtime.
@@ -478,6 +491,28 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
                 "{MAX_HANDSHAKES} connections are still in their handshake: dropped the oldest ({dropped})"
             ));
         }
+    }
+}
+
+/// What runs on an opened connection while it waits for a place: answers pings (the core
+/// does) and sends its own when idle; anything else from the client breaks the protocol.
+struct Hold;
+
+impl App<Conn> for Hold {
+    fn produce(&mut self, _: &mut Conn, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn handle(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
+        match conn.poll_message(now) {
+            None => Ok(()),
+            Some(Ok(_)) => Err(proto("the client", ProtoError::Unexpected("a message before Opened"))),
+            Some(Err(e)) => Err(proto("the client", e)),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        false
     }
 }
 
