@@ -218,6 +218,58 @@ fn a_server_for_many_clients_asks_for_the_key_the_client_names() {
 }
 
 #[test]
+fn entries_end_once_and_finished_comes_last() {
+    // One frame from one connection into the other (the caller polls what it caused).
+    fn carry(from: &mut Conn, to: &mut Conn) -> Vec<u8> {
+        let mut out = vec![0u8; BUF];
+        let n = from.poll_transmit(&mut out);
+        out.truncate(n);
+        let mut at = 0;
+        while at < out.len() {
+            at += to.handle_input(0, &out[at..]).unwrap();
+        }
+        out
+    }
+    let open = || {
+        let (mut c, mut s) = pair(5, 5, 2);
+        handshake(&mut c, &mut s).unwrap();
+        (c, s)
+    };
+    // A receiver refuses Finished while an entry is in flight, and a File after Finished.
+    let (mut c, s) = open();
+    let mut r = Receiver::new(s);
+    c.send(0, &Message::File(regular(1, "a", 10))).unwrap();
+    carry(&mut c, &mut r);
+    assert!(matches!(r.poll_event(0), Some(Ok(ReceiverEvent::File(_)))));
+    c.send(0, &Message::Finished).unwrap();
+    carry(&mut c, &mut r);
+    assert!(matches!(r.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
+    let (mut c, s) = open();
+    let mut r = Receiver::new(s);
+    c.send(0, &Message::Finished).unwrap();
+    carry(&mut c, &mut r);
+    assert!(matches!(r.poll_event(0), Some(Ok(ReceiverEvent::Finished))));
+    c.send(0, &Message::File(regular(2, "b", 10))).unwrap();
+    carry(&mut c, &mut r);
+    assert!(matches!(r.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
+    // A sender will not send Finished with an entry in flight, and refuses a `Have(Skip)` for
+    // a file whose data it already sent and ended (it once took that as `Done(Ok)`).
+    let (c, mut s) = open();
+    let mut snd = Sender::new(c);
+    snd.offer(0, &regular(1, "a", 10)).unwrap();
+    assert!(snd.finish(0).is_err(), "an entry is in flight");
+    let need = Have::Need { resume_from: 0, block_log2: 10, blocks: 0 };
+    s.send(0, &Message::Have { id: 1, have: need }).unwrap();
+    carry(&mut s, &mut snd);
+    assert!(matches!(snd.poll_event(0), Some(Ok(SenderEvent::Have { id: 1, .. }))));
+    snd.send_data(0, 1, 0, 0, 10, &[7; 10]).unwrap();
+    snd.end_file(0, 1, [0; 32]).unwrap();
+    s.send(0, &Message::Have { id: 1, have: Have::Skip }).unwrap();
+    carry(&mut s, &mut snd);
+    assert!(matches!(snd.poll_event(0), Some(Err(ProtoError::Unexpected(_)))));
+}
+
+#[test]
 fn version_mismatch_and_foreign_peers_are_refused() {
     let (_, mut s) = pair(1, 1, 3);
     let mut hello = [0u8; 48];

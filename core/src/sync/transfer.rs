@@ -99,10 +99,10 @@ impl Slot {
         if self.assemble {
             return Err("Have for an Assemble entry (it is answered with Done)");
         }
-        let Have::Need { resume_from, block_log2, blocks } = have else { return self.done(Status::Ok) };
         if self.state != State::Offered {
             return Err("Have for a file that is not waiting for one");
         }
+        let Have::Need { resume_from, block_log2, blocks } = have else { return self.done(Status::Ok) };
         if !(MIN_BLOCK_LOG2..=MAX_BLOCK_LOG2).contains(&block_log2)
             || frame_body_for_block(block_log2) > max_body
         {
@@ -433,6 +433,9 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Sender<P, 
 
     /// Tells the receiver no more entries follow.
     pub fn finish(&mut self, now: Millis) -> Result<(), SendError> {
+        if self.finished || self.in_flight() > 0 {
+            return Err(SendError::Usage("Finished once, after every offered entry is done"));
+        }
         self.conn.send(now, &Message::Finished)?;
         self.finished = true;
         Ok(())
@@ -585,6 +588,7 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P
             Message::File(meta) if meta.path.len() > MAX_PATH_LEN || meta.target.len() > MAX_PATH_LEN => {
                 Err("a path longer than MAX_PATH_LEN")
             }
+            Message::File(_) if self.finished => Err("File after Finished"),
             Message::File(meta) => self.files.insert(&meta).map(|()| ReceiverEvent::File(meta)),
             Message::Data { id, offset, codec, raw_len, body } => {
                 match self.files.find(id).and_then(|slot| slot.data(offset, raw_len, body.0.len())) {
@@ -598,6 +602,9 @@ impl<P: CryptoProvider, B: AsRef<[u8]> + AsMut<[u8]>, const N: usize> Receiver<P
                 Ok(Step::Drop) => return None,
                 Err(rule) => Err(rule),
             },
+            Message::Finished if self.finished || self.files.in_flight() > 0 => {
+                Err("Finished twice, or while entries are in flight")
+            }
             Message::Finished => {
                 self.finished = true;
                 Ok(ReceiverEvent::Finished)
