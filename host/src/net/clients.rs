@@ -211,7 +211,10 @@ mod tests {
             }
             assert!(base == "homes/c" || base.starts_with("homes/c/"), "seed {seed}: {path:?} -> {base:?}");
             assert!(!base.contains('\0'), "seed {seed}: {base:?}");
-            assert!(!base.split('/').any(|p| p == ".keepsync-partial"), "seed {seed}: {base:?} names our partials");
+            assert!(
+                !base.split('/').any(|p| p == ".keepsync-partial"),
+                "seed {seed}: {base:?} names our partials"
+            );
         }
     }
 
