@@ -104,6 +104,14 @@ pub enum Error {
         /// Why, as far as the protocol says.
         reason: String,
     },
+    /// This end (a server) ended a connection: a client it does not know, one revoked, one
+    /// that gave up waiting (for the server's log).
+    Ended {
+        /// The peer (`host:port`).
+        peer: String,
+        /// Why.
+        why: String,
+    },
     /// A peer tool run by `keepsync bench` failed.
     Peer {
         /// The command line.
@@ -159,7 +167,7 @@ impl Error {
                 fault: ProtoError::TimedOut | ProtoError::HandshakeTimedOut | ProtoError::HungUpInHandshake,
                 ..
             } => exit::NETWORK,
-            Self::Protocol { .. } | Self::Refused { .. } => exit::PROTOCOL,
+            Self::Protocol { .. } | Self::Refused { .. } | Self::Ended { .. } => exit::PROTOCOL,
             Self::NoPassphrase(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
             Self::Internal(_) => exit::SOFTWARE,
             Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
@@ -250,6 +258,7 @@ impl Error {
                  run the command again to resume"
                     .into()
             }
+            Self::Ended { .. } => return None,
             Self::Refused { .. } => {
                 "check the path in the ks:// URL (a directory inside the served root) and the server's log, which \
                  names the cause"
@@ -300,6 +309,7 @@ impl fmt::Display for Error {
             Self::Network { peer, action, source } => write!(f, "cannot {action} {peer}: {source}"),
             Self::Protocol { peer, fault } => write!(f, "{peer}: {fault}"),
             Self::Refused { peer, reason } => write!(f, "{peer} refused the request: {reason}"),
+            Self::Ended { peer, why } => write!(f, "{peer}: {why}"),
             Self::Peer { command, status } => write!(f, "`{command}` failed ({status})"),
             Self::History { path, reason } => write!(f, "benchmark history {}: {reason}", path.display()),
             Self::UnknownRun(name) => write!(f, "no benchmark run `{name}` in the history"),

@@ -454,7 +454,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
                         held = drive(&mut link, &mut conn, &mut hold, &served2.limit, served2.clock.as_ref()) => {
                             if log {
                                 let why = held.err().map_or("it hung up".to_owned(), |e| e.to_string());
-                                say(&about(&peer2, &Error::Refused { peer: peer2.clone(), reason: format!("gave up waiting for a place: {why}") }));
+                                say(&about(&peer2, &Error::Ended { peer: peer2.clone(), why: format!("gave up waiting for a place: {why}") }));
                             }
                             return;
                         }
@@ -725,9 +725,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let peer = link.peer.clone();
     tokio::select! {
         done = serve_request(link, conn, req, client, served) => done,
-        () = served.revoked(client) => Err(Error::Refused {
+        () = served.revoked(client) => Err(Error::Ended {
             peer,
-            reason: format!("{}was revoked (clients file read again): connection ended", client.shown()),
+            why: format!("{}was revoked (clients file read again): connection ended", client.shown()),
         }),
     }
 }

@@ -204,6 +204,9 @@ impl<D: Destination> RecvApp<D> {
             }
             Kind::Symlink if dry_run => match self.dest.there(rel) {
                 There::Blocked(why) => self.fault(id, rel, Fault::Refused(why)),
+                There::Entry(_) if self.dest.options().append_only => {
+                    self.fault(id, rel, Fault::AppendOnly(rel.to_owned()))
+                }
                 There::Entry(s) if s.kind == EntryKind::Dir && !self.dest.options().replace => {
                     self.fault(id, rel, Fault::InTheWay(in_the_way(rel)))
                 }
