@@ -362,32 +362,11 @@ fn a_connection_waiting_for_a_place_is_kept_alive() {
     // while it waits (before Opened), so it can wait longer than an idle timeout.
     let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
     let mut raw = Raw::connect(&srv.addr, &psk);
-    raw.flush();
-    let mut buf = [0u8; 4096];
-    while !raw.ep.is_open() {
-        let n = raw.stream.read(&mut buf).unwrap();
-        let mut at = 0;
-        while at < n {
-            at += raw.ep.handle_input(0, &buf[at..n]).unwrap();
-        }
-        raw.flush();
-    }
-    let open = Message::Open {
-        path: "w",
-        direction: Direction::Push,
-        delete: false,
-        replace: false,
-        checksum: false,
-        dry_run: false,
-        max_files: 32,
-        session: [0; 16],
-        part_size: 0,
-    };
-    raw.ep.send(0, &open).unwrap();
-    raw.flush();
+    raw.send_open("w", Direction::Push, false);
     srv.log_with("1 connections are open; new ones wait", 1);
     raw.ep.send(0, &Message::Ping).unwrap();
     raw.flush();
+    let mut buf = [0u8; 4096];
     // The first frame back is the Pong (no message for the caller), not Opened.
     let n = raw.stream.read(&mut buf).unwrap();
     assert!(n > 0);
@@ -754,15 +733,22 @@ impl Raw {
         direction: Direction,
         replace: bool,
     ) -> (Self, Option<Message<'static>>) {
-        raw.flush();
+        raw.send_open(path, direction, replace);
+        let answer = raw.read_message();
+        (raw, answer)
+    }
+
+    /// Finishes the handshake and sends `Open` (the answer is left unread).
+    fn send_open(&mut self, path: &str, direction: Direction, replace: bool) {
+        self.flush();
         let mut buf = [0u8; 4096];
-        while !raw.ep.is_open() {
-            let n = raw.stream.read(&mut buf).unwrap();
+        while !self.ep.is_open() {
+            let n = self.stream.read(&mut buf).unwrap();
             let mut at = 0;
             while at < n {
-                at += raw.ep.handle_input(0, &buf[at..n]).unwrap();
+                at += self.ep.handle_input(0, &buf[at..n]).unwrap();
             }
-            raw.flush();
+            self.flush();
         }
         let open = Message::Open {
             path,
@@ -775,10 +761,8 @@ impl Raw {
             session: [0; 16],
             part_size: 0,
         };
-        raw.ep.send(0, &open).unwrap();
-        raw.flush();
-        let answer = raw.read_message();
-        (raw, answer)
+        self.ep.send(0, &open).unwrap();
+        self.flush();
     }
 
     /// Next sender event, owned.
