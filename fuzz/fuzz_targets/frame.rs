@@ -7,18 +7,13 @@
 //!    behind the MAC, which random bytes alone never pass.
 #![no_main]
 
-use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{Connection, Message, Receiver};
+use keepsync_core::crypto::RustCrypto;
+use keepsync_core::sync::{Message, Receiver};
 use libfuzzer_sys::fuzz_target;
 
-const BUF: usize = 4 + 4096;
-
-fn conns() -> (Connection<RustCrypto, Vec<u8>>, Connection<RustCrypto, Vec<u8>>) {
-    let psk = || SecretKey::from_bytes([7; 32]);
-    let c = Connection::client(RustCrypto, psk(), [1; 32], 0, vec![0; BUF], vec![0; BUF]).unwrap();
-    let s = Connection::server(RustCrypto, psk(), [2; 32], 0, vec![0; BUF], vec![0; BUF]).unwrap();
-    (c, s)
-}
+#[path = "pair.rs"]
+mod pair;
+use pair::{BUF, Conn, conns};
 
 fn feed(receiver: &mut Receiver<RustCrypto, Vec<u8>>, bytes: &[u8]) -> bool {
     let mut at = 0;
@@ -36,18 +31,8 @@ fn feed(receiver: &mut Receiver<RustCrypto, Vec<u8>>, bytes: &[u8]) -> bool {
     true
 }
 
-fn open_pair() -> (Connection<RustCrypto, Vec<u8>>, Receiver<RustCrypto, Vec<u8>>) {
-    let (mut c, mut s) = conns();
-    let mut out = vec![0u8; BUF];
-    for _ in 0..2 {
-        let n = c.poll_transmit(&mut out);
-        assert_eq!(s.handle_input(0, &out[..n]), Ok(n));
-        let n = s.poll_transmit(&mut out);
-        if n > 0 {
-            assert_eq!(c.handle_input(0, &out[..n]), Ok(n));
-        }
-    }
-    assert!(c.is_open() && s.is_open());
+fn open_pair() -> (Conn, Receiver<RustCrypto, Vec<u8>>) {
+    let (c, s) = pair::open();
     (c, Receiver::new(s))
 }
 

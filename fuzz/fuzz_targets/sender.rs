@@ -6,28 +6,16 @@
 //! panic, and never accept a message the rules forbid (checked by the core's own errors).
 #![no_main]
 
-use keepsync_core::crypto::{RustCrypto, SecretKey};
-use keepsync_core::sync::{Connection, FileMeta, Have, Kind, Layout, Message, Sender, SenderEvent};
+use keepsync_core::crypto::RustCrypto;
+use keepsync_core::sync::{FileMeta, Have, Kind, Layout, Message, Sender, SenderEvent};
 use libfuzzer_sys::fuzz_target;
 
-const BUF: usize = 4 + 4096;
-
-type Conn = Connection<RustCrypto, Vec<u8>>;
+#[path = "pair.rs"]
+mod pair;
+use pair::{BUF, Conn};
 
 fn open_pair() -> (Sender<RustCrypto, Vec<u8>>, Conn) {
-    let psk = || SecretKey::from_bytes([7; 32]);
-    let mut c = Connection::client(RustCrypto, psk(), [1; 32], 0, vec![0; BUF], vec![0; BUF]).unwrap();
-    let mut s = Connection::server(RustCrypto, psk(), [2; 32], 0, vec![0; BUF], vec![0; BUF]).unwrap();
-    let mut out = vec![0u8; BUF];
-    for _ in 0..2 {
-        let n = c.poll_transmit(&mut out);
-        assert_eq!(s.handle_input(0, &out[..n]), Ok(n));
-        let n = s.poll_transmit(&mut out);
-        if n > 0 {
-            assert_eq!(c.handle_input(0, &out[..n]), Ok(n));
-        }
-    }
-    assert!(c.is_open() && s.is_open());
+    let (c, s) = pair::open();
     (Sender::new(c), s)
 }
 
