@@ -87,7 +87,7 @@ async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Establ
             return Err(Error::Network { peer: addr, action: "connect to", source: e });
         }
     };
-    let mut link = tcp_link(stream, addr);
+    let mut link = tcp_link(stream, addr, true);
     let clock = &shared.clock;
     let mut conn = Conn::client(
         RustCrypto,

@@ -32,7 +32,7 @@ fn net(peer: &str, action: &'static str, source: std::io::Error) -> Error {
     Error::Network { peer: peer.to_owned(), action, source }
 }
 
-/// Bytes a link reads at once before the peer proved the key.
+/// Bytes a server's link reads at once before the peer proved the key.
 const READ_START: usize = 4 << 10;
 
 /// Bytes a link reads at once after.
@@ -63,13 +63,22 @@ impl<S> Link<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     /// Wraps a connected stream to `peer`; `loopback`: the peer is reached over a loopback
-    /// address.
+    /// address. Reads in large pieces.
     pub fn new(io: S, peer: String, loopback: bool) -> Self {
-        Self { io, peer, loopback, rbuf: vec![0u8; READ_START], rlen: 0, rat: 0, stats: LinkStats::default() }
+        Self::reading(io, peer, loopback, READ_FULL)
     }
 
-    /// Reads in large pieces from now on (once the peer proved the key: before, a connection
-    /// holds only a few KiB).
+    /// The same for a peer that has proved nothing yet (a server's new connection): reads in
+    /// small pieces until [`grow`](Self::grow), so such a connection holds only a few KiB.
+    pub fn unproven(io: S, peer: String, loopback: bool) -> Self {
+        Self::reading(io, peer, loopback, READ_START)
+    }
+
+    fn reading(io: S, peer: String, loopback: bool, len: usize) -> Self {
+        Self { io, peer, loopback, rbuf: vec![0u8; len], rlen: 0, rat: 0, stats: LinkStats::default() }
+    }
+
+    /// Reads in large pieces from now on (once the peer proved the key).
     pub fn grow(&mut self) {
         if self.rbuf.len() < READ_FULL {
             self.rbuf.resize(READ_FULL, 0);
@@ -97,13 +106,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Link<S> {
     }
 }
 
-/// A TCP connection as a [`Link`]: no Nagle delay, TCP keep-alive on.
-pub fn tcp_link(stream: TcpStream, peer: String) -> Link<TcpStream> {
+/// A TCP connection as a [`Link`]: no Nagle delay, TCP keep-alive on. `proven`: the peer is
+/// trusted already (a client's server); a server's new connection starts [`Link::unproven`].
+pub fn tcp_link(stream: TcpStream, peer: String, proven: bool) -> Link<TcpStream> {
     let _ = stream.set_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30));
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let loopback = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
-    Link::new(stream, peer, loopback)
+    if proven { Link::new(stream, peer, loopback) } else { Link::unproven(stream, peer, loopback) }
 }
 
 /// What woke the loop: a write and a read may both be ready, and both are taken each time (a

@@ -320,8 +320,7 @@ impl Served {
     pub fn connection(&self) -> Result<Conn> {
         let internal = |e: keepsync_core::UsageError| Error::Internal(e.to_string());
         let (random, now) = (fresh_random()?, self.clock.now_ms());
-        let buffers = || (vec![0; HANDSHAKE_BUFFER], vec![0; HANDSHAKE_BUFFER]);
-        let (rx, tx) = buffers();
+        let (rx, tx) = (vec![0; HANDSHAKE_BUFFER], vec![0; HANDSHAKE_BUFFER]);
         let mut conn = match &self.keys {
             Keys::One(client) => Conn::server(RustCrypto, client.key.clone(), random, now, rx, tx),
             Keys::Clients { .. } => Conn::server_for_clients(RustCrypto, random, now, rx, tx),
@@ -424,7 +423,7 @@ pub async fn serve_on(listener: TcpListener, opts: ServeOptions, log: bool) -> R
         let (served, slots, greeting2) = (Arc::clone(&served), Arc::clone(&slots), Arc::clone(&greeting));
         let id = greeting.next_id();
         let task = tokio::spawn(async move {
-            let mut link = tcp_link(stream, peer.to_string());
+            let mut link = tcp_link(stream, peer.to_string(), false);
             let greeted = greet(&mut link, &served).await;
             greeting2.done(id);
             let (mut conn, req, client) = match greeted {
