@@ -459,6 +459,22 @@ fn wrong_psk_missing_psk_and_paths_outside_the_root_fail_clearly() {
     // The server logged the failed handshake and still serves.
     ks(d, &["sync", "src", &srv.url("ok"), "--psk-file", "psk"]).ok();
     srv.log_with("hung up without proving the pre-shared key", 1);
+
+    // A pull that fails leaves no DEST behind (nor the parents it would have made), and
+    // spares a DEST that existed.
+    std::fs::create_dir(d.join("kept")).unwrap();
+    let pulls: [(&str, &str, &str, i32); 4] = [
+        (&srv.url("ok"), "new/deep/dest", "other", 12),
+        (&srv.url("missing"), "new/deep/dest", "psk", 12),
+        ("ks://127.0.0.1:1/x", "new/deep/dest", "psk", 10),
+        (&srv.url("ok"), "kept", "other", 12),
+    ];
+    for (url, dest, psk, code) in pulls {
+        let run = ks(d, &["sync", url, dest, "--psk-file", psk]);
+        assert_eq!(run.code, code, "{url} -> {dest}: {}", run.stderr);
+    }
+    assert!(!d.join("new").exists(), "a failed pull left the directories it made");
+    assert!(d.join("kept").is_dir(), "a failed pull removed a DEST that existed");
 }
 
 #[test]

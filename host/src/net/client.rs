@@ -22,6 +22,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::index::HashIndex;
+use crate::sync::NewRoot;
 use crate::sync::dest::{CHECKPOINT_EVERY, Dest, DestOptions, DirMeta, Store};
 use crate::sync::recv::RecvApp;
 use crate::sync::send::effort::SyncCodec;
@@ -392,18 +393,26 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<Summary> {
             // A dry run moves no data: one connection lists everything.
             let n = if dry_run { 1 } else { connections };
             summary.connections = n;
-            if !local.exists() && !dry_run {
-                std::fs::create_dir_all(&local).map_err(|e| Error::io("create", &local, e))?;
-            }
+            let made = (!local.exists() && !dry_run).then(|| NewRoot::create(&local)).transpose()?;
             // A dry run into a DEST that does not exist yet compares with an empty tree.
             let empty = (dry_run && !local.exists()).then(crate::sync::EmptyDir::new).transpose()?;
             let root = empty.as_ref().map_or(local.as_path(), |e| e.path());
-            let tree = Tree::open(root).map_err(|e| Error::io("open", &local, e))?;
-            let store = Store::new(tree);
-            if !dry_run {
-                store.expire();
-            }
-            let r = pull(Arc::clone(&shared), store, bar.clone(), n)?;
+            let pulled = Tree::open(root).map_err(|e| Error::io("open", &local, e)).and_then(|tree| {
+                let store = Store::new(tree);
+                if !dry_run {
+                    store.expire();
+                }
+                pull(Arc::clone(&shared), store, bar.clone(), n)
+            });
+            let r = match pulled {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(made) = made {
+                        made.undo();
+                    }
+                    return Err(e);
+                }
+            };
             let stats = r.stats;
             summary.absorb(r.summary);
             summary.bytes_sent = stats.read;

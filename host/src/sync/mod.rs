@@ -52,3 +52,38 @@ impl Drop for EmptyDir {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// DEST as a sync made it (with any missing parents): if the sync fails before anything
+/// lands, [`NewRoot::undo`] removes what was made, so a refused or unreachable pull leaves no
+/// empty DEST behind.
+#[must_use = "call undo() when the sync fails"]
+pub(crate) struct NewRoot {
+    /// The directories made, innermost first.
+    made: Vec<PathBuf>,
+}
+
+impl NewRoot {
+    /// Makes `path` and its missing parents; nothing when it exists.
+    pub(crate) fn create(path: &Path) -> Result<Self> {
+        let mut missing = Vec::new();
+        let mut at = Some(path);
+        while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
+        {
+            missing.push(p.to_path_buf());
+            at = p.parent();
+        }
+        std::fs::create_dir_all(path).map_err(|e| Error::io("create", path, e))?;
+        Ok(Self { made: missing })
+    }
+
+    /// Removes the directories made, innermost first, as long as each is empty but for an
+    /// empty partial directory (a partial holding data is kept: it resumes the next run).
+    pub(crate) fn undo(self) {
+        for dir in &self.made {
+            let _ = std::fs::remove_dir(dir.join(tree::PARTIAL_DIR));
+            if std::fs::remove_dir(dir).is_err() {
+                return;
+            }
+        }
+    }
+}
