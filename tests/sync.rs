@@ -167,12 +167,24 @@ fn refuses_overlapping_or_wrong_roots_and_network_urls() {
         (vec!["sync", "src/run.sh", "dst"], "not a directory"),
         (vec!["sync", "missing", "dst"], "cannot open missing"),
         (vec!["sync", "src", "ks://host:7000/x"], "keepsync serve"),
+        // What looks like a URL KeepSync does not reach is refused, never made a local
+        // directory named `s3:` or `ks:`.
+        (vec!["sync", "src", "s3://bucket/x"], "does not reach s3:// stores"),
+        (vec!["sync", "s3://bucket/x", "dst"], "does not reach s3:// stores"),
+        (vec!["sync", "src", "ks:/host:7373/x"], "(two slashes)"),
+        (vec!["sync", "src", "KS:host/x"], "(two slashes)"),
+        (vec!["sync", "src", "backup.lan:/srv/x"], "rsync's HOST:PATH"),
     ] {
         let r = ks(d, &args);
         assert_ne!(r.code, 0, "{args:?}");
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
     }
-    assert!(!d.join("dst").exists());
+    for made in ["dst", "s3:", "ks:", "KS:host", "backup.lan:"] {
+        assert!(!d.join(made).exists(), "{made} was made");
+    }
+    // The hint's spelling of a local path works.
+    ks(d, &["sync", "src", "./s3://bucket"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("s3:/bucket")));
     assert!(!d.join("src/not-yet").exists() && !d.join("src/x").exists());
 }
 

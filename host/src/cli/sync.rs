@@ -82,8 +82,31 @@ pub struct SyncArgs {
     out: ReportArgs,
 }
 
+/// `Some` for a ks:// path; `None` for a local one; an error for what looks like a URL or an
+/// rsync-style `HOST:PATH` that KeepSync does not reach, rather than a local directory named
+/// `s3:` or `host:` made by surprise.
 fn remote(path: &std::path::Path) -> Option<Result<Remote>> {
-    Remote::parse(path.to_str()?)
+    let arg = path.to_str()?;
+    if let Some(remote) = Remote::parse(arg) {
+        return Some(remote);
+    }
+    let first = arg.split('/').next().unwrap_or_default();
+    let (before, _) = first.split_once(':')?;
+    let local = format!("./{arg}");
+    let why = if before.eq_ignore_ascii_case("ks") {
+        format!("{arg} is not a ks:// URL: write ks://HOST[:PORT]/PATH (two slashes)")
+    } else if arg[first.len()..].starts_with("//") && first.len() == before.len() + 1 {
+        format!(
+            "{arg}: keepsync does not reach {before}:// stores; it syncs local paths and \
+             ks://HOST[:PORT]/PATH served by `keepsync serve`"
+        )
+    } else {
+        format!(
+            "{arg} looks like rsync's HOST:PATH, which keepsync does not reach: run `keepsync serve` \
+             there and write ks://{before}/PATH"
+        )
+    };
+    Some(Err(Error::Usage(format!("{why}; to mean a local path, write {local}"))))
 }
 
 fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Direction) -> Result<ExitCode> {
