@@ -161,6 +161,17 @@ fn usage_errors_say_what_to_do() {
         assert_eq!(r.code, *code, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
         assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+        // With --json, the same failure is a JSON object on stdout.
+        let mut args = args.to_vec();
+        if !args.contains(&"--json") {
+            args.push("--json");
+        }
+        let r = ks(d, &args);
+        assert_eq!(r.code, *code, "{args:?}: {}", r.stderr);
+        let error = r.json();
+        assert_eq!(error["ok"], false, "{args:?}: {error}");
+        assert_eq!(error["exit_code"], *code, "{args:?}: {error}");
+        assert!(error["error"].as_str().unwrap().contains(needle), "{args:?}: {error}");
     }
     assert_eq!(listing(d), ["in", "key"]);
 }
@@ -460,6 +471,12 @@ fn one_failing_input_is_named_and_the_others_complete() {
         r.stderr
     );
     assert_eq!(listing(d), ["a", "a.ks", "c", "c.ks", "key"]);
+    // With --json, stdout is one JSON document naming the failure.
+    let r = ks(d, &["pack", "a", "missing", "-k", "key", "--force", "--json"]);
+    assert_eq!(r.code, 66, "{}", r.stderr);
+    let summary = r.json();
+    assert_eq!(summary["failed"][0]["input"], "missing", "{summary}");
+    assert_eq!(summary["failed"][0]["exit_code"], 66, "{summary}");
     std::fs::create_dir(d.join("out")).unwrap();
     ks(d, &["unpack", "a.ks", "c.ks", "-o", "out", "-k", "key"]).ok();
     assert_eq!(std::fs::read(d.join("out/a")).unwrap(), b"alpha");

@@ -1522,7 +1522,9 @@ fn a_url_without_a_tree_is_refused_and_the_whole_root_must_be_named() {
         let run = ks(d, &["sync", "src", &url, "--psk-file", "psk", "--delete", "--dry-run", "--json"]);
         assert_eq!(run.code, 2, "{url}: {}", run.stderr);
         assert!(run.stderr.contains("names no tree") && run.stderr.contains("/."), "{}", run.stderr);
-        assert!(run.stdout.is_empty(), "nothing listed for deletion");
+        let error = run.json();
+        assert_eq!(error["exit_code"], 2, "{error}");
+        assert!(error.get("planned").is_none(), "nothing listed for deletion: {error}");
     }
     // Named explicitly, the root is what the user asked for.
     let run = ks(d, &["sync", "src", &srv.url("."), "--psk-file", "psk", "--delete", "--dry-run", "--json"]);

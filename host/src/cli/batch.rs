@@ -124,7 +124,7 @@ pub struct Failed {
     pub input: String,
     /// The error message.
     pub error: String,
-    #[serde(skip)]
+    /// The exit code this failure alone would have had.
     exit_code: u8,
 }
 

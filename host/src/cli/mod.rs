@@ -48,6 +48,9 @@ Exit codes:
   73  the output cannot be created (it exists: use --force)
   74  reading or writing failed midway
 
+With --json, a failed run prints {ok: false, exit_code: N, error, hint} as JSON
+on stdout (the same words as on stderr); several inputs list their failures in the summary.
+
 An interrupted `pack` to a file leaves a hidden .NAME.keepsync-partial beside the output; running
 the same command again resumes it once the source's already-packed bytes are re-verified.";
 
@@ -216,7 +219,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            if !e.use_stderr() {
+                return ExitCode::from(exit::OK);
+            }
+            print_json_error(&e.render().to_string(), None, exit::USAGE);
+            return ExitCode::from(exit::USAGE);
         }
     };
     let result = match cli.command {
@@ -233,8 +240,27 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             report(&e, None);
+            // Several inputs' failures are already in their JSON summary.
+            if !matches!(e, Error::SomeInputsFailed { .. }) {
+                print_json_error(&e.to_string(), e.hint().as_deref(), e.exit_code());
+            }
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Under `--json`, a failed run prints a JSON object on stdout too, so a machine reading
+/// stdout learns why (the same words as on stderr) rather than finding nothing.
+fn print_json_error(message: &str, hint: Option<&str>, code: u8) {
+    let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
+    if json {
+        let error = serde_json::json!({
+            "ok": false,
+            "exit_code": code,
+            "error": message.trim_end().trim_start_matches("error: "),
+            "hint": hint,
+        });
+        println!("{}", serde_json::to_string_pretty(&error).expect("JSON values serialize"));
     }
 }
 
