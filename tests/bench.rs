@@ -101,6 +101,10 @@ fn a_run_is_stored_listed_compared_and_reported() {
         assert!(svg.starts_with("<svg"), "{chart}");
     }
 
+    // Before a baseline is set, comparing with it says how to set one.
+    let unset = ks(dir.path(), &["bench", "compare", "baseline", "latest", "--db", "h.sqlite"]);
+    assert_eq!(unset.code, 2, "{}", unset.stderr);
+    assert!(unset.stderr.contains("bench baseline set RUN"), "{}", unset.stderr);
     ks(dir.path(), &["bench", "baseline", "set", "first", "--db", "h.sqlite"]).ok();
     let json =
         ks(dir.path(), &["bench", "compare", "baseline", "latest", "--db", "h.sqlite", "--json"]).ok().json();

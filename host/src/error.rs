@@ -271,6 +271,11 @@ impl Error {
                 "{} must be a keepsync bench database in a writable directory; choose another with --db",
                 path.display()
             ),
+            Self::UnknownRun(name) if name == "baseline" => {
+                "no run is marked as the baseline yet: `keepsync bench baseline set RUN` marks one \
+                 (`keepsync bench history` lists the runs; `latest` names the newest)"
+                    .into()
+            }
             Self::UnknownRun(_) => {
                 "name a run by its id, its --tag, `latest` or `baseline`; `keepsync bench history` lists them"
                     .into()
@@ -312,6 +317,9 @@ impl fmt::Display for Error {
             Self::Ended { peer, why } => write!(f, "{peer}: {why}"),
             Self::Peer { command, status } => write!(f, "`{command}` failed ({status})"),
             Self::History { path, reason } => write!(f, "benchmark history {}: {reason}", path.display()),
+            Self::UnknownRun(name) if name == "baseline" => {
+                write!(f, "no baseline run is set in the history")
+            }
             Self::UnknownRun(name) => write!(f, "no benchmark run `{name}` in the history"),
             Self::SomeInputsFailed { failed, total, .. } => {
                 write!(f, "{failed} of {total} inputs failed (each is reported above)")

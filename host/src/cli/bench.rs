@@ -30,8 +30,8 @@ Examples:
   keepsync bench --report bench.html --markdown
   keepsync bench history
   keepsync bench report 12 --report run12.html
+  keepsync bench baseline set 12                   mark run 12 as the baseline, once
   keepsync bench compare baseline latest           exit 3 on a regression
-  keepsync bench baseline set 12
 
 Regression rule (bench compare): a keepsync metric regressed when its median moved the bad way
 by more than max(3 x 1.4826 x pooled MAD, 2% of the base median, the metric's resolution)."

@@ -33,7 +33,7 @@ Examples:
   keepsync inspect photos.tar.ks --json
   keepsync caps
   keepsync bench --report bench.html
-  keepsync bench compare baseline latest
+  keepsync bench baseline set 12 && keepsync bench compare baseline latest
 
 Exit codes:
   0   success
