@@ -74,6 +74,21 @@ fn mirrors_a_tree_then_a_resync_transfers_nothing() {
 }
 
 #[test]
+fn a_trailing_slash_on_src_changes_nothing_and_a_dry_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    let dry = ks(d, &["sync", "src/", "slash", "--dry-run"]);
+    dry.ok();
+    assert!(dry.stderr.contains("the contents of src/ would be mirrored into slash"), "{}", dry.stderr);
+    assert!(dry.stderr.contains("trailing slash on SRC changes nothing"), "{}", dry.stderr);
+    ks(d, &["sync", "src/", "slash"]).ok();
+    ks(d, &["sync", "src", "plain"]).ok();
+    assert_eq!(snapshot(&d.join("slash")), snapshot(&d.join("src")));
+    assert_eq!(snapshot(&d.join("plain")), snapshot(&d.join("src")));
+}
+
+#[test]
 fn only_changed_files_are_sent() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

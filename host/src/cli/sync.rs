@@ -15,7 +15,9 @@ use keepsync_core::sync::Direction;
 #[derive(Debug, Args)]
 #[command(after_help = "\
 SRC's contents are mirrored into DEST (created if missing): regular files, directories and
-symlinks (as links), with permissions and modification times. Files whose size and
+symlinks (as links), with permissions and modification times. SRC and SRC/ mean the same
+(unlike rsync, the slash does not matter): `sync photos /backup/photos` puts photos/a.jpg at
+/backup/photos/a.jpg; to get /backup/photos from /backup, name /backup/photos as DEST. Files whose size and
 modification time already match are skipped (--checksum compares contents instead). Each
 copied file is written to a hidden partial file, fsynced and renamed into place, so an
 interrupted sync never leaves a half-written file under a real name; run it again to finish.
@@ -151,6 +153,11 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
 /// Prints what a sync did and says how it ended.
 fn report(args: &SyncArgs, summary: Summary) -> Result<ExitCode> {
     if summary.dry_run && !args.out.json {
+        args.out.notice()(&format!(
+            "dry run: the contents of {} would be mirrored into {} (a trailing slash on SRC changes nothing)",
+            crate::say::escape(&args.src.to_string_lossy()),
+            crate::say::escape(&args.dest.to_string_lossy()),
+        ));
         for action in &summary.planned {
             println!("{action}");
         }
