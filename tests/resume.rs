@@ -145,6 +145,19 @@ fn damaged_checkpoint_or_other_key_starts_over() {
 }
 
 #[test]
+fn a_run_stopped_before_its_first_checkpoint_says_why_it_starts_over() {
+    let (dir, source, container) = setup();
+    let d = dir.path();
+    std::fs::write(d.join(".c.ks.keepsync-partial"), &container[..after_records(&container, 3)]).unwrap();
+    let r = pack_again(d);
+    assert!(r.stderr.contains("stopped before its first checkpoint"), "{}", r.stderr);
+    assert!(r.stderr.contains("--checkpoint-every"), "{}", r.stderr);
+    assert_eq!(r.json()["resumed_at"], 0);
+    ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key"]).ok();
+    assert_eq!(std::fs::read(d.join("out")).unwrap(), source);
+}
+
+#[test]
 fn killed_pack_resumes_where_it_stopped() {
     let dir = dir_with_key();
     let d = dir.path();

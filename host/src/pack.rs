@@ -1,7 +1,7 @@
 //! `pack`: plaintext → container, single-threaded, checkpointed and resumable.
 //!
 //! Packing a file into a file writes through [`AtomicFile`] and, every
-//! [`PackOptions::checkpoint_every`] bytes, makes the output durable and records a
+//! [`PackOptions::checkpoint_every`] bytes of input, makes the output durable and records a
 //! [`Checkpoint`] beside it. A later run with the same source, destination and key resumes at
 //! the last durable chunk. Resuming never seals different plaintext under a nonce already used:
 //! - the source's first `plain_offset` bytes must hash to the checkpoint's `source_hash`;
@@ -43,7 +43,7 @@ pub struct PackOptions {
     pub chunk_log2: u8,
     /// Resume from an interrupted run's checkpoint when possible.
     pub resume: bool,
-    /// Write a checkpoint after this many container bytes.
+    /// Write a checkpoint after this many bytes of input.
     pub checkpoint_every: u64,
     /// Worker threads sealing chunks.
     pub threads: usize,
@@ -226,7 +226,7 @@ struct Checkpointer {
 impl Checkpointer {
     /// Called after each chunk reached the file.
     fn wrote(&mut self, progress: &Progress) {
-        if progress.sealed_offset < self.last + self.every {
+        if progress.plain_offset < self.last.saturating_add(self.every) {
             self.flusher.wrote(progress.sealed_offset);
             return;
         }
@@ -235,7 +235,7 @@ impl Checkpointer {
         // The flusher syncs the data before it writes the record that points past it. When it
         // is busy, the next chunk asks again.
         if self.flusher.request(Some((self.path.clone(), bytes.to_vec()))) {
-            self.last = progress.sealed_offset;
+            self.last = progress.plain_offset;
         }
     }
 }
@@ -477,7 +477,7 @@ pub fn pack_with_session(
             path: ckpt_path.clone(),
             header_mac,
             every: opts.checkpoint_every,
-            last: progress.sealed_offset,
+            last: progress.plain_offset,
         };
         let cipher = opts.crypto.cipher(&file_keys);
         let run = written.and_then(|()| {
@@ -541,13 +541,23 @@ fn resume_plan(
     notice: &dyn Fn(&str),
 ) -> Result<Option<ResumePlan>> {
     let Source::File(src_path) = source else { return Ok(None) };
-    let Ok(ckpt_bytes) = std::fs::read(ckpt_path) else { return Ok(None) };
     let start_over = |why: &str| {
         notice(&format!("cannot resume the interrupted pack ({why}): starting over"));
         Ok(None)
     };
-    let Ok(ckpt) = Checkpoint::decode(&ckpt_bytes) else { return start_over("its checkpoint is damaged") };
     let partial_len = out.file().metadata().map_err(|e| Error::io("read", out.partial(), e))?.len();
+    let Ok(ckpt_bytes) = std::fs::read(ckpt_path) else {
+        if partial_len == 0 {
+            return Ok(None);
+        }
+        return start_over(&format!(
+            "it wrote {} but stopped before its first checkpoint, due after {} of input; \
+             a smaller --checkpoint-every loses less",
+            crate::units::human_bytes(partial_len),
+            crate::units::human_bytes(opts.checkpoint_every)
+        ));
+    };
+    let Ok(ckpt) = Checkpoint::decode(&ckpt_bytes) else { return start_over("its checkpoint is damaged") };
     if partial_len < ckpt.sealed_offset || ckpt.sealed_offset < HEADER_LEN as u64 {
         return start_over("the partial output is shorter than its checkpoint");
     }
@@ -612,6 +622,35 @@ mod tests {
             self.extend_from_slice(bytes);
             Ok(())
         }
+    }
+
+    /// The checkpoint interval is counted in input bytes, as `--checkpoint-every` says: a
+    /// file that compresses well is checkpointed as often as one that does not.
+    #[test]
+    fn checkpoints_follow_input_bytes_not_container_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = AtomicFile::open(&dir.path().join("c.ks"), false).unwrap();
+        let path = dir.path().join("ckpt");
+        let mut ckpt = Checkpointer {
+            flusher: Flusher::start(&out).unwrap(),
+            path: path.clone(),
+            header_mac: [0; 32],
+            every: 100,
+            last: 0,
+        };
+        let at = |plain_offset, sealed_offset| Progress { plain_offset, sealed_offset, ..Progress::fresh() };
+        // Much output for little input: not due.
+        ckpt.wrote(&at(99, 5000));
+        assert_eq!(ckpt.last, 0);
+        // Little output for the interval's input: due (the flusher may be busy: ask again).
+        while ckpt.last == 0 {
+            ckpt.wrote(&at(150, 10));
+            std::thread::yield_now();
+        }
+        assert_eq!(ckpt.last, 150);
+        ckpt.flusher.finish().unwrap();
+        let saved = Checkpoint::decode(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!((saved.plain_offset, saved.sealed_offset), (150, 10));
     }
 
     fn data(len: usize, seed: u64) -> Vec<u8> {

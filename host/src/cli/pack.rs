@@ -58,8 +58,9 @@ pub struct PackArgs {
     /// Never resume an interrupted run; always start over.
     #[arg(long)]
     no_resume: bool,
-    /// Make output durable and record a checkpoint after this many bytes: the most work a
-    /// crash can make the next run redo.
+    /// Make output durable and record a checkpoint after every SIZE of input read: the most
+    /// work a crash can make the next run redo (a run stopped before its first checkpoint
+    /// starts over, and says so).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     checkpoint_every: u64,
     #[command(flatten)]
