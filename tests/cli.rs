@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::io::Write;
+use std::path::Path;
+
 use support::*;
 
 #[test]
@@ -56,6 +59,58 @@ fn pipes_work_both_ways() {
     let unpacked = keepsync(d, &["unpack", "-", "-o", "-", "-k", "key"], Some(&packed.stdout), &[]);
     unpacked.ok();
     assert_eq!(unpacked.stdout, data);
+}
+
+/// Runs `keepsync ARGS` on a pseudo-terminal made by util-linux `script`, with `typed` as
+/// what is typed on it; returns the exit code and what the terminal showed.
+fn on_a_terminal(dir: &Path, args: &str, typed: &str) -> (i32, String) {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_keepsync"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the command on a pseudo-terminal: install util-linux (bsdutils)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(typed.as_bytes()).unwrap();
+    // Keeping stdin open until the run ends: an early end of input would hang up the terminal.
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into())
+}
+
+#[test]
+fn with_no_key_option_the_passphrase_is_asked_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("in"), mixed(20_000, 4)).unwrap();
+    // Without a terminal: refused, naming the options that need none; nothing written.
+    let r = ks(d, &["pack", "in", "-o", "c.ks"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no terminal to ask for a passphrase"), "{}", r.stderr);
+    assert!(r.stderr.contains("--key-file") && r.stderr.contains("--passphrase-env"), "{}", r.stderr);
+    // Packing asks twice; two different answers write nothing.
+    let (code, screen) = on_a_terminal(d, "pack in -o c.ks", "one\ntwo\n");
+    assert_eq!(code, 2, "{screen}");
+    assert!(screen.contains("the two passphrases differ"), "{screen}");
+    assert_eq!(listing(d), ["in"]);
+    let (code, screen) = on_a_terminal(d, "pack in -o c.ks", "typed words\ntyped words\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("passphrase:") && screen.contains("the same passphrase again:"), "{screen}");
+    // It is the passphrase typed: the variable holding it opens the container.
+    keepsync(d, &["unpack", "c.ks", "-o", "out", "--passphrase-env", "PW"], None, &[("PW", "typed words")])
+        .ok();
+    assert_eq!(std::fs::read(d.join("out")).unwrap(), mixed(20_000, 4));
+    // Unpacking asks once; a wrong answer is the wrong key.
+    let (code, screen) = on_a_terminal(d, "unpack c.ks -o out2", "typed words\n");
+    assert_eq!(code, 0, "{screen}");
+    assert!(!screen.contains("again"), "{screen}");
+    assert_eq!(std::fs::read(d.join("out2")).unwrap(), mixed(20_000, 4));
+    let (code, screen) = on_a_terminal(d, "unpack c.ks -o out3", "typed word\n");
+    assert_eq!(code, 65, "{screen}");
+    assert!(!d.join("out3").exists());
 }
 
 #[test]
@@ -151,7 +206,7 @@ fn usage_errors_say_what_to_do() {
         (&["pack", "in", "-o", "c.ks", "-k", "nokey"], 66, "nokey"),
         (&["pack", "in", "-o", "c.ks", "-k", "in"], 66, "not a KeepSync key file"),
         (&["pack", "in", "-o", "-", "-k", "key", "--json"], 2, "--json prints on stdout"),
-        (&["pack", "in", "-o", "c.ks"], 2, "--key-file"),
+        (&["pack", "in", "-o", "c.ks"], 2, "no terminal to ask for a passphrase"),
         (&["unpack", "in", "-o", "out", "-k", "key"], 65, "not a KeepSync container"),
         (&["inspect", "in"], 65, "not a KeepSync container"),
         (&["pack", ".", "-o", "c.ks", "-k", "key"], 2, "is a directory"),

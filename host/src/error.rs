@@ -71,6 +71,8 @@ pub enum Error {
     },
     /// The passphrase variable is unset or empty.
     NoPassphrase(String),
+    /// No key option was given and there is no terminal to ask for a passphrase on.
+    NoTerminal(String),
     /// The container needs the other kind of key (passphrase vs key file).
     KeyKindMismatch {
         /// What the container needs.
@@ -168,7 +170,7 @@ impl Error {
                 ..
             } => exit::NETWORK,
             Self::Protocol { .. } | Self::Refused { .. } | Self::Ended { .. } => exit::PROTOCOL,
-            Self::NoPassphrase(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
+            Self::NoPassphrase(_) | Self::NoTerminal(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
             Self::Internal(_) => exit::SOFTWARE,
             Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
             Self::SomeInputsFailed { exit_code, .. } => *exit_code,
@@ -216,6 +218,9 @@ impl Error {
             Self::OutputBusy(_) => "wait for the other keepsync to finish, or write elsewhere".into(),
             Self::BadKeyFile { .. } => "create a key file with `keepsync keygen -o KEYFILE`".into(),
             Self::NoPassphrase(var) => format!("set it first, e.g. `read -rs {var}; export {var}`"),
+            Self::NoTerminal(_) => {
+                "pass --key-file FILE (from `keepsync keygen`) or --passphrase-env VAR when no one can type".into()
+            }
             Self::KeyKindMismatch { needs_passphrase: true } => {
                 "this file was packed with a passphrase: use --passphrase-env VAR".into()
             }
@@ -303,6 +308,9 @@ impl fmt::Display for Error {
             Self::OutputBusy(p) => write!(f, "{} is being written by another keepsync", p.display()),
             Self::BadKeyFile { path, reason } => write!(f, "{}: {reason}", path.display()),
             Self::NoPassphrase(var) => write!(f, "environment variable {var} is not set or is empty"),
+            Self::NoTerminal(why) => {
+                write!(f, "no key given, and no terminal to ask for a passphrase on ({why})")
+            }
             Self::KeyKindMismatch { needs_passphrase: true } => {
                 f.write_str("this container needs a passphrase, not a key file")
             }

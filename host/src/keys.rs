@@ -39,6 +39,19 @@ pub enum KeySpec {
     KeyFile(PathBuf),
     /// A passphrase in this environment variable.
     PassphraseEnv(String),
+    /// A passphrase typed on the terminal (without echo), asked once per run; `confirm` asks
+    /// twice (packing), as age does, so a typo cannot lock data away.
+    Prompt {
+        /// Ask twice and require the same answer.
+        confirm: bool,
+    },
+}
+
+impl KeySpec {
+    /// Whether the key is a passphrase (stretched with Argon2id) rather than a key file.
+    fn is_passphrase(&self) -> bool {
+        !matches!(self, Self::KeyFile(_))
+    }
 }
 
 /// Fills `buf` from the OS's random number generator.
@@ -151,6 +164,20 @@ fn passphrase(var: &str) -> Result<Zeroizing<String>> {
     }
 }
 
+/// Asks for a passphrase on the terminal (`/dev/tty`, without echo), twice when `confirm`.
+fn prompt_passphrase(confirm: bool) -> Result<Zeroizing<String>> {
+    let no_terminal = |e: std::io::Error| Error::NoTerminal(e.to_string());
+    let ask = |prompt: &str| rpassword::prompt_password(prompt).map(Zeroizing::new).map_err(no_terminal);
+    let first = ask("keepsync: passphrase: ")?;
+    if first.is_empty() {
+        return Err(Error::Usage("the passphrase is empty: type one, or pass --key-file FILE".into()));
+    }
+    if confirm && *ask("keepsync: the same passphrase again: ")? != *first {
+        return Err(Error::Usage("the two passphrases differ: nothing was written; run again".into()));
+    }
+    Ok(first)
+}
+
 /// Stretches a passphrase with Argon2id v1.3 into a 32-byte key.
 pub fn stretch(
     passphrase: &[u8],
@@ -260,6 +287,8 @@ pub struct SessionKeys {
     /// Whether the first passphrase container calibrates the passes to [`KDF_TARGET`] (the
     /// default); sessions with explicit parameters keep them.
     calibrate: bool,
+    /// A passphrase typed at the prompt, kept so the run asks once.
+    typed: Option<Zeroizing<String>>,
 }
 
 impl SessionKeys {
@@ -274,6 +303,7 @@ impl SessionKeys {
             slots: KeySlots::new(),
             argon2id_runs: 0,
             calibrate: true,
+            typed: None,
         }
     }
 
@@ -301,7 +331,23 @@ impl SessionKeys {
     pub fn preflight(&mut self) -> Result<()> {
         match &self.spec {
             KeySpec::KeyFile(_) => self.master(KeySource::RawKey).map(drop),
-            KeySpec::PassphraseEnv(var) => passphrase(var).map(drop),
+            KeySpec::PassphraseEnv(_) | KeySpec::Prompt { .. } => self.passphrase().map(drop),
+        }
+    }
+
+    /// The passphrase: from its variable, or typed at the prompt once per session.
+    fn passphrase(&mut self) -> Result<Zeroizing<String>> {
+        match &self.spec {
+            KeySpec::PassphraseEnv(var) => passphrase(var),
+            KeySpec::Prompt { confirm } => {
+                if self.typed.is_none() {
+                    self.typed = Some(prompt_passphrase(*confirm)?);
+                }
+                Ok(self.typed.clone().expect("typed above"))
+            }
+            KeySpec::KeyFile(path) => {
+                Err(Error::Internal(format!("no passphrase: the key is {}", path.display())))
+            }
         }
     }
 
@@ -311,7 +357,7 @@ impl SessionKeys {
         let source = match (self.new_source, &self.spec) {
             (Some(source), _) => source,
             (None, KeySpec::KeyFile(_)) => KeySource::RawKey,
-            (None, KeySpec::PassphraseEnv(_)) => {
+            (None, KeySpec::PassphraseEnv(_) | KeySpec::Prompt { .. }) => {
                 // Once per session: the passes set so that one derivation takes about
                 // KDF_TARGET here (3 to 16).
                 if std::mem::take(&mut self.calibrate) {
@@ -358,8 +404,8 @@ impl SessionKeys {
                 self.slots.get_mut(slot).copy_from_slice(key.expose());
                 slot
             }
-            (KeySpec::PassphraseEnv(var), KeySource::Argon2id { salt, memory_kib, passes, lanes }) => {
-                let pass = passphrase(var)?;
+            (spec, KeySource::Argon2id { salt, memory_kib, passes, lanes }) if spec.is_passphrase() => {
+                let pass = self.passphrase()?;
                 let slot = self.slots.push();
                 let kdf = KdfParams { memory_kib, passes, lanes };
                 stretch_into(pass.as_bytes(), &salt, kdf, self.slots.get_mut(slot))?;
@@ -367,7 +413,9 @@ impl SessionKeys {
                 slot
             }
             (KeySpec::KeyFile(_), _) => return Err(Error::KeyKindMismatch { needs_passphrase: true }),
-            (KeySpec::PassphraseEnv(_), _) => return Err(Error::KeyKindMismatch { needs_passphrase: false }),
+            (KeySpec::PassphraseEnv(_) | KeySpec::Prompt { .. }, _) => {
+                return Err(Error::KeyKindMismatch { needs_passphrase: false });
+            }
         };
         self.known.push((source, slot));
         Ok(slot)

@@ -28,6 +28,7 @@ impl Run {
 pub fn keepsync(dir: &Path, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
     cmd.current_dir(dir).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    without_terminal(&mut cmd);
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     for (k, v) in env {
         cmd.env(k, v);
@@ -45,6 +46,18 @@ pub fn keepsync(dir: &Path, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &
         code: out.status.code().unwrap_or(-1),
         stdout: out.stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// Runs `cmd` in a session of its own, without a controlling terminal, so a run that would
+/// ask for a passphrase fails as it does in CI rather than waiting for someone to type,
+/// whether or not the tests were started from a terminal.
+#[allow(unsafe_code)] // pre_exec is unsafe to call; the closure only calls setsid
+pub fn without_terminal(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
     }
 }
 

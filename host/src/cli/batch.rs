@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::ReportArgs;
 use crate::error::{Error, Result, exit};
-use crate::keys::SessionKeys;
+use crate::keys::{KeySpec, SessionKeys};
 
 /// How an output is named from its input when `-o` does not name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +156,10 @@ pub fn run_all<T: Serialize>(
     verb: &str,
     mut one: impl FnMut(&mut SessionKeys, &Job, &str) -> Result<T>,
 ) -> Result<()> {
+    if matches!(keys.spec(), KeySpec::Prompt { .. }) {
+        // A passphrase is typed before any progress bar is drawn.
+        keys.preflight()?;
+    }
     if let [job] = jobs {
         let summary = one(keys, job, "");
         out.note_key_memory(keys);

@@ -28,6 +28,7 @@ Examples:
   keepsync keygen -o ~/.keepsync.key
   keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
+  keepsync pack notes.txt                                   (asks for a passphrase)
   keepsync pack *.log -o /mnt/backup/ --passphrase-env PW    (one Argon2id run for all)
   tar c dir | keepsync pack - -o - --passphrase-env PW > dir.tar.ks
   keepsync inspect photos.tar.ks --json
@@ -85,24 +86,27 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
 }
 
-/// The key options shared by pack and unpack: exactly one is required.
+/// The key options shared by pack and unpack: at most one; with neither, the passphrase is
+/// asked for on the terminal.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct KeyArgs {
     /// Key file made by `keepsync keygen`.
     #[arg(long, short = 'k', value_name = "KEYFILE")]
     key_file: Option<PathBuf>,
-    /// Read the passphrase from this environment variable (stretched with Argon2id).
+    /// Read the passphrase from this environment variable (stretched with Argon2id). With
+    /// neither option, the passphrase is asked for on the terminal (twice when packing).
     #[arg(long, value_name = "VAR")]
     passphrase_env: Option<String>,
 }
 
 impl KeyArgs {
-    fn spec(&self) -> KeySpec {
+    /// Where the key comes from; `confirm` asks a typed passphrase twice (packing).
+    fn spec(&self, confirm: bool) -> KeySpec {
         match (&self.key_file, &self.passphrase_env) {
             (Some(path), _) => KeySpec::KeyFile(path.clone()),
             (None, Some(var)) => KeySpec::PassphraseEnv(var.clone()),
-            (None, None) => unreachable!("clap requires one of the group"),
+            (None, None) => KeySpec::Prompt { confirm },
         }
     }
 }
