@@ -89,6 +89,24 @@ fn a_trailing_slash_on_src_changes_nothing_and_a_dry_run_says_so() {
 }
 
 #[test]
+fn limit_rate_throttles_a_local_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir(d.join("src")).unwrap();
+    fs::write(d.join("src/a.bin"), mixed(1 << 20, 8)).unwrap();
+    fs::write(d.join("src/b.bin"), mixed(512 << 10, 9)).unwrap();
+    // 1.5 MiB at 512 KiB/s cannot take less than about 3 s (less a 16 KiB first burst),
+    // however fast or loaded the machine: a lower bound only.
+    let r = sync(d, &["--limit-rate", "512KiB"]).ok().json();
+    let seconds = r["seconds"].as_f64().unwrap();
+    assert!(seconds >= 2.9, "1.5 MiB at 512 KiB/s took {seconds} s");
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+    let bad = sync(d, &["--limit-rate", "0"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--limit-rate"), "{}", bad.stderr);
+}
+
+#[test]
 fn only_changed_files_are_sent() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

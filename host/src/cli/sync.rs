@@ -76,8 +76,9 @@ pub struct SyncArgs {
     /// part matched its BLAKE3.
     #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = crate::units::parse_size)]
     part_size: u64,
-    /// Bandwidth limit over ks:// (all connections together): 10MiB, off, or a timetable
-    /// like "08:00,512KiB 18:00,off" (local time).
+    /// Bandwidth limit (over ks://, all connections together; locally, the bytes copied, e.g.
+    /// to a USB disk shared with other work): 10MiB, off, or a timetable like
+    /// "08:00,512KiB 18:00,off" (local time).
     #[arg(long, value_name = "RATE")]
     limit_rate: Option<String>,
     #[command(flatten)]
@@ -118,10 +119,7 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
         )));
     };
     let psk = crate::keys::read_key_file_warning(psk_file)?;
-    let limit = match &args.limit_rate {
-        Some(spec) => RateLimiter::parse(spec).map_err(|e| Error::Usage(format!("--limit-rate {e}")))?,
-        None => RateLimiter::unlimited(),
-    };
+    let limit = limit_rate(&args)?.unwrap_or_else(RateLimiter::unlimited);
     let connections = args
         .connections
         .map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).min(4), usize::from);
@@ -148,6 +146,12 @@ fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Directi
     let summary = sync_remote(opts, &bar);
     bar.finish_and_clear();
     report(&args, summary?)
+}
+
+/// `--limit-rate`, parsed.
+fn limit_rate(args: &SyncArgs) -> Result<Option<RateLimiter>> {
+    let Some(spec) = &args.limit_rate else { return Ok(None) };
+    RateLimiter::parse(spec).map(Some).map_err(|e| Error::Usage(format!("--limit-rate {e}")))
 }
 
 /// Prints what a sync did and says how it ended.
@@ -206,13 +210,17 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
         }
         (None, None) => {}
     }
-    if args.psk_file.is_some() || args.connections.is_some() || args.limit_rate.is_some() {
+    if args.psk_file.is_some() || args.connections.is_some() {
         return Err(Error::Usage(
-            "--psk-file, --connections and --limit-rate apply to ks:// paths only; both paths are local"
-                .into(),
+            "--psk-file and --connections apply to ks:// paths only; both paths are local".into(),
         ));
     }
-    let opts = SyncOptions { delete: args.delete, dry_run: args.dry_run, checksum: args.checksum };
+    let opts = SyncOptions {
+        delete: args.delete,
+        dry_run: args.dry_run,
+        checksum: args.checksum,
+        limit: limit_rate(&args)?.map(std::sync::Arc::new),
+    };
     let bar = args.out.progress("sync");
     let summary = sync_local(&args.src, &args.dest, &opts, &bar);
     bar.finish_and_clear();

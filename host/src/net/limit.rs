@@ -99,6 +99,17 @@ impl RateLimiter {
         self.take(want, true)
     }
 
+    /// Blocks this thread until some of `want` bytes may be moved, and returns how many
+    /// (their tokens taken): for loops that copy without an event loop (a local sync).
+    pub fn acquire(&self, want: usize) -> usize {
+        loop {
+            match self.grant(want) {
+                Ok(n) => return n,
+                Err(wait) => std::thread::sleep(wait),
+            }
+        }
+    }
+
     /// Gives back `n` granted bytes that were not written after all (the socket was not ready).
     pub fn refund(&self, n: usize) {
         if n == 0 || self.rate_now().is_none() {

@@ -26,6 +26,7 @@ use super::tree::{EntryKind, Stat, Tree};
 use super::walk::{Entry, walk};
 use crate::error::{Error, Result};
 use crate::index::blake3_of;
+use crate::net::RateLimiter;
 
 /// Files copied before their batch is placed (see [`Dest::commit`]).
 const BATCH_FILES: usize = 256;
@@ -42,6 +43,8 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Compare file contents (BLAKE3) instead of size and modification time.
     pub checksum: bool,
+    /// Bandwidth limit on the bytes copied (`--limit-rate`); `None`: unlimited.
+    pub limit: Option<Arc<RateLimiter>>,
 }
 
 /// `path` made absolute through its nearest existing ancestor (which is canonicalized, so
@@ -271,8 +274,15 @@ impl<D: Destination> Local<'_, D> {
         self.buf.resize(1 << 18, 0);
         let mut at = 0u64;
         while at < e.size() {
-            let want = ((e.size() - at) as usize).min(self.buf.len());
-            match src.read_at(&mut self.buf[..want], at) {
+            let mut want = ((e.size() - at) as usize).min(self.buf.len());
+            if let Some(limit) = &self.opts.limit {
+                want = limit.acquire(want);
+            }
+            let read = src.read_at(&mut self.buf[..want], at);
+            if let Some(limit) = &self.opts.limit {
+                limit.refund(want - *read.as_ref().unwrap_or(&0));
+            }
+            match read {
                 Ok(0) => return Err(CopyFault::Changed),
                 Ok(n) => {
                     partial.write_at(at, &self.buf[..n], &mut self.scratch).map_err(CopyFault::Dest)?;
