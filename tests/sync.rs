@@ -135,6 +135,36 @@ fn checksum_finds_changes_that_keep_size_and_mtime() {
 }
 
 #[test]
+fn verify_reads_both_trees_again_and_names_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    let r = sync(d, &["--verify"]).ok().json();
+    assert_eq!(r["verified"]["entries"], 9, "4 dirs, 4 files, 1 link: {r}");
+    assert_eq!(r["verified"]["bytes"], 300_000 + 11 + 18, "{r}");
+    assert_eq!(r["verified"]["differ"], 0, "{r}");
+    // A change a size-and-time sync cannot see: content rewritten under a restored mtime.
+    let p = d.join("dst/docs/readme.txt");
+    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
+    fs::write(&p, "HELLO SYNC\n").unwrap();
+    fs::File::options().write(true).open(&p).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(sync(d, &[]).ok().json()["files_transferred"], 0, "the sync itself sees nothing");
+    let r = sync(d, &["--verify"]);
+    assert_eq!(r.code, 23, "{}", r.stderr);
+    assert!(r.stderr.contains("docs/readme.txt: --verify: the contents differ"), "{}", r.stderr);
+    assert_eq!(r.json()["verified"]["differ"], 1);
+    // --checksum repairs the content; with --delete, DEST holds nothing more.
+    fs::write(d.join("dst/extra"), "x").unwrap();
+    let r = sync(d, &["--verify", "--delete", "--checksum"]).ok().json();
+    assert_eq!(r["verified"]["differ"], 0, "{r}");
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+    // Over the network it is refused with what to run instead.
+    let r = ks(d, &["sync", "src", "ks://127.0.0.1:1/x", "--psk-file", "k", "--verify"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--checksum --dry-run"), "{}", r.stderr);
+}
+
+#[test]
 fn delete_removes_extras_only_when_asked_and_dry_run_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

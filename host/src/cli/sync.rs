@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::net::client::{RemoteSync, sync_remote};
 use crate::net::{RateLimiter, Remote};
 use crate::sync::send::effort::SyncCodec;
+use crate::sync::tree::Tree;
+use crate::sync::verify::verify;
 use crate::sync::{Summary, SyncOptions, sync_local};
 use crate::units::human_bytes;
 use keepsync_core::sync::Direction;
@@ -61,6 +63,11 @@ pub struct SyncArgs {
     /// Compare file contents (BLAKE3) rather than size and modification time.
     #[arg(long, short = 'c')]
     checksum: bool,
+    /// After the sync, read SRC and DEST again and compare every entry (contents by
+    /// BLAKE3, size, mode, modification time, link targets; with --delete, nothing extra in
+    /// DEST); a difference is listed and makes exit 23. Local paths for now.
+    #[arg(long)]
+    verify: bool,
     /// Pre-shared key file for ks:// (from `keepsync keygen`; the server uses the same file).
     #[arg(long, value_name = "FILE")]
     psk_file: Option<PathBuf>,
@@ -113,6 +120,12 @@ fn remote(path: &std::path::Path) -> Option<Result<Remote>> {
 }
 
 fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Direction) -> Result<ExitCode> {
+    if args.verify {
+        return Err(Error::Usage(format!(
+            "--verify compares two local trees, and {remote} is a network path; \
+             run `keepsync sync --checksum --dry-run` with the same paths to compare contents"
+        )));
+    }
     let Some(psk_file) = &args.psk_file else {
         return Err(Error::Usage(format!(
             "{remote} is a network path: pass --psk-file FILE (the key `keepsync serve` uses there)"
@@ -182,6 +195,14 @@ fn report(args: &SyncArgs, summary: Summary) -> Result<ExitCode> {
             summary.deleted,
             summary.seconds
         );
+        if let Some(v) = summary.verified {
+            line += &format!(
+                "; verified {} entries ({} read on each side), {} differ",
+                v.entries,
+                human_bytes(v.bytes),
+                v.differ
+            );
+        }
         if summary.direction != "local" {
             line += &format!(
                 "; {} crossed the link over {} connection(s)",
@@ -224,5 +245,16 @@ pub fn run(args: SyncArgs) -> Result<ExitCode> {
     let bar = args.out.progress("sync");
     let summary = sync_local(&args.src, &args.dest, &opts, &bar);
     bar.finish_and_clear();
-    report(&args, summary?)
+    let mut summary = summary?;
+    if args.verify && !args.dry_run {
+        let started = std::time::Instant::now();
+        let open = |p: &std::path::Path| Tree::open(p).map_err(|e| Error::io("open", p, e));
+        let (src, dst) = (open(&args.src)?, open(&args.dest)?);
+        let verified =
+            verify(&src, &dst, args.delete, &mut summary).map_err(|e| Error::io("verify", &args.dest, e))?;
+        summary.verified = Some(verified);
+        summary.finish();
+        summary.seconds += started.elapsed().as_secs_f64();
+    }
+    report(&args, summary)
 }

@@ -11,6 +11,7 @@
 //!   over the core's sans-IO `Sender` and `Receiver` (driven by [`crate::net`] over a socket,
 //!   or by [`sim`] in memory).
 //! - [`summary`]: one summary, `--json` schema and exit code for every direction.
+//! - [`verify`]: `--verify`, SRC and DEST read again and compared after a sync.
 
 pub mod dest;
 pub mod local;
@@ -20,6 +21,7 @@ pub mod send;
 pub mod sim;
 pub mod summary;
 pub mod tree;
+pub mod verify;
 pub mod walk;
 
 pub use local::{SyncOptions, sync_listed, sync_local};

@@ -109,6 +109,9 @@ pub struct Summary {
     pub rtt_ms: Option<f64>,
     /// Pushes: the most files one connection kept in flight (the window widens on a long link).
     pub files_in_flight: usize,
+    /// With `--verify`: what was read again and compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<super::verify::Verified>,
 }
 
 impl Summary {
