@@ -68,6 +68,7 @@ fn on_a_terminal(dir: &Path, args: &str, typed: &str) -> (i32, String) {
     let mut child = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .current_dir(dir)
+        .env("KEEPSYNC_CONFIG", "")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -111,6 +112,35 @@ fn with_no_key_option_the_passphrase_is_asked_on_the_terminal() {
     let (code, screen) = on_a_terminal(d, "unpack c.ks -o out3", "typed word\n");
     assert_eq!(code, 65, "{screen}");
     assert!(!d.join("out3").exists());
+}
+
+#[test]
+fn the_config_file_supplies_the_key_file_and_options_win_over_it() {
+    let dir = dir_with_key();
+    let d = dir.path();
+    std::fs::write(d.join("in"), mixed(5_000, 6)).unwrap();
+    std::fs::create_dir(d.join("conf")).unwrap();
+    // A relative key_file is taken from the config file's directory.
+    std::fs::write(d.join("conf/config.toml"), "key_file = \"../key\"\n").unwrap();
+    let conf = d.join("conf/config.toml");
+    let env = [("KEEPSYNC_CONFIG", conf.to_str().unwrap())];
+    keepsync(d, &["pack", "in", "-o", "c.ks"], None, &env).ok();
+    ks(d, &["unpack", "c.ks", "-o", "out", "-k", "key"]).ok();
+    assert_eq!(std::fs::read(d.join("out")).unwrap(), mixed(5_000, 6));
+    // An option wins over the file.
+    let r = keepsync(
+        d,
+        &["unpack", "c.ks", "-o", "out2", "--passphrase-env", "PW"],
+        None,
+        &[env[0], ("PW", "x")],
+    );
+    assert_eq!(r.code, 65, "a key-file container asked for with a passphrase: {}", r.stderr);
+    // A mistake in the file names the file, the line and the key.
+    std::fs::write(&conf, "key_file = \"../key\"\nkeyfile = \"x\"\n").unwrap();
+    let r = keepsync(d, &["pack", "in", "-o", "c2.ks"], None, &env);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("config.toml (line 2)") && r.stderr.contains("keyfile"), "{}", r.stderr);
+    assert!(!d.join("c2.ks").exists());
 }
 
 #[test]

@@ -26,7 +26,7 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, root: &str, listen: &str, extra: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
+        let mut cmd = command();
         cmd.args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"]).args(extra);
         Self::spawn(dir, cmd)
     }
@@ -182,6 +182,28 @@ fn push_noop_delta_and_pull_over_loopback() {
     assert_eq!(json_u64(&run, "files_transferred"), 13);
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("restored")));
     srv.log_with("push into \"backup/tree\" done", 1);
+}
+
+#[test]
+fn a_server_alias_from_the_config_file_names_host_port_base_and_key() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let conf = d.join("config.toml");
+    std::fs::write(
+        &conf,
+        format!("[remotes.backup]\nurl = \"ks://{}/base\"\npsk_file = \"psk\"\n", srv.addr),
+    )
+    .unwrap();
+    let env = [("KEEPSYNC_CONFIG", conf.to_str().unwrap())];
+    keepsync(d, &["sync", "src", "ks://backup/tree"], None, &env).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/base/tree")));
+    keepsync(d, &["sync", "ks://backup/tree", "back"], None, &env).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("back")));
+    // --psk-file wins over the alias's key.
+    ks(d, &["keygen", "-o", "other"]).ok();
+    let r = keepsync(d, &["sync", "src", "ks://backup/tree", "--psk-file", "other"], None, &env);
+    assert_eq!(r.code, 12, "{}", r.stderr);
 }
 
 #[test]
@@ -505,7 +527,7 @@ fn names_from_a_peer_cannot_forge_log_lines_and_a_busy_port_is_named() {
 
 /// A `keepsync serve --clients clients.toml` over `srv`.
 fn serve_clients(d: &Path) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
+    let mut cmd = command();
     cmd.args(["serve", "--root", "srv", "--listen", "127.0.0.1:0", "--clients", "clients.toml"]);
     Server::spawn(d, cmd)
 }
@@ -972,13 +994,7 @@ fn partial_bytes(dir: &Path) -> u64 {
 }
 
 fn spawn_sync(d: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_keepsync"))
-        .current_dir(d)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    command().current_dir(d).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 /// Waits until the receiver's partial data under `dst`, as `measure` counts it, reaches
@@ -1570,6 +1586,7 @@ fn a_full_disk_at_the_receiver_is_named_once_and_the_sender_stops_sending() {
         env!("CARGO_BIN_EXE_keepsync")
     );
     let mut cmd = Command::new("unshare");
+    cmd.env("KEEPSYNC_CONFIG", "");
     cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]);
     let srv = Server::spawn(d, cmd);
     // One connection: what its buffers and sockets hold when the first failure comes back

@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keepsync_core::budget::packer_workspace_len;
@@ -163,7 +163,7 @@ fn killed_pack_resumes_where_it_stopped() {
     let d = dir.path();
     let source = mixed(48 << 20, 99);
     std::fs::write(d.join("in"), &source).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keepsync"))
+    let mut child = command()
         .current_dir(d)
         .args(["pack", "in", "-o", "c.ks", "-k", "key", "--checkpoint-every", "256KiB", "-q"])
         .stdout(Stdio::null())

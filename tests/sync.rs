@@ -309,7 +309,7 @@ fn a_local_sync_writes_partials_only_in_dests_partial_directory() {
         fs::create_dir_all(d.join(format!("src/d{}", i % 4))).unwrap();
         fs::write(d.join(format!("src/d{}/f{i:03}", i % 4)), mixed(20_000, i as u64)).unwrap();
     }
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keepsync"))
+    let mut child = command()
         .current_dir(d)
         .args(["sync", "src", "dst"])
         .stdout(std::process::Stdio::null())

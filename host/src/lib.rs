@@ -17,6 +17,7 @@ pub mod bench;
 pub mod caps;
 pub mod cli;
 pub mod codec;
+pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod index;

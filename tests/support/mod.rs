@@ -24,11 +24,19 @@ impl Run {
     }
 }
 
+/// The `keepsync` binary as every test runs it: without a controlling terminal, and blind to
+/// the user's own config file (a test that wants one sets `KEEPSYNC_CONFIG`).
+pub fn command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
+    without_terminal(&mut cmd);
+    cmd.env("KEEPSYNC_CONFIG", "");
+    cmd
+}
+
 /// Runs `keepsync ARGS` in `dir` with `env` set and `stdin` piped in.
 pub fn keepsync(dir: &Path, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
+    let mut cmd = command();
     cmd.current_dir(dir).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    without_terminal(&mut cmd);
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     for (k, v) in env {
         cmd.env(k, v);

@@ -49,6 +49,14 @@ Exit codes:
   73  the output cannot be created (it exists: use --force)
   74  reading or writing failed midway
 
+Defaults live in $XDG_CONFIG_HOME/keepsync/config.toml (else ~/.config/keepsync/config.toml;
+KEEPSYNC_CONFIG=FILE names another); options on the command line win:
+  key_file = '~/.keepsync.key'      pack/unpack without --key-file or --passphrase-env
+  psk_file = '~/sync.psk'           ks:// without --psk-file
+  [remotes.backup]                  ks://backup/photos = ks://backup.lan:7373/photos
+  url = 'ks://backup.lan:7373'
+  psk_file = '~/backup.psk'
+
 With --json, a failed run prints {ok: false, exit_code: N, error, hint} as JSON
 on stdout (the same words as on stderr); several inputs list their failures in the summary.
 
@@ -95,19 +103,24 @@ pub struct KeyArgs {
     #[arg(long, short = 'k', value_name = "KEYFILE")]
     key_file: Option<PathBuf>,
     /// Read the passphrase from this environment variable (stretched with Argon2id). With
-    /// neither option, the passphrase is asked for on the terminal (twice when packing).
+    /// neither option, the config file's key_file is used, else the passphrase is asked for
+    /// on the terminal (twice when packing).
     #[arg(long, value_name = "VAR")]
     passphrase_env: Option<String>,
 }
 
 impl KeyArgs {
-    /// Where the key comes from; `confirm` asks a typed passphrase twice (packing).
-    fn spec(&self, confirm: bool) -> KeySpec {
-        match (&self.key_file, &self.passphrase_env) {
+    /// Where the key comes from: the options, else the config file's `key_file`, else a
+    /// passphrase typed at the prompt (twice when `confirm`: packing).
+    fn spec(&self, confirm: bool) -> Result<KeySpec> {
+        Ok(match (&self.key_file, &self.passphrase_env) {
             (Some(path), _) => KeySpec::KeyFile(path.clone()),
             (None, Some(var)) => KeySpec::PassphraseEnv(var.clone()),
-            (None, None) => KeySpec::Prompt { confirm },
-        }
+            (None, None) => match crate::config::Config::load()?.key_file {
+                Some(path) => KeySpec::KeyFile(path),
+                None => KeySpec::Prompt { confirm },
+            },
+        })
     }
 }
 

@@ -97,7 +97,7 @@ pub fn run(args: PackArgs) -> Result<()> {
         max_memory: args.pipeline.max_memory,
         crypto: args.pipeline.crypto,
     };
-    let mut keys = SessionKeys::new(args.key.spec(true));
+    let mut keys = SessionKeys::new(args.key.spec(true)?);
     batch::run_all(&jobs, &args.out.report, &mut keys, "packed", |keys, job, prefix| {
         pack_one(&args, &opts, keys, job, prefix)
     })

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::ReportArgs;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::net::client::{RemoteSync, sync_remote};
 use crate::net::{RateLimiter, Remote};
@@ -24,7 +25,8 @@ modification time already match are skipped (--checksum compares contents instea
 copied file is written to a hidden partial file, fsynced and renamed into place, so an
 interrupted sync never leaves a half-written file under a real name; run it again to finish.
 
-Network sync: either side may be ks://HOST[:PORT]/PATH, served by `keepsync serve`
+Network sync: either side may be ks://HOST[:PORT]/PATH (or ks://ALIAS/PATH, an alias from
+the config file, see `keepsync --help`), served by `keepsync serve`
 (PATH names a tree under the served root; ks://HOST/. names the whole root, which a URL
 without a path never does by accident); then
 --psk-file is required (the same file on both sides, made once by `keepsync keygen`). The
@@ -119,16 +121,23 @@ fn remote(path: &std::path::Path) -> Option<Result<Remote>> {
     Some(Err(Error::Usage(format!("{why}; to mean a local path, write {local}"))))
 }
 
-fn run_remote(args: SyncArgs, remote: Remote, local: PathBuf, direction: Direction) -> Result<ExitCode> {
+fn run_remote(
+    args: SyncArgs,
+    remote: Remote,
+    local: PathBuf,
+    direction: Direction,
+    config_psk: Option<PathBuf>,
+) -> Result<ExitCode> {
     if args.verify {
         return Err(Error::Usage(format!(
             "--verify compares two local trees, and {remote} is a network path; \
              run `keepsync sync --checksum --dry-run` with the same paths to compare contents"
         )));
     }
-    let Some(psk_file) = &args.psk_file else {
+    let Some(psk_file) = args.psk_file.as_ref().or(config_psk.as_ref()) else {
         return Err(Error::Usage(format!(
-            "{remote} is a network path: pass --psk-file FILE (the key `keepsync serve` uses there)"
+            "{remote} is a network path: pass --psk-file FILE (the key `keepsync serve` uses there), \
+             or set psk_file in the config file"
         )));
     };
     let psk = crate::keys::read_key_file_warning(psk_file)?;
@@ -216,18 +225,27 @@ fn report(args: &SyncArgs, summary: Summary) -> Result<ExitCode> {
     Ok(ExitCode::from(summary.exit_code()))
 }
 
-pub fn run(args: SyncArgs) -> Result<ExitCode> {
+pub fn run(mut args: SyncArgs) -> Result<ExitCode> {
+    let config = Config::load()?;
+    let mut alias_psk = None;
+    for path in [&mut args.src, &mut args.dest] {
+        let Some(arg) = path.to_str() else { continue };
+        let (url, psk) = config.expand(arg);
+        alias_psk = alias_psk.or(psk.map(PathBuf::from));
+        *path = PathBuf::from(url);
+    }
+    let config_psk = alias_psk.or(config.psk_file.clone());
     match (remote(&args.src), remote(&args.dest)) {
         (Some(_), Some(_)) => {
             return Err(Error::Usage("SRC and DEST are both ks:// paths: one side must be local".into()));
         }
         (Some(r), None) => {
             let local = args.dest.clone();
-            return run_remote(args, r?, local, Direction::Pull);
+            return run_remote(args, r?, local, Direction::Pull, config_psk);
         }
         (None, Some(r)) => {
             let local = args.src.clone();
-            return run_remote(args, r?, local, Direction::Push);
+            return run_remote(args, r?, local, Direction::Push, config_psk);
         }
         (None, None) => {}
     }

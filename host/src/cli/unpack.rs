@@ -49,7 +49,7 @@ pub fn run(args: UnpackArgs) -> Result<()> {
     for job in &jobs {
         args.out.check(&job.output)?;
     }
-    let mut keys = SessionKeys::new(args.key.spec(false));
+    let mut keys = SessionKeys::new(args.key.spec(false)?);
     batch::run_all(&jobs, &args.out.report, &mut keys, "unpacked", |keys, job, prefix| {
         unpack_one(&args, keys, job, prefix)
     })
