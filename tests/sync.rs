@@ -334,3 +334,70 @@ fn a_local_sync_writes_partials_only_in_dests_partial_directory() {
     assert!(!d.join("dst/.keepsync-partial").exists(), "no partial left after a clean run");
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
 }
+
+/// Lines a running `keepsync` writes to one of its pipes, as they come.
+fn lines(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for the next line that satisfies `want` (earlier lines are skipped). Not a timing
+/// assumption: the limit only keeps a broken run from hanging the suite.
+fn next_line(rx: &std::sync::mpsc::Receiver<String>, what: &str, want: impl Fn(&str) -> bool) -> String {
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(300)) {
+            Ok(line) if want(&line) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line {what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn watch_follows_changes_survives_a_missing_dest_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_tree(&d.join("src"));
+    let mut child = command()
+        .current_dir(d)
+        .args(["sync", "src", "dst", "--watch", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let pass = |what: &str| -> serde_json::Value {
+        serde_json::from_str(&next_line(&out, what, |l| l.starts_with('{'))).unwrap()
+    };
+    assert_eq!(pass("for the first pass")["files_transferred"], 4);
+    // A new file and a new directory, written after the first pass: the watch was set up
+    // before it, so they cannot be missed.
+    fs::create_dir(d.join("src/new")).unwrap();
+    fs::write(d.join("src/new/file"), "fresh").unwrap();
+    while fs::read(d.join("dst/new/file")).ok().as_deref() != Some(&b"fresh"[..]) {
+        pass("after a change");
+    }
+    // DEST goes away (a file stands where it was): the pass fails, is said, and is retried.
+    fs::remove_dir_all(d.join("dst")).unwrap();
+    fs::write(d.join("dst"), "not a directory").unwrap();
+    fs::write(d.join("src/second"), "2").unwrap();
+    next_line(&err, "saying a pass failed", |l| l.contains("pass failed"));
+    fs::remove_file(d.join("dst")).unwrap();
+    while fs::read(d.join("dst/second")).ok().as_deref() != Some(&b"2"[..]) {
+        pass("once DEST is back");
+    }
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+    let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends a watch cleanly");
+}

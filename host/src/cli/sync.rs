@@ -65,6 +65,11 @@ pub struct SyncArgs {
     /// Compare file contents (BLAKE3) rather than size and modification time.
     #[arg(long, short = 'c')]
     checksum: bool,
+    /// Keep running: watch SRC and sync again after every burst of changes (let settle for
+    /// 100 ms, at most 2 s); a failed pass is retried with backoff. Ctrl-C stops after the
+    /// pass in flight. With --json, one summary line per pass.
+    #[arg(long)]
+    watch: bool,
     /// After the sync, read SRC and DEST again and compare every entry (contents by
     /// BLAKE3, size, mode, modification time, link targets; with --delete, nothing extra in
     /// DEST); a difference is listed and makes exit 23. Local paths for now.
@@ -122,11 +127,11 @@ fn remote(path: &std::path::Path) -> Option<Result<Remote>> {
 }
 
 fn run_remote(
-    args: SyncArgs,
+    args: &SyncArgs,
     remote: Remote,
     local: PathBuf,
     direction: Direction,
-    config_psk: Option<PathBuf>,
+    config_psk: Option<&PathBuf>,
 ) -> Result<ExitCode> {
     if args.verify {
         return Err(Error::Usage(format!(
@@ -134,14 +139,14 @@ fn run_remote(
              run `keepsync sync --checksum --dry-run` with the same paths to compare contents"
         )));
     }
-    let Some(psk_file) = args.psk_file.as_ref().or(config_psk.as_ref()) else {
+    let Some(psk_file) = args.psk_file.as_ref().or(config_psk) else {
         return Err(Error::Usage(format!(
             "{remote} is a network path: pass --psk-file FILE (the key `keepsync serve` uses there), \
              or set psk_file in the config file"
         )));
     };
     let psk = crate::keys::read_key_file_warning(psk_file)?;
-    let limit = limit_rate(&args)?.unwrap_or_else(RateLimiter::unlimited);
+    let limit = limit_rate(args)?.unwrap_or_else(RateLimiter::unlimited);
     let connections = args
         .connections
         .map_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).min(4), usize::from);
@@ -167,7 +172,7 @@ fn run_remote(
     };
     let summary = sync_remote(opts, &bar);
     bar.finish_and_clear();
-    report(&args, summary?)
+    report(args, summary?)
 }
 
 /// `--limit-rate`, parsed.
@@ -221,7 +226,12 @@ fn report(args: &SyncArgs, summary: Summary) -> Result<ExitCode> {
         }
         line
     });
-    args.out.print_json(&summary);
+    if args.watch && args.out.json {
+        // One line per pass, so a reader can follow the passes as they come.
+        println!("{}", serde_json::to_string(&summary).expect("summaries serialize"));
+    } else {
+        args.out.print_json(&summary);
+    }
     Ok(ExitCode::from(summary.exit_code()))
 }
 
@@ -235,17 +245,40 @@ pub fn run(mut args: SyncArgs) -> Result<ExitCode> {
         *path = PathBuf::from(url);
     }
     let config_psk = alias_psk.or(config.psk_file.clone());
+    if !args.watch {
+        return pass(&args, config_psk.as_ref());
+    }
+    if remote(&args.src).is_some() || args.dry_run {
+        return Err(Error::Usage(
+            "--watch follows a local SRC as it changes (not a ks:// one, not with --dry-run)".into(),
+        ));
+    }
+    let notice = args.out.notice();
+    notice(&format!(
+        "watching {} (Ctrl-C stops after the pass in flight; a second Ctrl-C at once)",
+        crate::say::escape(&args.src.to_string_lossy())
+    ));
+    crate::sync::watch::watch(
+        &args.src,
+        || pass(&args, config_psk.as_ref()).map(drop),
+        |e, wait| {
+            notice(&format!("pass failed: {e}; trying again in {} s or when SRC changes", wait.as_secs()))
+        },
+    )?;
+    Ok(ExitCode::from(crate::error::exit::OK))
+}
+
+/// One sync of SRC into DEST, reported.
+fn pass(args: &SyncArgs, config_psk: Option<&PathBuf>) -> Result<ExitCode> {
     match (remote(&args.src), remote(&args.dest)) {
         (Some(_), Some(_)) => {
             return Err(Error::Usage("SRC and DEST are both ks:// paths: one side must be local".into()));
         }
         (Some(r), None) => {
-            let local = args.dest.clone();
-            return run_remote(args, r?, local, Direction::Pull, config_psk);
+            return run_remote(args, r?, args.dest.clone(), Direction::Pull, config_psk);
         }
         (None, Some(r)) => {
-            let local = args.src.clone();
-            return run_remote(args, r?, local, Direction::Push, config_psk);
+            return run_remote(args, r?, args.src.clone(), Direction::Push, config_psk);
         }
         (None, None) => {}
     }
@@ -258,7 +291,7 @@ pub fn run(mut args: SyncArgs) -> Result<ExitCode> {
         delete: args.delete,
         dry_run: args.dry_run,
         checksum: args.checksum,
-        limit: limit_rate(&args)?.map(std::sync::Arc::new),
+        limit: limit_rate(args)?.map(std::sync::Arc::new),
     };
     let bar = args.out.progress("sync");
     let summary = sync_local(&args.src, &args.dest, &opts, &bar);
@@ -274,5 +307,5 @@ pub fn run(mut args: SyncArgs) -> Result<ExitCode> {
         summary.finish();
         summary.seconds += started.elapsed().as_secs_f64();
     }
-    report(&args, summary)
+    report(args, summary)
 }

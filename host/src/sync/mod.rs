@@ -12,6 +12,7 @@
 //!   or by [`sim`] in memory).
 //! - [`summary`]: one summary, `--json` schema and exit code for every direction.
 //! - [`verify`]: `--verify`, SRC and DEST read again and compared after a sync.
+//! - [`watch`]: `--watch`, a pass after every settled burst of changes in SRC.
 
 pub mod dest;
 pub mod local;
@@ -23,6 +24,7 @@ pub mod summary;
 pub mod tree;
 pub mod verify;
 pub mod walk;
+pub mod watch;
 
 pub use local::{SyncOptions, sync_listed, sync_local};
 pub use plan::Action;
