@@ -31,6 +31,9 @@ pub enum Sink {
     /// An existing file that is not a regular file or directory (a character or block
     /// device, a FIFO): written into, never replaced.
     Stream(PathBuf),
+    /// Nowhere: the bytes are dropped and nothing is created (`keepsync verify` runs the
+    /// whole unpack, authentication included, into it).
+    Discard,
 }
 
 impl Source {
@@ -79,14 +82,16 @@ impl Sink {
         match self {
             Self::Stdout => "standard output".into(),
             Self::File { path, .. } | Self::Stream(path) => path.display().to_string(),
+            Self::Discard => "nowhere (discarded)".into(),
         }
     }
 
-    /// Opens a stream sink (standard output, a device, a FIFO) for writing; `None` for a file
-    /// (written through [`crate::output::AtomicFile`]).
+    /// Opens a stream sink (standard output, a device, a FIFO, or the discarding sink) for
+    /// writing; `None` for a file (written through [`crate::output::AtomicFile`]).
     pub fn open_stream(&self) -> Result<Option<Box<dyn Write>>> {
         match self {
             Self::Stdout => Ok(Some(Box::new(io::stdout().lock()))),
+            Self::Discard => Ok(Some(Box::new(io::sink()))),
             Self::Stream(path) => {
                 // Never created, truncated or replaced: only written into.
                 let file = std::fs::OpenOptions::new()

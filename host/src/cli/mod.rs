@@ -9,6 +9,7 @@ mod pack;
 mod serve;
 mod sync;
 mod unpack;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ Examples:
   keepsync keygen -o ~/.keepsync.key
   keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
+  keepsync verify /mnt/backup/*.ks --key-file ~/.keepsync.key   (writes nothing)
   keepsync pack *.log -o /mnt/backup/ --passphrase-env PW    (one Argon2id run for all)
   tar c dir | keepsync pack - -o - --passphrase-env PW > dir.tar.ks
   keepsync inspect photos.tar.ks --json
@@ -72,6 +74,9 @@ enum Command {
     Pack(pack::PackArgs),
     /// Authenticate, decrypt and decompress containers back into the original bytes.
     Unpack(unpack::UnpackArgs),
+    /// Check that containers are intact and open with the key, as `unpack` would, writing
+    /// nothing.
+    Verify(verify::VerifyArgs),
     /// Show what a container's headers say (sizes, codecs, ratio) without needing the key.
     Inspect(inspect::InspectArgs),
     /// Show this machine's cores, memory, CPU crypto features, and measured codec and
@@ -82,7 +87,7 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
 }
 
-/// The key options shared by pack and unpack: exactly one is required.
+/// The key options shared by pack, unpack and verify: exactly one is required.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct KeyArgs {
@@ -104,7 +109,7 @@ impl KeyArgs {
     }
 }
 
-/// Parallelism and memory options shared by pack and unpack.
+/// Parallelism and memory options shared by pack, unpack and verify.
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
     /// Worker threads (default: every core). The output is byte-identical whatever the count.
@@ -126,7 +131,7 @@ impl PipelineArgs {
     }
 }
 
-/// How a command reports: progress, notices, summaries (sync, pack, unpack).
+/// How a command reports: progress, notices, summaries (sync, pack, unpack, verify).
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Print no progress bar and no notices.
@@ -225,6 +230,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(a) => keygen::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Pack(a) => pack::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Unpack(a) => unpack::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Verify(a) => verify::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Caps(a) => caps::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Bench(a) => bench::run(*a),

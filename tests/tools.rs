@@ -1,0 +1,154 @@
+//! `keepsync verify` through the real binary: it authenticates as `unpack` does and writes
+//! nothing.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+const CS: usize = 4096;
+const DATA_LEN: usize = 3 * CS + 100;
+
+fn text(run: &Run) -> String {
+    String::from_utf8(run.stdout.clone()).expect("stdout is UTF-8")
+}
+
+/// A directory with a key and `good.ks`: DATA_LEN bytes of mixed data in 4 KiB chunks, and
+/// the byte ranges of its 4 chunk records.
+fn packed() -> (tempfile::TempDir, Vec<u8>, Vec<std::ops::Range<usize>>) {
+    let dir = dir_with_key();
+    let d = dir.path();
+    std::fs::write(d.join("in"), mixed(DATA_LEN, 9)).unwrap();
+    ks(d, &["pack", "in", "-o", "good.ks", "-k", "key", "--chunk-size", "4KiB"]).ok();
+    std::fs::remove_file(d.join("in")).unwrap();
+    let container = std::fs::read(d.join("good.ks")).unwrap();
+    let mut chunks = Vec::new();
+    let mut pos = 112;
+    while pos < container.len() {
+        let body = u32::from_le_bytes(container[pos..pos + 4].try_into().unwrap()) as usize;
+        chunks.push(pos..pos + 12 + body + 16);
+        pos += 12 + body + 16;
+    }
+    assert_eq!(chunks.len(), 4);
+    (dir, container, chunks)
+}
+
+/// Runs `verify ARGS` in `d` and checks that it changed nothing there: no file created, even
+/// for a moment, written, renamed or removed. inotify queues each change as it happens, so it
+/// sees what a listing taken afterwards would miss (a partial file made and removed again).
+fn verify(d: &Path, args: &[&str]) -> Run {
+    use rustix::fs::inotify::{self, CreateFlags, WatchFlags};
+    let watch = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).unwrap();
+    let changes = WatchFlags::CREATE
+        | WatchFlags::MODIFY
+        | WatchFlags::ATTRIB
+        | WatchFlags::MOVE
+        | WatchFlags::DELETE
+        | WatchFlags::CLOSE_WRITE;
+    inotify::add_watch(&watch, d, changes).unwrap();
+    let r = ks(d, &[&["verify"][..], args].concat());
+    let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+    let mut events = inotify::Reader::new(&watch, &mut buf);
+    let mut seen = Vec::new();
+    loop {
+        match events.next() {
+            Ok(e) => seen.push(format!("{:?} {:?}", e.events(), e.file_name())),
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => panic!("reading inotify events: {e}"),
+        }
+    }
+    assert!(seen.is_empty(), "verify {args:?} changed its directory: {seen:?}");
+    r
+}
+
+#[test]
+fn verify_says_ok_on_a_good_container_and_writes_nothing() {
+    let (dir, container, _) = packed();
+    let d = dir.path();
+    let ok = format!("good.ks: OK ({DATA_LEN} bytes, 4 chunks)\n");
+    let r = verify(d, &["good.ks", "-k", "key"]);
+    assert_eq!(text(r.ok()), ok);
+    for threads in ["1", "3"] {
+        assert_eq!(text(verify(d, &["good.ks", "-k", "key", "-j", threads]).ok()), ok);
+    }
+    let piped = keepsync(d, &["verify", "-", "-k", "key"], Some(&container), &[]);
+    assert_eq!(text(piped.ok()), format!("standard input: OK ({DATA_LEN} bytes, 4 chunks)\n"));
+    assert!(text(verify(d, &["good.ks", "-k", "key", "-q"]).ok()).is_empty());
+    std::fs::write(d.join("one"), b"1").unwrap();
+    ks(d, &["pack", "one", "-k", "key"]).ok();
+    assert_eq!(text(verify(d, &["one.ks", "-k", "key"]).ok()), "one.ks: OK (1 byte, 1 chunk)\n");
+    // A name cannot print a line of its own.
+    std::fs::write(d.join("two\nlines.ks"), &container).unwrap();
+    let r = verify(d, &["two\nlines.ks", "-k", "key"]);
+    assert_eq!(text(r.ok()), format!("two\\x0alines.ks: OK ({DATA_LEN} bytes, 4 chunks)\n"));
+}
+
+#[test]
+fn verify_rejects_a_flipped_byte_a_truncation_and_the_wrong_key_with_exit_65() {
+    let (dir, container, chunks) = packed();
+    let d = dir.path();
+    let mut flipped = container.clone();
+    flipped[chunks[1].start + 40] ^= 0x01;
+    std::fs::write(d.join("flipped.ks"), flipped).unwrap();
+    std::fs::write(d.join("truncated.ks"), &container[..chunks[3].start + 20]).unwrap();
+    ks(d, &["keygen", "-o", "other.key"]).ok();
+    for (args, needle) in [
+        (["flipped.ks", "-k", "key"], "chunk 1 failed authentication"),
+        (["truncated.ks", "-k", "key"], "truncated"),
+        (["good.ks", "-k", "other.key"], "wrong key or passphrase"),
+    ] {
+        for threads in ["1", "4"] {
+            let r = verify(d, &[&args[..], &["-j", threads]].concat());
+            assert_eq!(r.code, 65, "{args:?}: {}", r.stderr);
+            assert!(r.stderr.contains(needle) && r.stderr.contains("hint:"), "{args:?}: {}", r.stderr);
+            assert!(r.stdout.is_empty(), "{args:?}: {}", text(&r));
+        }
+    }
+    let r = keepsync(d, &["verify", "good.ks", "--passphrase-env", "PW"], None, &[("PW", "x")]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(r.stderr.contains("needs a key file"), "{}", r.stderr);
+}
+
+#[test]
+fn verify_checks_every_file_and_damage_outranks_a_missing_one() {
+    let (dir, container, chunks) = packed();
+    let d = dir.path();
+    let mut flipped = container.clone();
+    flipped[chunks[2].end - 1] ^= 0x80;
+    std::fs::write(d.join("flipped.ks"), flipped).unwrap();
+    std::fs::copy(d.join("good.ks"), d.join("copy.ks")).unwrap();
+
+    let r = verify(d, &["good.ks", "missing.ks", "flipped.ks", "copy.ks", "-k", "key"]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert_eq!(
+        text(&r),
+        format!("good.ks: OK ({DATA_LEN} bytes, 4 chunks)\ncopy.ks: OK ({DATA_LEN} bytes, 4 chunks)\n")
+    );
+    for needle in [
+        "cannot open missing.ks",
+        "flipped.ks: chunk 2 failed authentication",
+        "2 of 4 containers did not verify",
+    ] {
+        assert!(r.stderr.contains(needle), "no `{needle}` in:\n{}", r.stderr);
+    }
+    let r = verify(d, &["good.ks", "missing.ks", "-k", "key"]);
+    assert_eq!(r.code, 66, "{}", r.stderr);
+    assert_eq!(verify(d, &["missing.ks", "-k", "key"]).code, 66);
+    assert_eq!(verify(d, &["good.ks", "-k", "nokey"]).code, 66);
+
+    let r = verify(d, &["good.ks", "flipped.ks", "missing.ks", "-k", "key", "--json"]);
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    let results = r.json();
+    let results = results.as_array().expect("a JSON array");
+    let got: Vec<(&str, bool, u64)> = results
+        .iter()
+        .map(|v| (v["input"].as_str().unwrap(), v["ok"].as_bool().unwrap(), v["exit_code"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, [("good.ks", true, 0), ("flipped.ks", false, 65), ("missing.ks", false, 66)]);
+    assert_eq!(results[0]["bytes"], DATA_LEN);
+    assert_eq!(results[0]["chunks"], 4);
+    assert_eq!(results[0]["container_bytes"], container.len());
+    assert!(results[1]["error"].as_str().unwrap().contains("chunk 2 failed authentication"));
+    assert!(results[1]["bytes"].is_null());
+}
