@@ -1,5 +1,4 @@
-//! `keepsync verify` through the real binary: it authenticates as `unpack` does and writes
-//! nothing.
+//! The everyday tools through the real binary: `verify`, and `keygen --force` / `keygen -o -`.
 
 mod support;
 
@@ -151,4 +150,72 @@ fn verify_checks_every_file_and_damage_outranks_a_missing_one() {
     assert_eq!(results[0]["container_bytes"], container.len());
     assert!(results[1]["error"].as_str().unwrap().contains("chunk 2 failed authentication"));
     assert!(results[1]["bytes"].is_null());
+}
+
+#[test]
+fn keygen_refuses_an_existing_file_without_force_and_replaces_it_with_force() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir_with_key();
+    let d = dir.path();
+    let old = std::fs::read(d.join("key")).unwrap();
+    let r = ks(d, &["keygen", "-o", "key"]);
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(r.stderr.contains("key already exists") && r.stderr.contains("pass --force"), "{}", r.stderr);
+    assert_eq!(std::fs::read(d.join("key")).unwrap(), old);
+
+    std::fs::write(d.join("in"), b"packed with the old key").unwrap();
+    ks(d, &["pack", "in", "-o", "old.ks", "-k", "key"]).ok();
+    std::fs::set_permissions(d.join("key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    ks(d, &["keygen", "-o", "key", "--force"]).ok();
+    let new = std::fs::read(d.join("key")).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(std::fs::metadata(d.join("key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(listing(d), ["in", "key", "old.ks"], "no temporary file is left");
+    // The new key is a working key, and not the old one.
+    ks(d, &["pack", "in", "-o", "new.ks", "-k", "key"]).ok();
+    assert_eq!(verify(d, &["new.ks", "-k", "key"]).code, 0);
+    assert_eq!(verify(d, &["old.ks", "-k", "key"]).code, 65);
+}
+
+#[test]
+fn keygen_o_dash_prints_a_key_file_that_pack_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = ks(d, &["keygen", "-o", "-"]);
+    let key = text(a.ok());
+    assert!(key.starts_with("# KeepSync key file."), "{key}");
+    let key_lines: Vec<&str> = key.lines().filter(|l| l.starts_with("KEEPSYNC-KEY-1 ")).collect();
+    assert_eq!(key_lines.len(), 1, "{key}");
+    assert_eq!(key_lines[0].len(), "KEEPSYNC-KEY-1 ".len() + 64);
+    assert_eq!(listing(d), Vec::<String>::new(), "nothing written, no file named -");
+    assert_ne!(text(ks(d, &["keygen", "-o", "-"]).ok()), key, "every run makes a new key");
+
+    std::fs::write(d.join("printed.key"), &key).unwrap();
+    std::fs::write(d.join("in"), mixed(50_000, 3)).unwrap();
+    ks(d, &["pack", "in", "-o", "c.ks", "-k", "printed.key"]).ok();
+    ks(d, &["unpack", "c.ks", "-o", "out", "-k", "printed.key"]).ok();
+    assert!(std::fs::read(d.join("out")).unwrap() == mixed(50_000, 3));
+}
+
+#[test]
+fn keygen_o_dash_refuses_to_print_a_key_on_a_terminal() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let dir = tempfile::tempdir().unwrap();
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let terminal = std::fs::OpenOptions::new().write(true).open(name.to_str().unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keepsync"))
+        .args(["keygen", "-o", "-"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(terminal)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("refusing to write a secret key to the terminal"), "{stderr}");
+    assert!(stderr.contains("redirect stdout"), "{stderr}");
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
 }

@@ -27,6 +27,7 @@ Examples:
   keepsync serve --root /srv/backup --listen 0.0.0.0:7373 --psk-file sync.psk
   keepsync sync ~/photos ks://backup.lan:7373/photos --psk-file sync.psk
   keepsync keygen -o ~/.keepsync.key
+  keepsync keygen -o - | ssh backup 'umask 077; cat > sync.psk'   (never to a terminal)
   keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
   keepsync verify /mnt/backup/*.ks --key-file ~/.keepsync.key   (writes nothing)
@@ -68,7 +69,8 @@ enum Command {
     Sync(sync::SyncArgs),
     /// Serve a directory to `keepsync sync ks://...` clients that hold the same PSK file.
     Serve(serve::ServeArgs),
-    /// Create a new random key file (mode 0600). Never overwrites a file.
+    /// Create a new random key file (mode 0600), or print one with -o -. Replaces an existing
+    /// file only with --force.
     Keygen(keygen::KeygenArgs),
     /// Compress and encrypt files (or stdin) into KeepSync containers, deriving the key once.
     Pack(pack::PackArgs),
