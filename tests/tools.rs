@@ -1,4 +1,5 @@
-//! The everyday tools through the real binary: `verify`, and `keygen --force` / `keygen -o -`.
+//! The everyday tools through the real binary: `verify`, `keygen --force` / `keygen -o -`, and
+//! shell completions.
 
 mod support;
 
@@ -218,4 +219,72 @@ fn keygen_o_dash_refuses_to_print_a_key_on_a_terminal() {
     assert!(stderr.contains("refusing to write a secret key to the terminal"), "{stderr}");
     assert!(stderr.contains("redirect stdout"), "{stderr}");
     assert_eq!(listing(dir.path()), Vec::<String>::new());
+}
+
+/// The subcommands `keepsync --help` lists (without `help`).
+fn subcommands(d: &Path) -> Vec<String> {
+    let help = text(ks(d, &["--help"]).ok());
+    let list = &help[help.find("Commands:\n").expect("--help lists commands") + "Commands:\n".len()..];
+    list.lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .filter(|name| name != "help")
+        .collect()
+}
+
+#[test]
+fn completions_for_every_shell_know_the_subcommands_and_their_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let subs = subcommands(d);
+    assert!(subs.len() >= 10 && subs.iter().any(|s| s == "verify"), "{subs:?}");
+    for (shell, psk_file) in [
+        ("bash", "--psk-file"),
+        ("zsh", "--psk-file"),
+        ("fish", "-l psk-file"),
+        ("elvish", "--psk-file"),
+        ("powershell", "--psk-file"),
+    ] {
+        let script = text(ks(d, &["completions", shell]).ok());
+        assert!(script.len() > 1000, "{shell}: {} bytes", script.len());
+        assert!(script.contains(psk_file), "{shell} completion lacks {psk_file}");
+        for sub in &subs {
+            assert!(script.contains(sub.as_str()), "{shell} completion lacks `{sub}`");
+        }
+    }
+    let r = ks(d, &["completions", "tcsh"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("bash") && r.stderr.contains("powershell"), "{}", r.stderr);
+}
+
+/// What bash's completion offers for `words` (the last one being completed), with the script
+/// `keepsync completions bash` printed loaded as bash-completion would load it.
+fn bash_completes(d: &Path, words: &[&str]) -> Vec<String> {
+    let script = ks(d, &["completions", "bash"]).ok().stdout.clone();
+    std::fs::write(d.join("keepsync.bash"), script).unwrap();
+    let line = words.join(" ");
+    let program = format!(
+        "source ./keepsync.bash || exit 9\n\
+         COMP_WORDS=({line}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}\n\
+         _keepsync keepsync '{}' '{}' || exit 8\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        words.len() - 1,
+        line.len(),
+        words[words.len() - 1],
+        words[words.len() - 2],
+    );
+    let out = std::process::Command::new("bash").arg("-c").arg(program).current_dir(d).output().unwrap();
+    assert!(out.status.success(), "bash: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn bash_completes_subcommands_and_options_with_the_generated_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_eq!(bash_completes(d, &["keepsync", "ver"]), ["verify"]);
+    assert_eq!(bash_completes(d, &["keepsync", "sync", "--psk"]), ["--psk-file"]);
+    let keygen = bash_completes(d, &["keepsync", "keygen", "--"]);
+    assert!(keygen.iter().any(|o| o == "--force") && keygen.iter().any(|o| o == "--output"), "{keygen:?}");
 }

@@ -3,6 +3,7 @@
 mod batch;
 mod bench;
 mod caps;
+mod completions;
 mod inspect;
 mod keygen;
 mod pack;
@@ -37,6 +38,7 @@ Examples:
   keepsync caps
   keepsync bench --report bench.html
   keepsync bench compare baseline latest
+  keepsync completions bash > ~/.local/share/bash-completion/completions/keepsync
 
 Exit codes:
   0   success
@@ -87,6 +89,9 @@ enum Command {
     /// Benchmark pack, unpack and sync against zstd, lz4, pigz, age, rage and rsync on seeded
     /// corpora; keep a history, compare runs, write reports.
     Bench(Box<bench::BenchArgs>),
+    /// Print a completion script for bash, zsh, fish, elvish or PowerShell (--help says how to
+    /// install it).
+    Completions(completions::CompletionsArgs),
 }
 
 /// The key options shared by pack, unpack and verify: exactly one is required.
@@ -236,6 +241,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Caps(a) => caps::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Bench(a) => bench::run(*a),
+        Command::Completions(a) => completions::run(a).map(|()| ExitCode::from(exit::OK)),
     };
     match result {
         Ok(code) => code,
