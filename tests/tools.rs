@@ -1,5 +1,5 @@
-//! The everyday tools through the real binary: `verify`, `keygen --force` / `keygen -o -`, and
-//! shell completions.
+//! The everyday tools through the real binary: shell completions, man pages, `verify`, and
+//! `keygen --force` / `keygen -o -`.
 
 mod support;
 
@@ -287,4 +287,82 @@ fn bash_completes_subcommands_and_options_with_the_generated_script() {
     assert_eq!(bash_completes(d, &["keepsync", "sync", "--psk"]), ["--psk-file"]);
     let keygen = bash_completes(d, &["keepsync", "keygen", "--"]);
     assert!(keygen.iter().any(|o| o == "--force") && keygen.iter().any(|o| o == "--output"), "{keygen:?}");
+}
+
+/// The lines of a roff page after the string definitions that precede `.TH`.
+fn roff_lines(page: &str) -> Vec<&str> {
+    page.lines().skip_while(|l| l.starts_with(".ie ") || l.starts_with(".el ")).collect()
+}
+
+/// The `.TH` line of page `title`: title, section, date (none), source, manual, each in its
+/// place.
+fn title_line(title: &str) -> String {
+    format!(".TH {title} 1 \"\" \"keepsync {}\" \"KeepSync Manual\"", env!("CARGO_PKG_VERSION"))
+}
+
+/// The text of section `title` (`.SH title` up to the next `.SH`).
+fn section<'a>(page: &'a str, title: &str) -> &'a str {
+    let start =
+        page.find(&format!(".SH {title}\n")).unwrap_or_else(|| panic!("no section {title} in:\n{page}"));
+    let rest = &page[start + 4..];
+    &rest[..rest.find("\n.SH ").map_or(rest.len(), |e| e + 1)]
+}
+
+#[test]
+fn man_prints_keepsync_1_with_its_examples_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = text(ks(dir.path(), &["man"]).ok());
+    let lines = roff_lines(&page);
+    assert_eq!(lines[0], title_line("keepsync"));
+    assert!(lines.iter().all(|l| !l.is_empty()), "a blank line in roff is a stray paragraph break");
+    for title in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "SUBCOMMANDS", "EXAMPLES"] {
+        section(&page, title);
+    }
+    let exit = section(&page, "\"EXIT STATUS\"");
+    // The table keeps its lines: one exit code a line, unfilled.
+    assert!(exit.contains(".nf\n"), "{exit}");
+    for row in ["  0   success", "  65  input rejected", "  66  an input or key file cannot be opened"] {
+        assert!(exit.lines().any(|l| l.starts_with(row)), "no `{row}` in:\n{exit}");
+    }
+    let examples = section(&page, "EXAMPLES");
+    assert!(examples.contains("keepsync verify /mnt/backup/*.ks \\-\\-key\\-file"), "{examples}");
+    assert!(examples.contains("keepsync completions bash >"), "{examples}");
+    assert!(!page.contains(".SH EXTRA"), "after-help is rendered as sections, not as EXTRA");
+    for sub in subcommands(dir.path()) {
+        assert!(
+            page.contains(&format!("keepsync\\-{sub}(1)")),
+            "keepsync(1) does not refer to keepsync-{sub}(1)"
+        );
+    }
+}
+
+#[test]
+fn man_o_writes_one_page_per_subcommand_and_replaces_them_when_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut expected: Vec<String> = subcommands(d).iter().map(|s| format!("keepsync-{s}.1")).collect();
+    expected.extend(["keepsync.1", "keepsync-bench-compare.1", "keepsync-bench-history.1"].map(String::from));
+    for _ in 0..2 {
+        let r = ks(d, &["man", "-o", "share/man1"]);
+        r.ok();
+        assert!(r.stderr.contains("pages into share/man1"), "{}", r.stderr);
+        let written = listing(&d.join("share/man1"));
+        assert!(written.iter().all(|n| n.starts_with("keepsync") && n.ends_with(".1")), "{written:?}");
+        for name in &expected {
+            assert!(written.contains(name), "{name} missing from {written:?}");
+        }
+    }
+    for (file, title) in
+        [("keepsync-verify.1", "keepsync-verify"), ("keepsync-bench-compare.1", "keepsync-bench-compare")]
+    {
+        let page = std::fs::read_to_string(d.join("share/man1").join(file)).unwrap();
+        assert_eq!(roff_lines(&page)[0], title_line(title), "{file}");
+    }
+    let verify = std::fs::read_to_string(d.join("share/man1/keepsync-verify.1")).unwrap();
+    assert!(section(&verify, "\"EXIT STATUS\"").contains("  65  one was rejected"), "{verify}");
+    assert!(section(&verify, "EXAMPLES").contains("keepsync verify photos.tar.ks"), "{verify}");
+    // A directory that cannot be made is an output that cannot be created.
+    std::fs::write(d.join("file"), b"").unwrap();
+    let r = ks(d, &["man", "-o", "file/man1"]);
+    assert_eq!(r.code, 73, "{}", r.stderr);
 }

@@ -298,9 +298,10 @@ pub fn place_symlink(target: &Path, at: &Path) -> Result<()> {
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, directory fsync).
 pub fn write_small_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = sibling(path, "tmp");
-    let write = || -> io::Result<()> {
+    // A temp file that cannot be made means the output cannot be created (exit 73).
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut write = || -> io::Result<()> {
         use std::io::Write;
-        let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -6,6 +6,7 @@ mod caps;
 mod completions;
 mod inspect;
 mod keygen;
+mod man;
 mod pack;
 mod serve;
 mod sync;
@@ -39,6 +40,7 @@ Examples:
   keepsync bench --report bench.html
   keepsync bench compare baseline latest
   keepsync completions bash > ~/.local/share/bash-completion/completions/keepsync
+  keepsync man -o ~/.local/share/man/man1
 
 Exit codes:
   0   success
@@ -92,6 +94,9 @@ enum Command {
     /// Print a completion script for bash, zsh, fish, elvish or PowerShell (--help says how to
     /// install it).
     Completions(completions::CompletionsArgs),
+    /// Print the keepsync(1) manual page, or write it and one page per subcommand into a
+    /// directory.
+    Man(man::ManArgs),
 }
 
 /// The key options shared by pack, unpack and verify: exactly one is required.
@@ -242,6 +247,7 @@ pub fn main() -> ExitCode {
         Command::Caps(a) => caps::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Bench(a) => bench::run(*a),
         Command::Completions(a) => completions::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Man(a) => man::run(a).map(|()| ExitCode::from(exit::OK)),
     };
     match result {
         Ok(code) => code,
