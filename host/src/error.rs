@@ -140,6 +140,16 @@ pub enum Error {
         /// The exit code the failures share (1 when they differ).
         exit_code: u8,
     },
+    /// Some containers of a `verify` of several did not verify (each was reported); the others
+    /// did.
+    NotVerified {
+        /// How many did not verify.
+        failed: usize,
+        /// How many containers there were.
+        total: usize,
+        /// The exit code of the worst failure (see `keepsync verify --help`).
+        exit_code: u8,
+    },
 }
 
 /// Shorthand.
@@ -173,7 +183,7 @@ impl Error {
             Self::NoPassphrase(_) | Self::NoTerminal(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
             Self::Internal(_) => exit::SOFTWARE,
             Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
-            Self::SomeInputsFailed { exit_code, .. } => *exit_code,
+            Self::SomeInputsFailed { exit_code, .. } | Self::NotVerified { exit_code, .. } => *exit_code,
         }
     }
 
@@ -293,6 +303,12 @@ impl Error {
                  with just those"
                     .into()
             }
+            Self::NotVerified { failed, total, .. } if failed == total => {
+                "none verified: each error above says what to do about its container".into()
+            }
+            Self::NotVerified { .. } => {
+                "the others verified: each error above says what to do about its container".into()
+            }
         })
     }
 }
@@ -331,6 +347,9 @@ impl fmt::Display for Error {
             Self::UnknownRun(name) => write!(f, "no benchmark run `{name}` in the history"),
             Self::SomeInputsFailed { failed, total, .. } => {
                 write!(f, "{failed} of {total} inputs failed (each is reported above)")
+            }
+            Self::NotVerified { failed, total, .. } => {
+                write!(f, "{failed} of {total} containers did not verify (each is reported above)")
             }
         }
     }

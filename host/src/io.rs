@@ -31,6 +31,9 @@ pub enum Sink {
     /// An existing file that is not a regular file or directory (a character or block
     /// device, a FIFO): written into, never replaced.
     Stream(PathBuf),
+    /// Nowhere: the bytes are dropped and nothing is created (`keepsync verify` runs the
+    /// whole unpack, authentication included, into it).
+    Discard,
 }
 
 impl Source {
@@ -79,14 +82,16 @@ impl Sink {
         match self {
             Self::Stdout => "standard output".into(),
             Self::File { path, .. } | Self::Stream(path) => path.display().to_string(),
+            Self::Discard => "nowhere (discarded)".into(),
         }
     }
 
-    /// Opens a stream sink (standard output, a device, a FIFO) for writing; `None` for a file
-    /// (written through [`crate::output::AtomicFile`]).
+    /// Opens a stream sink (standard output, a device, a FIFO, or the discarding sink) for
+    /// writing; `None` for a file (written through [`crate::output::AtomicFile`]).
     pub fn open_stream(&self) -> Result<Option<Box<dyn Write>>> {
         match self {
             Self::Stdout => Ok(Some(Box::new(io::stdout().lock()))),
+            Self::Discard => Ok(Some(Box::new(io::sink()))),
             Self::Stream(path) => {
                 // Never created, truncated or replaced: only written into.
                 let file = std::fs::OpenOptions::new()
@@ -109,14 +114,21 @@ pub fn open_file(path: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// Refuses to write a binary container to a terminal (as age does).
-pub fn refuse_binary_to_terminal() -> Result<()> {
+/// Refuses to write `what` (a binary container, a secret key) to standard output when it is
+/// a terminal, as age does: it would garble the screen or stay in the scrollback.
+pub fn refuse_terminal_stdout(what: &str) -> Result<()> {
     if io::stdout().is_terminal() {
-        return Err(Error::Usage(
-            "refusing to write a binary container to the terminal: use -o FILE or redirect stdout".into(),
-        ));
+        return Err(Error::Usage(format!(
+            "refusing to write {what} to the terminal: use -o FILE or redirect stdout"
+        )));
     }
     Ok(())
+}
+
+/// Writes `bytes` (a generated script or page, a key file) to standard output and flushes it.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| Error::io("write", "standard output", e))
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.

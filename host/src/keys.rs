@@ -61,10 +61,44 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     })
 }
 
-/// Writes a new random key to `path` (mode 0600). Refuses to overwrite anything.
-pub fn generate_key_file(path: &Path) -> Result<()> {
+/// The text of a new key file holding a fresh random key: two comment lines and the key line
+/// that [`read_key_file`] reads (docs/FORMAT.md, section 2).
+pub fn new_key_file_text() -> Result<Zeroizing<String>> {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     random_bytes(&mut key[..])?;
+    Ok(Zeroizing::new(format!(
+        "# KeepSync key file. Anyone holding it can read what it encrypts: keep it secret,\n\
+         # and keep a backup: without it the data cannot be recovered.\n{KEY_PREFIX}{}\n",
+        hex::encode(&key[..])
+    )))
+}
+
+/// Writes a new random key to `path` (mode 0600). An existing `path` is replaced only with
+/// `force`, and only if it is a regular file: atomically, by a private temporary file beside
+/// it that is fsynced and renamed over it, so `path` holds the old key or the new one, whole.
+pub fn generate_key_file(path: &Path, force: bool) -> Result<()> {
+    crate::output::check_replaceable(path, force)?;
+    let text = new_key_file_text()?;
+    if !force {
+        // Created exclusively: a file that appeared since the check is never overwritten.
+        write_new_private(path, &text)?;
+        return crate::output::sync_parent(path);
+    }
+    let mut suffix = [0u8; 6];
+    random_bytes(&mut suffix)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.keepsync-tmp-{}", hex::encode(suffix)));
+    write_new_private(&tmp, &text)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("rename into place", path, e));
+    }
+    crate::output::sync_parent(path)
+}
+
+/// Creates `path` with mode 0600 (never opening an existing file, nor following a symlink),
+/// writes `text` and fsyncs it; removes it again if writing fails.
+fn write_new_private(path: &Path, text: &str) -> Result<()> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -73,11 +107,6 @@ pub fn generate_key_file(path: &Path) -> Result<()> {
         std::io::ErrorKind::AlreadyExists => Error::OutputExists(path.to_path_buf()),
         _ => Error::io("create", path, e),
     })?;
-    let text = Zeroizing::new(format!(
-        "# KeepSync key file. Anyone holding it can read what it encrypts: keep it secret,\n\
-         # and keep a backup: without it the data cannot be recovered.\n{KEY_PREFIX}{}\n",
-        hex::encode(&key[..])
-    ));
     let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
     if let Err(e) = written {
         drop(file);
@@ -464,9 +493,9 @@ mod tests {
     fn key_file_round_trips_refuses_overwrite_and_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
-        generate_key_file(&path).unwrap();
+        generate_key_file(&path, false).unwrap();
         let a = read_key_file(&path).unwrap();
-        assert!(matches!(generate_key_file(&path), Err(Error::OutputExists(_))));
+        assert!(matches!(generate_key_file(&path, false), Err(Error::OutputExists(_))));
         assert_eq!(read_key_file(&path).unwrap().expose(), a.expose());
         #[cfg(unix)]
         {
@@ -474,8 +503,31 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let other = dir.path().join("k2");
-        generate_key_file(&other).unwrap();
+        generate_key_file(&other, false).unwrap();
         assert_ne!(read_key_file(&other).unwrap().expose(), a.expose());
+    }
+
+    #[test]
+    fn force_replaces_a_regular_file_with_a_private_key_and_leaves_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        std::fs::write(&path, "old, readable by all").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        generate_key_file(&path, true).unwrap();
+        let first = read_key_file(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        generate_key_file(&path, true).unwrap();
+        assert_ne!(read_key_file(&path).unwrap().expose(), first.expose());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["k"]);
+        // A symlink is not replaced (nor written through), even with force.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("k", &link).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        assert!(matches!(generate_key_file(&link, true), Err(Error::Usage(_))));
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 
     #[test]
@@ -625,7 +677,7 @@ mod tests {
     fn a_key_file_is_read_once_per_session() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
-        generate_key_file(&path).unwrap();
+        generate_key_file(&path, false).unwrap();
         let mut session = SessionKeys::new(KeySpec::KeyFile(path.clone()));
         session.preflight().unwrap();
         std::fs::remove_file(&path).unwrap();

@@ -62,6 +62,32 @@ pub fn sync_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `dest` names a file that may be written: one that does not exist, or, with
+/// `force`, a regular file (never a directory, a symlink or a device).
+pub fn check_replaceable(dest: &Path, force: bool) -> Result<()> {
+    if dest.as_os_str().is_empty() || dest.file_name().is_none() {
+        return Err(Error::Usage(format!("{} is not a file name", dest.display())));
+    }
+    match dest.symlink_metadata() {
+        Ok(_) if !force => Err(Error::OutputExists(dest.to_path_buf())),
+        Ok(m) if !m.is_file() => {
+            let what = if m.is_dir() {
+                "a directory"
+            } else if m.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a regular file"
+            };
+            Err(Error::Usage(format!(
+                "{} is {what}; --force replaces only regular files (name the file to write, \
+                 or remove it first)",
+                dest.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A destination file being written through its partial file.
 #[derive(Debug)]
 pub struct AtomicFile {
@@ -76,27 +102,7 @@ impl AtomicFile {
     /// Opens (creating if needed) the partial file for `dest` without truncating it, locked
     /// for this process. Fails if `dest` exists and `force` is off.
     pub fn open(dest: &Path, force: bool) -> Result<Self> {
-        if dest.as_os_str().is_empty() || dest.file_name().is_none() {
-            return Err(Error::Usage(format!("{} is not a file name", dest.display())));
-        }
-        match dest.symlink_metadata() {
-            Ok(_) if !force => return Err(Error::OutputExists(dest.to_path_buf())),
-            Ok(m) if !m.is_file() => {
-                let what = if m.is_dir() {
-                    "a directory"
-                } else if m.file_type().is_symlink() {
-                    "a symbolic link"
-                } else {
-                    "not a regular file"
-                };
-                return Err(Error::Usage(format!(
-                    "{} is {what}; --force replaces only regular files (name the file to write, \
-                     or remove it first)",
-                    dest.display()
-                )));
-            }
-            _ => {}
-        }
+        check_replaceable(dest, force)?;
         let partial = partial_path(dest);
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create(true).truncate(false);
@@ -292,9 +298,10 @@ pub fn place_symlink(target: &Path, at: &Path) -> Result<()> {
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, directory fsync).
 pub fn write_small_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = sibling(path, "tmp");
-    let write = || -> io::Result<()> {
+    // A temp file that cannot be made means the output cannot be created (exit 73).
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    let mut write = || -> io::Result<()> {
         use std::io::Write;
-        let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -127,7 +127,7 @@ pub fn unpack_with_session(
     bar.inc(HEADER_LEN as u64);
     let atomic = match sink {
         Sink::File { path, force } => Some(AtomicFile::open(path, *force)?),
-        Sink::Stdout | Sink::Stream(_) => None,
+        Sink::Stdout | Sink::Stream(_) | Sink::Discard => None,
     };
     let (out_name, mut writer): (String, Box<dyn Write + '_>) = match (&atomic, sink.open_stream()?) {
         (Some(a), _) => {

@@ -263,7 +263,7 @@ pub fn run(settings: &Settings) -> Result<Run> {
     std::fs::create_dir_all(&cache).map_err(|e| Error::io("create", &cache, e))?;
     let key_file = work.join("keepsync.key");
     if !key_file.exists() {
-        crate::keys::generate_key_file(&key_file)?;
+        crate::keys::generate_key_file(&key_file, false)?;
     }
     let wants_age = settings.peers.iter().any(|p| p == "age" || p == "rage");
     let age = if wants_age { AgeKey::ensure(work)? } else { None };

@@ -3,12 +3,15 @@
 mod batch;
 mod bench;
 mod caps;
+mod completions;
 mod inspect;
 mod keygen;
+mod man;
 mod pack;
 mod serve;
 mod sync;
 mod unpack;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -26,15 +29,19 @@ Examples:
   keepsync serve --root /srv/backup --listen 0.0.0.0:7373 --psk-file sync.psk
   keepsync sync ~/photos ks://backup.lan:7373/photos --psk-file sync.psk
   keepsync keygen -o ~/.keepsync.key
+  keepsync keygen -o - | ssh backup 'umask 077; cat > sync.psk'   (never to a terminal)
   keepsync pack photos.tar -o photos.tar.ks --key-file ~/.keepsync.key
   keepsync unpack photos.tar.ks -o photos.tar --key-file ~/.keepsync.key
   keepsync pack notes.txt                                   (asks for a passphrase)
+  keepsync verify /mnt/backup/*.ks --key-file ~/.keepsync.key   (writes nothing)
   keepsync pack *.log -o /mnt/backup/ --passphrase-env PW    (one Argon2id run for all)
   tar c dir | keepsync pack - -o - --passphrase-env PW > dir.tar.ks
   keepsync inspect photos.tar.ks --json
   keepsync caps
   keepsync bench --report bench.html
   keepsync bench baseline set 12 && keepsync bench compare baseline latest
+  keepsync completions bash > ~/.local/share/bash-completion/completions/keepsync
+  keepsync man -o ~/.local/share/man/man1
 
 Exit codes:
   0   success
@@ -78,12 +85,16 @@ enum Command {
     Sync(sync::SyncArgs),
     /// Serve a directory to `keepsync sync ks://...` clients that hold the same PSK file.
     Serve(serve::ServeArgs),
-    /// Create a new random key file (mode 0600). Never overwrites a file.
+    /// Create a new random key file (mode 0600), or print one with -o -. Replaces an existing
+    /// file only with --force.
     Keygen(keygen::KeygenArgs),
     /// Compress and encrypt files (or stdin) into KeepSync containers, deriving the key once.
     Pack(pack::PackArgs),
     /// Authenticate, decrypt and decompress containers back into the original bytes.
     Unpack(unpack::UnpackArgs),
+    /// Check that containers are intact and open with the key, as `unpack` would, writing
+    /// nothing.
+    Verify(verify::VerifyArgs),
     /// Show what a container's headers say (sizes, codecs, ratio) without needing the key.
     Inspect(inspect::InspectArgs),
     /// Show this machine's cores, memory, CPU crypto features, and measured codec and
@@ -92,9 +103,15 @@ enum Command {
     /// Benchmark pack, unpack and sync against zstd, lz4, pigz, age, rage and rsync on seeded
     /// corpora; keep a history, compare runs, write reports.
     Bench(Box<bench::BenchArgs>),
+    /// Print a completion script for bash, zsh, fish, elvish or PowerShell (--help says how to
+    /// install it).
+    Completions(completions::CompletionsArgs),
+    /// Print the keepsync(1) manual page, or write it and one page per subcommand into a
+    /// directory.
+    Man(man::ManArgs),
 }
 
-/// The key options shared by pack and unpack: at most one; with neither, the passphrase is
+/// The key options shared by pack, unpack and verify: at most one; with neither, the passphrase is
 /// asked for on the terminal.
 #[derive(Debug, Args)]
 #[group(required = false, multiple = false)]
@@ -124,7 +141,7 @@ impl KeyArgs {
     }
 }
 
-/// Parallelism and memory options shared by pack and unpack.
+/// Parallelism and memory options shared by pack, unpack and verify.
 #[derive(Debug, Args)]
 pub struct PipelineArgs {
     /// Worker threads (default: every core). The output is byte-identical whatever the count.
@@ -146,7 +163,7 @@ impl PipelineArgs {
     }
 }
 
-/// How a command reports: progress, notices, summaries (sync, pack, unpack).
+/// How a command reports: progress, notices, summaries (sync, pack, unpack, verify).
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Print no progress bar and no notices.
@@ -225,6 +242,7 @@ impl ReportArgs {
 
     fn print_json<T: serde::Serialize>(&self, value: &T) {
         if self.json {
+            JSON_PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
             println!("{}", serde_json::to_string_pretty(value).expect("summaries serialize"));
         }
     }
@@ -249,22 +267,29 @@ pub fn main() -> ExitCode {
         Command::Keygen(a) => keygen::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Pack(a) => pack::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Unpack(a) => unpack::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Verify(a) => verify::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Inspect(a) => inspect::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Caps(a) => caps::run(a).map(|()| ExitCode::from(exit::OK)),
         Command::Bench(a) => bench::run(*a),
+        Command::Completions(a) => completions::run(a).map(|()| ExitCode::from(exit::OK)),
+        Command::Man(a) => man::run(a).map(|()| ExitCode::from(exit::OK)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             report(&e, None);
-            // Several inputs' failures are already in their JSON summary.
-            if !matches!(e, Error::SomeInputsFailed { .. }) {
+            // A run that printed its JSON summary (which lists its failures) prints no second
+            // document.
+            if !JSON_PRINTED.load(std::sync::atomic::Ordering::Relaxed) {
                 print_json_error(&e.to_string(), e.hint().as_deref(), e.exit_code());
             }
             ExitCode::from(e.exit_code())
         }
     }
 }
+
+/// Set once a run printed its `--json` summary on stdout.
+static JSON_PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Under `--json`, a failed run prints a JSON object on stdout too, so a machine reading
 /// stdout learns why (the same words as on stderr) rather than finding nothing.

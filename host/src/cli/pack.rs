@@ -6,7 +6,7 @@ use super::batch::{self, Job, Naming};
 use super::{KeyArgs, OutputArgs, PipelineArgs};
 use crate::codec::{CodecChoice, CodecPlan};
 use crate::error::{Error, Result};
-use crate::io::{Sink, Source, refuse_binary_to_terminal};
+use crate::io::{Sink, Source, refuse_terminal_stdout};
 use crate::keys::SessionKeys;
 use crate::pack::{PackOptions, PackSummary, pack_with_session};
 use crate::units::{human_bytes, parse_size};
@@ -84,7 +84,7 @@ pub fn run(args: PackArgs) -> Result<()> {
             ))
         })?;
     if jobs.iter().any(|j| Sink::from_arg(&j.output, false) == Sink::Stdout) {
-        refuse_binary_to_terminal()?;
+        refuse_terminal_stdout("a binary container")?;
     }
     let codec = CodecPlan { level: args.level, for_device: args.for_device, ..CodecPlan::new(args.codec) };
     codec.check().map_err(Error::Usage)?;

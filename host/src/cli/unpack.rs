@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::batch::{self, Job, Naming};
-use super::{KeyArgs, OutputArgs, PipelineArgs};
+use super::{KeyArgs, OutputArgs, PipelineArgs, ReportArgs};
 use crate::error::Result;
 use crate::io::{Sink, Source};
 use crate::keys::SessionKeys;
@@ -59,23 +59,42 @@ pub fn run(args: UnpackArgs) -> Result<()> {
 fn unpack_one(args: &UnpackArgs, keys: &mut SessionKeys, job: &Job, prefix: &str) -> Result<UnpackSummary> {
     let source = Source::from_arg(&job.input);
     let sink = Sink::from_arg(&job.output, args.out.force);
-    let progress = args.out.report.progress("unpack");
+    run_one(&args.pipeline, &args.out.report, keys, &source, &sink, prefix)
+}
+
+/// Runs the unpack pipeline from `source` into `sink` with a progress bar and the `-v` line:
+/// `unpack` into its outputs, `verify` into [`Sink::Discard`] (the same authentication, nothing
+/// written). `prefix` starts the `-v` line (the input, when several).
+pub(super) fn run_one(
+    pipeline: &PipelineArgs,
+    report: &ReportArgs,
+    keys: &mut SessionKeys,
+    source: &Source,
+    sink: &Sink,
+    prefix: &str,
+) -> Result<UnpackSummary> {
+    let verifying = *sink == Sink::Discard;
+    let progress = report.progress(if verifying { "verify" } else { "unpack" });
     let summary = unpack_with_session(
-        &source,
-        &sink,
+        source,
+        sink,
         keys,
-        args.pipeline.threads(),
-        args.pipeline.max_memory,
-        args.pipeline.crypto,
+        pipeline.threads(),
+        pipeline.max_memory,
+        pipeline.crypto,
         &progress,
     );
     progress.finish_and_clear();
     let summary = summary?;
-    args.out.report.print_summary(|| {
+    report.print_summary(|| {
+        let size = crate::units::human_bytes(summary.bytes_out);
+        let did = if verifying {
+            format!("verified {} chunks ({size})", summary.chunks)
+        } else {
+            format!("unpacked {} chunks into {size}", summary.chunks)
+        };
         format!(
-            "{prefix}unpacked {} chunks into {} in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
-            summary.chunks,
-            crate::units::human_bytes(summary.bytes_out),
+            "{prefix}{did} in {:.2} s, {:.0} MB/s, peak memory {}, limited by {}",
             summary.seconds,
             summary.mb_per_s,
             summary.peak_rss_bytes.map_or("unknown".into(), crate::units::human_bytes),

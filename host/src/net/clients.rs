@@ -222,8 +222,8 @@ mod tests {
     fn a_clients_file_is_read_checked_and_confines_paths() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        crate::keys::generate_key_file(&d.join("a.key")).unwrap();
-        crate::keys::generate_key_file(&d.join("b.key")).unwrap();
+        crate::keys::generate_key_file(&d.join("a.key"), false).unwrap();
+        crate::keys::generate_key_file(&d.join("b.key"), false).unwrap();
         let write = |text: &str| {
             std::fs::write(d.join("clients.toml"), text).unwrap();
             Clients::load(&d.join("clients.toml"))
