@@ -63,11 +63,7 @@ fn pack_again(d: &Path) -> Run {
 
 /// Container offset just past the first `k` chunk records.
 fn after_records(container: &[u8], k: usize) -> usize {
-    let mut pos = 112;
-    for _ in 0..k {
-        pos += 12 + u32::from_le_bytes(container[pos..pos + 4].try_into().unwrap()) as usize + 16;
-    }
-    pos
+    if k == 0 { 112 } else { record_ranges(container)[k - 1].end }
 }
 
 fn salt(container: &[u8]) -> &[u8] {

@@ -21,13 +21,7 @@ fn sample() -> Sample {
     std::fs::write(d.join("in"), mixed(3 * CS + 100, 5)).unwrap();
     ks(d, &["pack", "in", "-o", "good.ks", "-k", "key", "--chunk-size", "4KiB"]).ok();
     let container = std::fs::read(d.join("good.ks")).unwrap();
-    let mut chunks = Vec::new();
-    let mut pos = 112;
-    while pos < container.len() {
-        let body = u32::from_le_bytes(container[pos..pos + 4].try_into().unwrap()) as usize;
-        chunks.push(pos..pos + 12 + body + 16);
-        pos += 12 + body + 16;
-    }
+    let chunks = record_ranges(&container);
     assert_eq!(chunks.len(), 4);
     Sample { dir, container, chunks }
 }

@@ -23,13 +23,7 @@ fn packed() -> (tempfile::TempDir, Vec<u8>, Vec<std::ops::Range<usize>>) {
     ks(d, &["pack", "in", "-o", "good.ks", "-k", "key", "--chunk-size", "4KiB"]).ok();
     std::fs::remove_file(d.join("in")).unwrap();
     let container = std::fs::read(d.join("good.ks")).unwrap();
-    let mut chunks = Vec::new();
-    let mut pos = 112;
-    while pos < container.len() {
-        let body = u32::from_le_bytes(container[pos..pos + 4].try_into().unwrap()) as usize;
-        chunks.push(pos..pos + 12 + body + 16);
-        pos += 12 + body + 16;
-    }
+    let chunks = record_ranges(&container);
     assert_eq!(chunks.len(), 4);
     (dir, container, chunks)
 }

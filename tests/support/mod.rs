@@ -93,3 +93,16 @@ pub fn dir_with_key() -> tempfile::TempDir {
     ks(dir.path(), &["keygen", "-o", "key"]).ok();
     dir
 }
+
+/// The byte ranges of a container's chunk records (each a 12-byte header, its body and a
+/// 16-byte tag, after the 112-byte file header), as FORMAT.md lays them out.
+pub fn record_ranges(container: &[u8]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut pos = 112;
+    while pos + 4 <= container.len() {
+        let body = u32::from_le_bytes(container[pos..pos + 4].try_into().unwrap()) as usize;
+        ranges.push(pos..pos + 12 + body + 16);
+        pos += 12 + body + 16;
+    }
+    ranges
+}
