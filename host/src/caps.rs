@@ -15,9 +15,7 @@ use serde::Serialize;
 
 use crate::codec::{CodecChoice, CodecPlan, HostDecoder};
 use crate::crypto::{CryptoChoice, cpu_crypto_features, hardware_aes};
-use crate::keys::{
-    DEFAULT_KDF_LANES, DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_PASSES, KDF_TARGET, calibrate_passes, stretch,
-};
+use crate::keys::{DEFAULT_KDF_LANES, DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_PASSES, KDF_TARGET, calibrate};
 
 const CHUNK: usize = 64 << 10;
 
@@ -125,11 +123,10 @@ pub fn caps(budget: Duration) -> Caps {
         measure("rustcrypto", CryptoChoice::Soft, store(), budget),
         measure("ring", CryptoChoice::Hw, store(), budget),
     ];
-    let passes =
-        calibrate_passes(DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_LANES, KDF_TARGET).unwrap_or(DEFAULT_KDF_PASSES);
-    let started = Instant::now();
-    let _ = stretch(b"caps", &[0; 16], DEFAULT_KDF_MEMORY_KIB, passes, DEFAULT_KDF_LANES);
-    let argon2id_seconds = started.elapsed().as_secs_f64();
+    // What `pack` would choose, and what one derivation then costs, from the same timings
+    // (a derivation of its own would add half a second).
+    let (passes, argon2id_seconds) = calibrate(DEFAULT_KDF_MEMORY_KIB, DEFAULT_KDF_LANES, KDF_TARGET)
+        .unwrap_or((DEFAULT_KDF_PASSES, f64::NAN));
     Caps {
         version: env!("CARGO_PKG_VERSION"),
         cores: crate::pack::default_threads(),

@@ -252,6 +252,12 @@ const CALIBRATION_TRIALS: usize = 3;
 /// the difference anything from negative to several passes, and the choice anything from 3
 /// to 64 passes. A pass is also taken to cost at least a quarter of a one-pass run.
 pub fn calibrate_passes(memory_kib: u32, lanes: u32, target: std::time::Duration) -> Result<u32> {
+    calibrate(memory_kib, lanes, target).map(|(passes, _)| passes)
+}
+
+/// [`calibrate_passes`], and the seconds one derivation with those passes takes here (from
+/// the same fastest timings: fixed cost plus passes times the cost of a pass).
+pub fn calibrate(memory_kib: u32, lanes: u32, target: std::time::Duration) -> Result<(u32, f64)> {
     calibrate_with(target, |passes| {
         let started = std::time::Instant::now();
         stretch(b"calibration", &[0; KDF_SALT_LEN], memory_kib, passes, lanes)?;
@@ -259,8 +265,11 @@ pub fn calibrate_passes(memory_kib: u32, lanes: u32, target: std::time::Duration
     })
 }
 
-/// [`calibrate_passes`] with `time(passes)` measuring one derivation, in seconds.
-fn calibrate_with(target: std::time::Duration, mut time: impl FnMut(u32) -> Result<f64>) -> Result<u32> {
+/// [`calibrate`] with `time(passes)` measuring one derivation, in seconds.
+fn calibrate_with(
+    target: std::time::Duration,
+    mut time: impl FnMut(u32) -> Result<f64>,
+) -> Result<(u32, f64)> {
     let mut fastest = |passes| -> Result<f64> {
         let mut best = f64::INFINITY;
         for _ in 0..CALIBRATION_TRIALS {
@@ -273,7 +282,8 @@ fn calibrate_with(target: std::time::Duration, mut time: impl FnMut(u32) -> Resu
     let per_pass = (two - one).max(one / 4.0).max(1e-6);
     let fixed = (one - per_pass).max(0.0);
     let passes = ((target.as_secs_f64() - fixed) / per_pass).round().max(0.0) as u32;
-    Ok(passes.clamp(DEFAULT_KDF_PASSES, MAX_CALIBRATED_PASSES))
+    let passes = passes.clamp(DEFAULT_KDF_PASSES, MAX_CALIBRATED_PASSES);
+    Ok((passes, fixed + per_pass * f64::from(passes)))
 }
 
 /// Argon2id cost parameters for new passphrase containers (the header records them).
@@ -465,7 +475,9 @@ mod tests {
         let target = KDF_TARGET;
         // A machine where a pass costs 40 ms and the memory 20 ms: 12 passes make 0.5 s.
         let true_time = |passes: u32| 0.020 + 0.040 * f64::from(passes);
-        assert_eq!(calibrate_with(target, |p| Ok(true_time(p))).unwrap(), 12);
+        let (passes, seconds) = calibrate_with(target, |p| Ok(true_time(p))).unwrap();
+        assert_eq!(passes, 12);
+        assert!((seconds - true_time(12)).abs() < 1e-9, "{seconds}");
         // Load only ever slows a run down (here up to 4x, on a random half of the runs).
         for seed in 1..=1000u64 {
             let mut rng = seed;
@@ -481,7 +493,8 @@ mod tests {
                 let factor = if slowed { 1.0 + (rng >> 8) as f64 / (1u64 << 56) as f64 * 3.0 } else { 1.0 };
                 Ok(true_time(p) * factor)
             })
-            .unwrap();
+            .unwrap()
+            .0;
             assert!((DEFAULT_KDF_PASSES..=MAX_CALIBRATED_PASSES).contains(&passes), "seed {seed}: {passes}");
             if clean == [true, true] {
                 assert_eq!(passes, 12, "seed {seed}: one clean run of each size gives the true cost");

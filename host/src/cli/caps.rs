@@ -10,7 +10,7 @@ pub struct CapsArgs {
     #[arg(long)]
     json: bool,
     /// Milliseconds spent on each measurement.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
+    #[arg(long, value_name = "MS", default_value_t = 80)]
     measure_ms: u64,
 }
 
