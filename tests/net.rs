@@ -760,6 +760,8 @@ impl Raw {
             max_files: 32,
             session: [0; 16],
             part_size: 0,
+            delete_excluded: false,
+            filters: keepsync_core::sync::FilterRules::EMPTY,
         };
         self.ep.send(0, &open).unwrap();
         self.flush();
@@ -851,6 +853,33 @@ fn file(id: u32, path: &str, size: u64) -> FileMeta<'_> {
         version: [0; 16],
         layout: keepsync_core::sync::Layout::Whole,
     }
+}
+
+/// A client whose `Open` carries one filter rule more than `MAX_FILTER_RULES` is cut off at
+/// its first sealed message (the core refuses the list before the host builds a rule), and
+/// the server goes on serving.
+#[test]
+fn an_open_with_too_many_filter_rules_ends_the_connection_and_the_server_keeps_serving() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
+    let mut raw = Raw::connect(&srv.addr, &psk);
+    let client_hello = raw.ep.pending_transmit().to_vec();
+    raw.flush();
+    let mut server_hello = [0u8; 80];
+    raw.stream.read_exact(&mut server_hello).unwrap();
+    raw.ep.handle_input(0, &server_hello).unwrap();
+    assert!(raw.ep.is_open());
+    raw.flush();
+    let rules = [0u8, 1, b'x'].repeat(keepsync_core::budget::MAX_FILTER_RULES + 1);
+    let open = seal_as_client(&psk, &client_hello, &server_hello, 0, &open_with_raw_rules("t", &rules));
+    raw.stream.write_all(&open).unwrap();
+    assert_eq!(raw.read_message(), None, "no answer: the connection ends");
+    srv.log_with("does not decode", 1);
+    assert!(!d.join("srv/t").exists());
+    ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/t")));
 }
 
 #[test]

@@ -516,6 +516,8 @@ impl World {
             max_files: 1024,
             session: conn.session,
             part_size: if conn.session == [0; 16] { 0 } else { 1 << 20 },
+            delete_excluded: false,
+            filters: Vec::new(),
         };
         let pair = Pair::open(&self.served, request, app, self.psk.clone(), clock).unwrap();
         self.runs[r].conns[c].pair = Some(pair);
@@ -902,6 +904,8 @@ fn push_listed(base: &Path, between: &mut dyn FnMut(u64)) -> Summary {
         max_files: 1024,
         session: [0; 16],
         part_size: 0,
+        delete_excluded: false,
+        filters: Vec::new(),
     };
     let mut pair = Pair::open(&served, request, app, psk, shared).unwrap();
     for step in 1..100_000 {

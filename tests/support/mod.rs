@@ -72,3 +72,60 @@ pub fn dir_with_key() -> tempfile::TempDir {
     ks(dir.path(), &["keygen", "-o", "key"]).ok();
     dir
 }
+
+/// The sealed frame a client would send as its sealed frame number `counter` if its message
+/// encoded to `plaintext`: for handing a server what no client of this build sends (the
+/// core's own encoder refuses it). `client_hello` and `server_hello` are the two hello frames
+/// as sent (with their length prefixes).
+pub fn seal_as_client(
+    psk: &keepsync_core::crypto::SecretKey,
+    client_hello: &[u8],
+    server_hello: &[u8],
+    counter: u64,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    use keepsync_core::crypto::session::{SessionSecrets, frame_nonce};
+    use keepsync_core::crypto::{ChunkCipher, CryptoProvider, RustCrypto, SecretKey};
+    let mut th = ring::digest::Context::new(&ring::digest::SHA256);
+    th.update(&client_hello[4..]);
+    th.update(&server_hello[4..48]);
+    let th: [u8; 32] = th.finish().as_ref().try_into().unwrap();
+    let random = |hello: &[u8]| -> [u8; 32] { hello[16..48].try_into().unwrap() };
+    let secrets = SessionSecrets::derive(psk, &random(client_hello), &random(server_hello), &th);
+    let cipher = RustCrypto.aes256gcm(&SecretKey::from_bytes(secrets.c2s));
+    let len = ((plaintext.len() + 16) as u32).to_le_bytes();
+    let mut body = plaintext.to_vec();
+    let tag = cipher.seal_in_place(&frame_nonce(counter), &len, &mut body);
+    [&len[..], &body, &tag].concat()
+}
+
+/// The postcard bytes of an `Open` for `path` (a push, nothing else asked) whose rule list is
+/// `rules` as they stand, checked or not.
+pub fn open_with_raw_rules(path: &str, rules: &[u8]) -> Vec<u8> {
+    use keepsync_core::sync::{Direction, FilterRules, Message};
+    let open = Message::Open {
+        path,
+        direction: Direction::Push,
+        delete: false,
+        replace: false,
+        checksum: false,
+        dry_run: false,
+        max_files: 32,
+        session: [0; 16],
+        part_size: 0,
+        delete_excluded: false,
+        filters: FilterRules::EMPTY,
+    };
+    let mut buf = vec![0u8; 512 + path.len()];
+    let n = postcard::to_slice(&open, &mut buf).unwrap().len();
+    // The rule list is the last field: its (empty) length byte goes, the rules come instead.
+    assert_eq!(buf[n - 1], 0);
+    let mut len = Vec::new();
+    let mut l = rules.len();
+    while l >= 0x80 {
+        len.push((l as u8 & 0x7f) | 0x80);
+        l >>= 7;
+    }
+    len.push(l as u8);
+    [&buf[..n - 1], &len, rules].concat()
+}

@@ -108,6 +108,9 @@ async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Establ
         max_files: super::files_in_flight(),
         session,
         part_size: if session == [0; 16] { 0 } else { opts.part_size },
+        // No filter yet: every entry is listed, and --delete spares nothing.
+        delete_excluded: false,
+        filters: Vec::new(),
     };
     let mut app = OpenClient::new(request, Arc::clone(clock));
     drive(&mut link, &mut conn, &mut app, &opts.limit, clock.as_ref()).await?;

@@ -24,7 +24,7 @@ use super::clients::{Client, Clients, Mode};
 use super::clock::{SharedClock, monotonic};
 use super::driver::{Link, drive, tcp_link};
 use super::open::{AwaitOpen, OpenRequest};
-use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_PATH_LEN};
+use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_OPEN_LEN, MIN_FRAME_BODY, TAG_LEN};
 
 use super::{
     Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, TX_BUFFER, files_in_flight, fresh_random,
@@ -122,10 +122,15 @@ pub struct Refusal {
     pub why: String,
 }
 
-/// Bytes each of a connection's two buffers holds until the client proved the PSK: enough
-/// for the handshake and an `Open` with the longest path. The full buffers (about 5 MiB)
-/// are lent only after the proof, so a connection that proves nothing costs a few KiB.
-pub const HANDSHAKE_BUFFER: usize = FRAME_HEADER_LEN + MAX_PATH_LEN + 512;
+/// Bytes a connection's receive buffer holds until its `Open` was accepted: one sealed frame
+/// with the longest `Open` (`MAX_OPEN_LEN`: the longest path and filter rule list), which
+/// also holds every handshake frame. The full buffers (about 5 MiB) are lent only after the
+/// proof and the `Open`, so a connection that proves nothing costs a few KiB.
+pub const HANDSHAKE_RX: usize = FRAME_HEADER_LEN + MAX_OPEN_LEN + TAG_LEN;
+
+/// Bytes a connection's send buffer holds until its `Open` was accepted: the ServerHello,
+/// and `Opened` or the refusal (the smallest buffer a connection takes).
+pub const HANDSHAKE_TX: usize = FRAME_HEADER_LEN + MIN_FRAME_BODY;
 
 /// Connections still in their handshake (or waiting for `Open`) held at once; beyond it
 /// the oldest is dropped. Each costs about 30 KiB and no thread, and may take at most
@@ -316,11 +321,11 @@ impl Served {
     }
 
     /// A new server-side connection, with the small buffers of the handshake (see
-    /// [`HANDSHAKE_BUFFER`]); [`Served::open`] lends it the full ones.
+    /// [`HANDSHAKE_RX`], [`HANDSHAKE_TX`]); [`Served::open`] lends it the full ones.
     pub fn connection(&self) -> Result<Conn> {
         let internal = |e: keepsync_core::UsageError| Error::Internal(e.to_string());
         let (random, now) = (fresh_random()?, self.clock.now_ms());
-        let (rx, tx) = (vec![0; HANDSHAKE_BUFFER], vec![0; HANDSHAKE_BUFFER]);
+        let (rx, tx) = (vec![0; HANDSHAKE_RX], vec![0; HANDSHAKE_TX]);
         let mut conn = match &self.keys {
             Keys::One(client) => Conn::server(RustCrypto, client.key.clone(), random, now, rx, tx),
             Keys::Clients { .. } => Conn::server_for_clients(RustCrypto, random, now, rx, tx),
