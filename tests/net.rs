@@ -4,11 +4,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keepsync_core::crypto::{RustCrypto, SecretKey};
@@ -16,72 +15,6 @@ use keepsync_core::sync::{
     Connection, Direction, FileMeta, Have, Kind, Message, Sender, SenderEvent, Status,
 };
 use support::*;
-
-/// A running `keepsync serve` whose log is collected.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(dir: &Path, root: &str, listen: &str, extra: &[&str]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keepsync"));
-        cmd.args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"]).args(extra);
-        Self::spawn(dir, cmd)
-    }
-
-    /// Runs `cmd` (a `keepsync serve`, maybe wrapped) in `dir`.
-    fn spawn(dir: &Path, mut cmd: Command) -> Self {
-        let mut child = cmd
-            .current_dir(dir)
-            .env("XDG_CACHE_HOME", dir.join("server-cache"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn keepsync serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().expect("serve prints its address").unwrap();
-        let addr = first.rsplit(" on ").next().unwrap().to_owned();
-        let log = Arc::new(Mutex::new(first + "\n"));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        Self { child, addr, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ks://{}/{path}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The log once it has at least `n` lines containing `needle` (a connection's line comes
-    /// after its client may have exited: waiting on it, not on time, keeps tests exact).
-    fn log_with(&self, needle: &str, n: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let log = self.log();
-            if log.lines().filter(|l| l.contains(needle)).count() >= n {
-                return log;
-            }
-            assert!(Instant::now() < deadline, "fewer than {n} lines with {needle:?} in the log:\n{log}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A temp dir with a PSK file `psk`, a served root `srv/` and a source tree `src/`.
 fn setup() -> tempfile::TempDir {
