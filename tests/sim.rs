@@ -30,6 +30,7 @@ use keepsync::net::clock::{SharedClock, SimClock};
 use keepsync::net::open::OpenRequest;
 use keepsync::net::server::Served;
 use keepsync::sync::dest::{Dest, DestOptions, DirMeta, MAX_PARTIALS, Store};
+use keepsync::sync::filter::Filter;
 use keepsync::sync::recv::RecvApp;
 use keepsync::sync::send::effort::SyncCodec;
 use keepsync::sync::send::{Job, SendApp};
@@ -442,7 +443,7 @@ impl World {
             RunKind::Push { src } => {
                 let tree = Arc::new(Tree::open(&self.base.join(format!("src{src}"))).unwrap());
                 let mut problems = Vec::new();
-                let entries = walk(&tree, &mut problems).unwrap();
+                let entries = walk(&tree, &Filter::default(), &mut problems).unwrap().entries;
                 problems.into_iter().for_each(|p| run.summary.problem(p));
                 let split = (connections > 1).then_some(20);
                 run.job = Some(
@@ -597,7 +598,7 @@ impl World {
             RunKind::Push { src } => {
                 let tree = Arc::new(Tree::open(&self.base.join(format!("src{src}"))).unwrap());
                 let mut problems = Vec::new();
-                let mut entries = walk(&tree, &mut problems).unwrap();
+                let mut entries = walk(&tree, &Filter::default(), &mut problems).unwrap().entries;
                 if !run.delete {
                     entries.retain(|e: &Entry| e.kind == Kind::Dir);
                 }
@@ -890,7 +891,7 @@ fn push_listed(base: &Path, between: &mut dyn FnMut(u64)) -> Summary {
     let served = Served::over(store, psk.clone(), 64 << 10, Arc::clone(&shared));
     let tree = Arc::new(Tree::open(&base.join("src")).unwrap());
     let mut problems = Vec::new();
-    let entries = walk(&tree, &mut problems).unwrap();
+    let entries = walk(&tree, &Filter::default(), &mut problems).unwrap().entries;
     between(0);
     let job = Job::new(tree, entries, None, None, ProgressBar::hidden(), Arc::clone(&shared)).inline();
     let app = ClientApp::Push(Box::new(SendApp::new(job, SyncCodec::Zstd, false)));

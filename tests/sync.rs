@@ -200,15 +200,20 @@ fn a_source_file_that_vanishes_or_changes_while_syncing_is_reported_and_the_rest
     }
     let bar = indicatif::ProgressBar::hidden();
     // Listed first; then one file vanishes, one is rewritten, one directory goes.
-    let summary =
-        sync_listed(&d.join("src"), &d.join("dst"), &SyncOptions::default(), &bar, |tree, problems| {
-            let entries = walk(tree, problems)?;
+    let summary = sync_listed(
+        &d.join("src"),
+        &d.join("dst"),
+        &SyncOptions::default(),
+        &bar,
+        |tree, filter, problems| {
+            let entries = walk(tree, filter, problems)?;
             fs::remove_file(d.join("src/d1/f04")).unwrap();
             fs::write(d.join("src/d2/f08"), b"changed after the listing").unwrap();
             fs::remove_dir_all(d.join("src/d0")).unwrap();
             Ok(entries)
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     // d0's 7 files and d1/f04 vanished; f08 was read again as it is now.
     assert_eq!(summary.vanished, 8, "{:?}", summary.problems);
     assert_eq!(summary.problem_count, 8, "{:?}", summary.problems);

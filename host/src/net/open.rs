@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use keepsync_core::sync::open::{self, OpenError, OpenParams};
-use keepsync_core::sync::{Direction, FilterError, FilterRules};
+use keepsync_core::sync::{Direction, FilterRules};
 
 use super::Conn;
 use super::app::{App, proto};
 use super::clock::SharedClock;
 use crate::error::{Error, Result};
+use crate::sync::filter::{Filter, FilterError};
 
 /// What a client asks for in `Open`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +35,8 @@ pub struct OpenRequest {
     pub part_size: u64,
     /// `--delete-excluded`: with `delete`, remove what the filter excludes too.
     pub delete_excluded: bool,
-    /// The `--include` / `--exclude` rules, as `Open` encodes them (empty: none).
+    /// The `--include` / `--exclude` rules, as `Open` encodes them
+    /// ([`Filter::to_wire`]; empty: none).
     pub filters: Vec<u8>,
 }
 
@@ -52,8 +54,14 @@ impl OpenRequest {
             session: self.session,
             part_size: self.part_size,
             delete_excluded: self.delete_excluded,
-            filters: FilterRules::parse(&self.filters)?,
+            filters: FilterRules::parse(&self.filters).map_err(FilterError::TooBig)?,
         })
+    }
+
+    /// The filter the rules make (the receiving or listing end's, with its own
+    /// `.keepsyncignore` files).
+    pub fn filter(&self) -> std::result::Result<Filter, FilterError> {
+        Filter::from_wire(&FilterRules::parse(&self.filters).map_err(FilterError::TooBig)?)
     }
 
     fn from_core(req: &open::OpenRequest<'_>) -> Self {
@@ -97,7 +105,7 @@ impl OpenClient {
 impl App<Conn> for OpenClient {
     fn produce(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         let sent = self.core.sent();
-        let params = self.request.params().map_err(|e| Error::Internal(format!("cannot send Open ({e})")))?;
+        let params = self.request.params().map_err(Error::Filter)?;
         self.core
             .poll_send(conn, now, &self.request.path, &params)
             .map_err(|e| Error::Internal(format!("cannot send Open ({e})")))?;

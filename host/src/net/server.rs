@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::index::HashIndex;
 use crate::say::say;
 use crate::sync::dest::{Dest, DestOptions, Store};
+use crate::sync::filter::Filter;
 use crate::sync::recv::RecvApp;
 use crate::sync::send::effort::SyncCodec;
 use crate::sync::send::{Job, SendApp, part_log2};
@@ -243,6 +244,9 @@ impl Served {
             }
             _ => {}
         }
+        // The client's rules: a pull's listing leaves out what they exclude, and a push's
+        // --delete keeps it.
+        let filter = req.filter().map_err(|e| e.to_string())?;
         let tree = self.store.tree();
         match req.direction {
             Direction::Push => {
@@ -267,14 +271,15 @@ impl Served {
                     append_only: client.mode == Mode::AppendOnly,
                 };
                 let dest = Dest::new(Arc::clone(&self.store), &base, opts);
-                let mut app = RecvApp::new(dest, req.checksum, Arc::clone(&self.clock));
+                let keep = (!req.delete_excluded).then_some(filter);
+                let mut app = RecvApp::new(dest, req.checksum, Arc::clone(&self.clock)).keeping(keep);
                 if self.log {
                     app = app.log_problems_as(peer.to_owned());
                 }
                 Ok(Session::Recv(Box::new(app)))
             }
             Direction::Pull => {
-                let job = self.pull_job(req, &base)?;
+                let job = self.pull_job(req, &base, &filter)?;
                 let mut app = SendApp::new(job, SyncCodec::Auto, req.dry_run);
                 app.peer_on_loopback(loopback);
                 Ok(Session::Send(Box::new(app)))
@@ -282,8 +287,14 @@ impl Served {
         }
     }
 
-    /// What a pull connection sends from: its own walk of the tree, or its session's.
-    fn pull_job(&self, req: &OpenRequest, base: &str) -> std::result::Result<Arc<Job>, String> {
+    /// What a pull connection sends from: its own walk of the tree (through `filter`), or its
+    /// session's.
+    fn pull_job(
+        &self,
+        req: &OpenRequest,
+        base: &str,
+        filter: &Filter,
+    ) -> std::result::Result<Arc<Job>, String> {
         let make = || -> std::result::Result<Arc<Job>, String> {
             let subtree = self
                 .store
@@ -292,8 +303,9 @@ impl Served {
                 .map_err(|e| format!("{}: no such directory ({e})", req.path))?;
             let subtree = Arc::new(subtree);
             let mut problems = Vec::new();
-            let entries =
-                walk(&subtree, &mut problems).map_err(|e| format!("{}: cannot read it ({e})", req.path))?;
+            let entries = walk(&subtree, filter, &mut problems)
+                .map_err(|e| format!("{}: cannot list it ({e})", req.path))?
+                .entries;
             for p in problems.iter().filter(|_| self.log) {
                 say(&format!("pull of {:?}: {p}", req.path));
             }
