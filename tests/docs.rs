@@ -82,6 +82,8 @@ fn protocol_message_table_matches_the_encoding() {
                 max_files: 32,
                 session: [0; 16],
                 part_size: 0,
+                delete_excluded: false,
+                filters: keepsync_core::sync::FilterRules::EMPTY,
             },
         ),
         ("Opened", Message::Opened { max_files: 32 }),

@@ -4,11 +4,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keepsync_core::crypto::{RustCrypto, SecretKey};
@@ -16,72 +15,6 @@ use keepsync_core::sync::{
     Connection, Direction, FileMeta, Have, Kind, Message, Sender, SenderEvent, Status,
 };
 use support::*;
-
-/// A running `keepsync serve` whose log is collected.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(dir: &Path, root: &str, listen: &str, extra: &[&str]) -> Self {
-        let mut cmd = command();
-        cmd.args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"]).args(extra);
-        Self::spawn(dir, cmd)
-    }
-
-    /// Runs `cmd` (a `keepsync serve`, maybe wrapped) in `dir`.
-    fn spawn(dir: &Path, mut cmd: Command) -> Self {
-        let mut child = cmd
-            .current_dir(dir)
-            .env("XDG_CACHE_HOME", dir.join("server-cache"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn keepsync serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().expect("serve prints its address").unwrap();
-        let addr = first.rsplit(" on ").next().unwrap().to_owned();
-        let log = Arc::new(Mutex::new(first + "\n"));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        Self { child, addr, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ks://{}/{path}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The log once it has at least `n` lines containing `needle` (a connection's line comes
-    /// after its client may have exited: waiting on it, not on time, keeps tests exact).
-    fn log_with(&self, needle: &str, n: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let log = self.log();
-            if log.lines().filter(|l| l.contains(needle)).count() >= n {
-                return log;
-            }
-            assert!(Instant::now() < deadline, "fewer than {n} lines with {needle:?} in the log:\n{log}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A temp dir with a PSK file `psk`, a served root `srv/` and a source tree `src/`.
 fn setup() -> tempfile::TempDir {
@@ -798,6 +731,8 @@ impl Raw {
             max_files: 32,
             session: [0; 16],
             part_size: 0,
+            delete_excluded: false,
+            filters: keepsync_core::sync::FilterRules::EMPTY,
         };
         self.ep.send(0, &open).unwrap();
         self.flush();
@@ -889,6 +824,33 @@ fn file(id: u32, path: &str, size: u64) -> FileMeta<'_> {
         version: [0; 16],
         layout: keepsync_core::sync::Layout::Whole,
     }
+}
+
+/// A client whose `Open` carries one filter rule more than `MAX_FILTER_RULES` is cut off at
+/// its first sealed message (the core refuses the list before the host builds a rule), and
+/// the server goes on serving.
+#[test]
+fn an_open_with_too_many_filter_rules_ends_the_connection_and_the_server_keeps_serving() {
+    let dir = setup();
+    let d = dir.path();
+    let srv = Server::start(d, "srv", "127.0.0.1:0", &[]);
+    let psk = keepsync::keys::read_key_file(&d.join("psk")).unwrap();
+    let mut raw = Raw::connect(&srv.addr, &psk);
+    let client_hello = raw.ep.pending_transmit().to_vec();
+    raw.flush();
+    let mut server_hello = [0u8; 80];
+    raw.stream.read_exact(&mut server_hello).unwrap();
+    raw.ep.handle_input(0, &server_hello).unwrap();
+    assert!(raw.ep.is_open());
+    raw.flush();
+    let rules = [0u8, 1, b'x'].repeat(keepsync_core::budget::MAX_FILTER_RULES + 1);
+    let open = seal_as_client(&psk, &client_hello, &server_hello, 0, &open_with_raw_rules("t", &rules));
+    raw.stream.write_all(&open).unwrap();
+    assert_eq!(raw.read_message(), None, "no answer: the connection ends");
+    srv.log_with("does not decode", 1);
+    assert!(!d.join("srv/t").exists());
+    ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "psk"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/t")));
 }
 
 #[test]
@@ -1044,13 +1006,14 @@ fn a_large_file_goes_as_parts_over_several_connections_both_ways() {
     assert_eq!(json_u64(&run, "files_transferred"), 15);
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/split")));
     assert!(!d.join("srv/.keepsync-partial").exists(), "parts' checkpoints cleaned up");
-    // 7 parts of huge.bin and 3 of big.bin (3 MiB), spread over more than one connection
-    // (and a last connection for the directories' mtimes).
+    // 7 parts of huge.bin and 3 of big.bin (3 MiB), taken by whichever connection is free
+    // (and a last connection for the directories' mtimes). How many connections took parts
+    // depends on scheduling, so it is not asserted: on a loaded machine one connection can
+    // take them all before the others are open.
     let connections = json_u64(&run, "connections") as usize + 1;
     let log = srv.log_with("push into \"split\" done", connections);
     let parts = log_counts(&log, " parts of split files");
     assert_eq!(parts.iter().sum::<u64>(), 10, "{log}");
-    assert!(parts.iter().filter(|&&n| n > 0).count() >= 2, "{log}");
     assert_eq!(log_counts(&log, " files received").iter().sum::<u64>(), 15, "{log}");
 
     // A pull splits on the server, at the client's part size.

@@ -1,11 +1,11 @@
-//! The sync protocol's test vectors (`tests/vectors/protocol-v4.json`, shown in section 10 of
+//! The sync protocol's test vectors (`tests/vectors/protocol-v5.json`, shown in section 10 of
 //! docs/PROTOCOL.md): generated once, checked forever.
 //!
 //! Fixed inputs (the PSK, both randoms, both sides' `max_body`) go through the core's own
 //! `Connection::client` and `Connection::server`, and every byte they put on the wire must equal
 //! the recorded vectors: the three handshake frames, the first sealed frames each way, a
-//! server's refusal of a version-3 client, and the postcard encoding of one message of each
-//! type. The recorded secrets are then checked against an independent implementation of
+//! server's refusal of a version-4 and a version-3 client, and the postcard encoding of one
+//! message of each type (an `Open` with filter rules among them). The recorded secrets are then checked against an independent implementation of
 //! sections 3.3 and 4 (ring's SHA-256, HMAC-SHA256 and AES-256-GCM, not the core's crates), and
 //! PROTOCOL.md section 10 must show the same bytes. A change to the wire format breaks this test
 //! on purpose. Regenerate only for a new protocol version, with `KEEPSYNC_WRITE_VECTORS=1`.
@@ -14,13 +14,14 @@ use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_FRAME_BODY};
 use keepsync_core::crypto::session::{SessionSecrets, frame_nonce, key_id};
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::{
-    Bytes, CloseCode, Connection, Direction, FileMeta, Have, Kind, Layout, Message, ProtoError, Status,
+    Bytes, CloseCode, Connection, Direction, FileMeta, FilterRules, Have, Kind, Layout, Message, ProtoError,
+    RuleKind, Status,
 };
 use keepsync_core::wire::frame::PROTO_VERSION;
 use ring::{aead, digest, hmac};
 use serde_json::{Value, json};
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/protocol-v4.json");
+const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/vectors/protocol-v5.json");
 const DOC: &str = include_str!("../docs/PROTOCOL.md");
 
 type Conn = Connection<RustCrypto, Vec<u8>>;
@@ -92,8 +93,13 @@ fn open_push() -> Message<'static> {
         max_files: 1024,
         session: [0; 16],
         part_size: 0,
+        delete_excluded: false,
+        filters: FilterRules::EMPTY,
     }
 }
+
+/// Two rules as `Open` carries them: `--include '*.txt' --exclude /build/`.
+const RULES: &[u8] = b"\x01\x05*.txt\x00\x07/build/";
 
 fn file_a() -> Message<'static> {
     Message::File(FileMeta {
@@ -147,6 +153,24 @@ fn samples() -> Vec<(&'static str, Message<'static>)> {
                 max_files: 32,
                 session: [0x5c; 16],
                 part_size: 32 << 20,
+                delete_excluded: false,
+                filters: FilterRules::EMPTY,
+            },
+        ),
+        (
+            "Open, a push with --delete-excluded, --include '*.txt' --exclude /build/",
+            Message::Open {
+                path: "t",
+                direction: Direction::Push,
+                delete: true,
+                replace: true,
+                checksum: false,
+                dry_run: false,
+                max_files: 1024,
+                session: [0; 16],
+                part_size: 0,
+                delete_excluded: true,
+                filters: FilterRules::parse(RULES).unwrap(),
             },
         ),
         ("File, a 5-byte file, whole", file_a()),
@@ -280,14 +304,19 @@ fn produce() -> Value {
     record("the client's second sealed frame: File", "c2s", 1, &file_a(), file_frame);
     record("the server's first sealed frame: Opened", "s2c", 0, &opened(), opened_frame);
 
-    // A client of version 3 (a 44-byte hello, no key id) is told which versions the server
-    // speaks, with no proof.
+    // A client of version 4 (the same 52-byte hello, versions 4 and 4) and one of version 3 (a
+    // 44-byte hello, no key id) are told which versions the server speaks, with no proof.
+    let mut v4_hello = client_hello.clone();
+    (v4_hello[8], v4_hello[9]) = (4, 4);
+    let mut refusing = new_server();
+    assert_eq!(refusing.handle_input(0, &v4_hello), Err(ProtoError::UnsupportedVersion { min: 4, max: 4 }));
+    let refusal = take(&mut refusing);
     let mut old_hello = client_hello[..48].to_vec();
     old_hello[..4].copy_from_slice(&44u32.to_le_bytes());
     (old_hello[8], old_hello[9]) = (3, 3);
     let mut refusing = new_server();
     assert_eq!(refusing.handle_input(0, &old_hello), Err(ProtoError::UnsupportedVersion { min: 3, max: 3 }));
-    let refusal = take(&mut refusing);
+    assert_eq!(take(&mut refusing), refusal, "the same refusal for either");
     // A 44-byte hello whose range holds this version lacks the key id: closed without a word.
     let mut short = new_server();
     let mut short_hello = old_hello.clone();
@@ -321,6 +350,7 @@ fn produce() -> Value {
         },
         "sealed": sealed,
         "refusal": {
+            "client_hello_v4": hex::encode(&v4_hello),
             "client_hello_v3": hex::encode(&old_hello),
             "server_hello": hex::encode(&refusal),
         },
@@ -350,7 +380,7 @@ fn assert_same(at: &str, produced: &Value, stored: &Value) {
     }
 }
 
-/// The vectors as `tests/vectors/protocol-v4.json` holds them.
+/// The vectors as `tests/vectors/protocol-v5.json` holds them.
 fn document(vectors: Value) -> Value {
     let mut doc = vectors;
     doc["protocol"] =
@@ -367,7 +397,7 @@ fn stored() -> Value {
     if std::env::var_os("KEEPSYNC_WRITE_VECTORS").is_some() {
         return document(produce());
     }
-    let text = std::fs::read_to_string(PATH).expect("tests/vectors/protocol-v4.json exists");
+    let text = std::fs::read_to_string(PATH).expect("tests/vectors/protocol-v5.json exists");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -387,12 +417,16 @@ fn the_core_reproduces_every_byte() {
         std::fs::write(PATH, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
     }
     let mut stored = stored();
-    assert_eq!(stored["protocol"], json!("KeepSync sync protocol v4 (docs/PROTOCOL.md, section 10)"));
-    assert_eq!(PROTO_VERSION, 4, "a new protocol version needs vectors of its own");
+    assert_eq!(stored["protocol"], json!("KeepSync sync protocol v5 (docs/PROTOCOL.md, section 10)"));
+    assert_eq!(PROTO_VERSION, 5, "a new protocol version needs vectors of its own");
     let map = stored.as_object_mut().unwrap();
     map.remove("protocol");
     map.remove("note");
     assert_same("vectors", &produced, &stored);
+    // The rules of the sample `Open` are what the core encodes for them.
+    let mut buf = [0u8; 64];
+    let rules = [(RuleKind::Include, "*.txt"), (RuleKind::Exclude, "/build/")];
+    assert_eq!(FilterRules::encode(rules, &mut buf).unwrap().as_bytes(), RULES);
     // The stored messages decode to what they were made of.
     for ((name, msg), v) in samples().iter().zip(stored["messages"].as_array().unwrap()) {
         let plaintext = bytes(&v["plaintext"]);
@@ -415,11 +449,11 @@ fn the_vectors_follow_sections_3_and_4() {
     let key_id = &sha256(&[b"keepsync key id v1", &psk])[..8];
     assert_eq!(bytes(&v["secrets"]["key_id"]), key_id);
 
-    // ClientHello: length 52 | KSYN | 4 4 | 0 0 | max_body | client_random | key id.
+    // ClientHello: length 52 | KSYN | 5 5 | 0 0 | max_body | client_random | key id.
     let hello = |len: u32, v_min: u8, v_max: u8, random: &[u8], tail: &[u8]| {
         [&len.to_le_bytes()[..], b"KSYN", &[v_min, v_max, 0, 0], &max_body, random, tail].concat()
     };
-    assert_eq!(ch, hello(52, 4, 4, &client_random, key_id));
+    assert_eq!(ch, hello(52, 5, 5, &client_random, key_id));
 
     // th, prk and the four expansions, each a single HMAC block: HMAC(prk, label | th | 01).
     let th = sha256(&[&ch[4..], &sh[4..48]]);
@@ -442,8 +476,8 @@ fn the_vectors_follow_sections_3_and_4() {
         assert_eq!(array32(&v["secrets"][name]), value, "{name}");
     }
 
-    // ServerHello: length 76 | KSYN | 4 4 | 0 0 | max_body | server_random | server_proof.
-    assert_eq!(sh, hello(76, 4, 4, &server_random, &server_proof));
+    // ServerHello: length 76 | KSYN | 5 5 | 0 0 | max_body | server_random | server_proof.
+    assert_eq!(sh, hello(76, 5, 5, &server_random, &server_proof));
     // ClientProof: length 32 | client_proof.
     assert_eq!(cp, [&32u32.to_le_bytes()[..], &client_proof].concat());
 
@@ -471,10 +505,12 @@ fn the_vectors_follow_sections_3_and_4() {
         assert_eq!(opened, &plaintext[..], "{name}");
     }
 
-    // The refusal of a version-3 ClientHello: the server's range (4, 4) and 32 zero bytes.
+    // The refusal of a version-4 and a version-3 ClientHello: the server's range (5, 5) and 32
+    // zero bytes.
     let r = &v["refusal"];
+    assert_eq!(bytes(&r["client_hello_v4"]), hello(52, 4, 4, &client_random, key_id));
     assert_eq!(bytes(&r["client_hello_v3"]), hello(44, 3, 3, &client_random, &[]));
-    assert_eq!(bytes(&r["server_hello"]), hello(76, 4, 4, &server_random, &[0; 32]));
+    assert_eq!(bytes(&r["server_hello"]), hello(76, 5, 5, &server_random, &[0; 32]));
 }
 
 /// PROTOCOL.md's section 10 shows the same bytes: every frame, secret and plaintext of the

@@ -30,6 +30,7 @@ use keepsync::net::clock::{SharedClock, SimClock};
 use keepsync::net::open::OpenRequest;
 use keepsync::net::server::Served;
 use keepsync::sync::dest::{Dest, DestOptions, DirMeta, MAX_PARTIALS, Store};
+use keepsync::sync::filter::Filter;
 use keepsync::sync::recv::RecvApp;
 use keepsync::sync::send::effort::SyncCodec;
 use keepsync::sync::send::{Job, SendApp};
@@ -442,7 +443,7 @@ impl World {
             RunKind::Push { src } => {
                 let tree = Arc::new(Tree::open(&self.base.join(format!("src{src}"))).unwrap());
                 let mut problems = Vec::new();
-                let entries = walk(&tree, &mut problems).unwrap();
+                let entries = walk(&tree, &Filter::default(), &mut problems).unwrap().entries;
                 problems.into_iter().for_each(|p| run.summary.problem(p));
                 let split = (connections > 1).then_some(20);
                 run.job = Some(
@@ -516,6 +517,8 @@ impl World {
             max_files: 1024,
             session: conn.session,
             part_size: if conn.session == [0; 16] { 0 } else { 1 << 20 },
+            delete_excluded: false,
+            filters: Vec::new(),
         };
         let pair = Pair::open(&self.served, request, app, self.psk.clone(), clock).unwrap();
         self.runs[r].conns[c].pair = Some(pair);
@@ -595,7 +598,7 @@ impl World {
             RunKind::Push { src } => {
                 let tree = Arc::new(Tree::open(&self.base.join(format!("src{src}"))).unwrap());
                 let mut problems = Vec::new();
-                let mut entries = walk(&tree, &mut problems).unwrap();
+                let mut entries = walk(&tree, &Filter::default(), &mut problems).unwrap().entries;
                 if !run.delete {
                     entries.retain(|e: &Entry| e.kind == Kind::Dir);
                 }
@@ -888,7 +891,7 @@ fn push_listed(base: &Path, between: &mut dyn FnMut(u64)) -> Summary {
     let served = Served::over(store, psk.clone(), 64 << 10, Arc::clone(&shared));
     let tree = Arc::new(Tree::open(&base.join("src")).unwrap());
     let mut problems = Vec::new();
-    let entries = walk(&tree, &mut problems).unwrap();
+    let entries = walk(&tree, &Filter::default(), &mut problems).unwrap().entries;
     between(0);
     let job = Job::new(tree, entries, None, None, ProgressBar::hidden(), Arc::clone(&shared)).inline();
     let app = ClientApp::Push(Box::new(SendApp::new(job, SyncCodec::Zstd, false)));
@@ -902,6 +905,8 @@ fn push_listed(base: &Path, between: &mut dyn FnMut(u64)) -> Summary {
         max_files: 1024,
         session: [0; 16],
         part_size: 0,
+        delete_excluded: false,
+        filters: Vec::new(),
     };
     let mut pair = Pair::open(&served, request, app, psk, shared).unwrap();
     for step in 1..100_000 {

@@ -158,6 +158,12 @@ fn verify_reads_both_trees_again_and_names_what_differs() {
     let r = sync(d, &["--verify", "--delete", "--checksum"]).ok().json();
     assert_eq!(r["verified"]["differ"], 0, "{r}");
     assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("dst")));
+    // What the filter leaves out is not compared, on either side.
+    fs::write(d.join("src/only-here.log"), "src").unwrap();
+    fs::write(d.join("dst/kept.log"), "dst").unwrap();
+    let r = sync(d, &["--verify", "--delete", "--exclude", "*.log"]).ok().json();
+    assert_eq!(r["verified"]["differ"], 0, "{r}");
+    assert!(d.join("dst/kept.log").exists() && !d.join("dst/only-here.log").exists());
     // Over the network it is refused with what to run instead.
     let r = ks(d, &["sync", "src", "ks://127.0.0.1:1/x", "--psk-file", "k", "--verify"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -275,15 +281,20 @@ fn a_source_file_that_vanishes_or_changes_while_syncing_is_reported_and_the_rest
     }
     let bar = indicatif::ProgressBar::hidden();
     // Listed first; then one file vanishes, one is rewritten, one directory goes.
-    let summary =
-        sync_listed(&d.join("src"), &d.join("dst"), &SyncOptions::default(), &bar, |tree, problems| {
-            let entries = walk(tree, problems)?;
+    let summary = sync_listed(
+        &d.join("src"),
+        &d.join("dst"),
+        &SyncOptions::default(),
+        &bar,
+        |tree, filter, problems| {
+            let entries = walk(tree, filter, problems)?;
             fs::remove_file(d.join("src/d1/f04")).unwrap();
             fs::write(d.join("src/d2/f08"), b"changed after the listing").unwrap();
             fs::remove_dir_all(d.join("src/d0")).unwrap();
             Ok(entries)
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     // d0's 7 files and d1/f04 vanished; f08 was read again as it is now.
     assert_eq!(summary.vanished, 8, "{:?}", summary.problems);
     assert_eq!(summary.problem_count, 8, "{:?}", summary.problems);

@@ -113,3 +113,71 @@ fn pack_and_unpack_allocate_nothing() {
     let (_, n) = allocations_during(|| vec![1u8; 10]);
     assert_eq!(n, 1);
 }
+
+mod support;
+
+/// A server's `Open` with an over-long filter rule list is refused by the core before the host
+/// could allocate for a rule: the frame lands in the server's handshake buffer, and decoding
+/// checks the list's bounds while it only borrows the bytes.
+#[test]
+fn an_open_with_too_many_filter_rules_is_refused_before_anything_is_allocated() {
+    use keepsync::net::server::{HANDSHAKE_RX, HANDSHAKE_TX};
+    use keepsync_core::budget::{MAX_FILTER_LEN, MAX_FILTER_RULES};
+    use keepsync_core::sync::open::poll_open;
+    use keepsync_core::sync::{Connection, ProtoError};
+
+    let psk = SecretKey::from_bytes([6; 32]);
+    let one = |rules: &[u8]| -> (Option<Result<usize, ProtoError>>, u64) {
+        let mut client =
+            Connection::client(RustCrypto, psk.clone(), [1; 32], 0, vec![0; 8192], vec![0; 8192]).unwrap();
+        let mut server = Connection::server(
+            RustCrypto,
+            psk.clone(),
+            [2; 32],
+            0,
+            vec![0; HANDSHAKE_RX],
+            vec![0; HANDSHAKE_TX],
+        )
+        .unwrap();
+        let client_hello = client.pending_transmit().to_vec();
+        client.consume_transmit(client_hello.len());
+        assert_eq!(server.handle_input(0, &client_hello), Ok(client_hello.len()));
+        let server_hello = server.pending_transmit().to_vec();
+        server.consume_transmit(server_hello.len());
+        client.handle_input(0, &server_hello).unwrap();
+        let proof = client.pending_transmit().to_vec();
+        let open = support::seal_as_client(
+            &psk,
+            &client_hello,
+            &server_hello,
+            0,
+            &support::open_with_raw_rules("t", rules),
+        );
+        let input = [proof, open].concat();
+        allocations_during(|| {
+            let mut at = 0;
+            while at < input.len() {
+                match server.handle_input(0, &input[at..]) {
+                    Ok(n) => at += n,
+                    Err(e) => return Some(Err(e)),
+                }
+                if let Some(request) = poll_open(&mut server, 0) {
+                    return Some(request.map(|r| r.params.filters.len()));
+                }
+            }
+            None
+        })
+    };
+    let rule = [0u8, 1, b'x'];
+    // As many rules as the bound allows: taken, without a copy.
+    let (got, n) = one(&rule.repeat(MAX_FILTER_RULES));
+    assert_eq!((got, n), (Some(Ok(MAX_FILTER_RULES)), 0));
+    // One more: refused as malformed, nothing allocated.
+    let (got, n) = one(&rule.repeat(MAX_FILTER_RULES + 1));
+    assert_eq!((got, n), (Some(Err(ProtoError::Malformed)), 0));
+    // One valid rule longer than the list may be: refused on its length.
+    let long = [&[0u8, 0xfe, 0x3f][..], &[b'x'; MAX_FILTER_LEN - 2]].concat();
+    assert_eq!(long.len(), MAX_FILTER_LEN + 1);
+    let (got, n) = one(&long);
+    assert_eq!((got, n), (Some(Err(ProtoError::Malformed)), 0));
+}

@@ -141,6 +141,19 @@ pub const MAX_FILES_IN_FLIGHT: usize = 32;
 /// Longest relative path (bytes of UTF-8) a sync message may carry.
 pub const MAX_PATH_LEN: usize = 4096;
 
+/// Most filter rules (`--include` / `--exclude`) one `Open` carries.
+pub const MAX_FILTER_RULES: usize = 256;
+
+/// Longest filter rule list one `Open` carries, encoded: each rule is a kind byte, its
+/// pattern's varint length and the pattern's UTF-8 (see `sync::filter`).
+pub const MAX_FILTER_LEN: usize = 8192;
+
+/// Longest encoded `Open`: its index, the longest path (with a 2-byte varint length), the
+/// direction, five flags, `max_files` (3), `session` (16), `part_size` (10) and the longest
+/// filter rule list (with a 2-byte varint length). A server that reads `Open` into a small
+/// buffer before the client proved its key sizes it with this.
+pub const MAX_OPEN_LEN: usize = 1 + (2 + MAX_PATH_LEN) + 1 + 5 + 3 + 16 + 10 + (2 + MAX_FILTER_LEN);
+
 #[cfg(test)]
 mod tests {
     use super::*;

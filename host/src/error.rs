@@ -80,6 +80,9 @@ pub enum Error {
     },
     /// The command line is inconsistent.
     Usage(String),
+    /// A sync's filter cannot be used: a bad pattern, an unreadable `--exclude-from` or
+    /// `.keepsyncignore`, or more rules than a network sync carries.
+    Filter(crate::sync::filter::FilterError),
     /// Something keepsync itself got wrong (a bug), or the system refused a resource it
     /// needs (a thread, a runtime).
     Internal(String),
@@ -181,6 +184,9 @@ impl Error {
             } => exit::NETWORK,
             Self::Protocol { .. } | Self::Refused { .. } | Self::Ended { .. } => exit::PROTOCOL,
             Self::NoPassphrase(_) | Self::NoTerminal(_) | Self::Usage(_) | Self::UnknownRun(_) => exit::USAGE,
+            Self::Filter(crate::sync::filter::FilterError::IgnoreFile { .. }) => exit::FAILURE,
+            Self::Filter(crate::sync::filter::FilterError::ExcludeFrom { .. }) => exit::NO_INPUT,
+            Self::Filter(_) => exit::USAGE,
             Self::Internal(_) => exit::SOFTWARE,
             Self::Peer { .. } | Self::History { .. } => exit::FAILURE,
             Self::SomeInputsFailed { exit_code, .. } | Self::NotVerified { exit_code, .. } => *exit_code,
@@ -238,6 +244,7 @@ impl Error {
                 "this file was packed with a key file: use --key-file FILE".into()
             }
             Self::Usage(_) => "see `keepsync help`".into(),
+            Self::Filter(e) => e.hint(),
             Self::Internal(_) => "please report this as a bug, with the command that caused it".into(),
             Self::Network { action: "listen on", source, .. } => match source.kind() {
                 io::ErrorKind::AddrInUse => "another program (maybe another `keepsync serve`) listens on that \
@@ -334,6 +341,7 @@ impl fmt::Display for Error {
                 f.write_str("this container needs a key file, not a passphrase")
             }
             Self::Usage(msg) => f.write_str(msg),
+            Self::Filter(e) => e.fmt(f),
             Self::Internal(msg) => write!(f, "internal error: {msg}"),
             Self::Network { peer, action, source } => write!(f, "cannot {action} {peer}: {source}"),
             Self::Protocol { peer, fault } => write!(f, "{peer}: {fault}"),

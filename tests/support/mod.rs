@@ -1,9 +1,12 @@
-//! Helpers for the end-to-end tests: run the real `keepsync` binary, make test data.
+//! Helpers for the end-to-end tests: run the real `keepsync` binary and a `keepsync serve`, make
+//! test data, hand-make protocol frames.
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -105,4 +108,127 @@ pub fn record_ranges(container: &[u8]) -> Vec<std::ops::Range<usize>> {
         pos += 12 + body + 16;
     }
     ranges
+}
+
+/// A running `keepsync serve` whose log is collected.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start(dir: &Path, root: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut cmd = command();
+        cmd.args(["serve", "--root", root, "--listen", listen, "--psk-file", "psk"]).args(extra);
+        Self::spawn(dir, cmd)
+    }
+
+    /// Runs `cmd` (a `keepsync serve`, maybe wrapped) in `dir`.
+    pub fn spawn(dir: &Path, mut cmd: Command) -> Self {
+        let mut child = cmd
+            .current_dir(dir)
+            .env("XDG_CACHE_HOME", dir.join("server-cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keepsync serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().expect("serve prints its address").unwrap();
+        let addr = first.rsplit(" on ").next().unwrap().to_owned();
+        let log = Arc::new(Mutex::new(first + "\n"));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Self { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ks://{}/{path}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The log once it has at least `n` lines containing `needle` (a connection's line comes
+    /// after its client may have exited: waiting on it, not on time, keeps tests exact).
+    pub fn log_with(&self, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.log();
+            if log.lines().filter(|l| l.contains(needle)).count() >= n {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "fewer than {n} lines with {needle:?} in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sealed frame a client would send as its sealed frame number `counter` if its message
+/// encoded to `plaintext`: for handing a server what no client of this build sends (the
+/// core's own encoder refuses it). `client_hello` and `server_hello` are the two hello frames
+/// as sent (with their length prefixes).
+pub fn seal_as_client(
+    psk: &keepsync_core::crypto::SecretKey,
+    client_hello: &[u8],
+    server_hello: &[u8],
+    counter: u64,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    use keepsync_core::crypto::session::{SessionSecrets, frame_nonce};
+    use keepsync_core::crypto::{ChunkCipher, CryptoProvider, RustCrypto, SecretKey};
+    let mut th = ring::digest::Context::new(&ring::digest::SHA256);
+    th.update(&client_hello[4..]);
+    th.update(&server_hello[4..48]);
+    let th: [u8; 32] = th.finish().as_ref().try_into().unwrap();
+    let random = |hello: &[u8]| -> [u8; 32] { hello[16..48].try_into().unwrap() };
+    let secrets = SessionSecrets::derive(psk, &random(client_hello), &random(server_hello), &th);
+    let cipher = RustCrypto.aes256gcm(&SecretKey::from_bytes(secrets.c2s));
+    let len = ((plaintext.len() + 16) as u32).to_le_bytes();
+    let mut body = plaintext.to_vec();
+    let tag = cipher.seal_in_place(&frame_nonce(counter), &len, &mut body);
+    [&len[..], &body, &tag].concat()
+}
+
+/// The postcard bytes of an `Open` for `path` (a push, nothing else asked) whose rule list is
+/// `rules` as they stand, checked or not.
+pub fn open_with_raw_rules(path: &str, rules: &[u8]) -> Vec<u8> {
+    use keepsync_core::sync::{Direction, FilterRules, Message};
+    let open = Message::Open {
+        path,
+        direction: Direction::Push,
+        delete: false,
+        replace: false,
+        checksum: false,
+        dry_run: false,
+        max_files: 32,
+        session: [0; 16],
+        part_size: 0,
+        delete_excluded: false,
+        filters: FilterRules::EMPTY,
+    };
+    let mut buf = vec![0u8; 512 + path.len()];
+    let n = postcard::to_slice(&open, &mut buf).unwrap().len();
+    // The rule list is the last field: its (empty) length byte goes, the rules come instead.
+    assert_eq!(buf[n - 1], 0);
+    let mut len = Vec::new();
+    let mut l = rules.len();
+    while l >= 0x80 {
+        len.push((l as u8 & 0x7f) | 0x80);
+        l >>= 7;
+    }
+    len.push(l as u8);
+    [&buf[..n - 1], &len, rules].concat()
 }

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::filter::FilterRules;
+
 /// Bytes encoded as one length-prefixed run (postcard `bytes`), borrowed when decoded.
 #[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -252,6 +254,14 @@ pub enum Message<'a> {
         /// this size (a power of two, see [`Layout::Part`]), which the session's connections
         /// share. 0: whole.
         part_size: u64,
+        /// `--delete-excluded`: with `delete`, the receiver also removes the entries that
+        /// `filters` (or its `.keepsyncignore` files) exclude, which it otherwise keeps.
+        delete_excluded: bool,
+        /// `--include` / `--exclude` rules, in order: the sender lists only the entries they
+        /// let through, and the receiver's `--delete` keeps what they exclude (see
+        /// [`FilterRules`]). Empty: no rules.
+        #[serde(borrow)]
+        filters: FilterRules<'a>,
     },
     /// Server → client: the tree is open.
     Opened {

@@ -4,17 +4,20 @@
 //! - [`Sender`] and [`Receiver`]: the file-transfer rules on top of a connection, with a fixed
 //!   table of [`MAX_FILES_IN_FLIGHT`](crate::budget::MAX_FILES_IN_FLIGHT) files per connection.
 //! - [`open`]: the `Open`/`Opened` exchange that starts a session, for both sides.
+//! - [`filter`]: the `--include` / `--exclude` rules `Open` carries, bounded.
 //! - [`message`]: what the frames carry.
 //!
 //! The same code drives a TCP socket on a host (`keepsync serve` / `keepsync sync ks://...`)
 //! and a UART or radio on a device: the caller moves bytes and passes the time in.
 
 mod conn;
+pub mod filter;
 pub mod message;
 pub mod open;
 mod transfer;
 
 pub use conn::{Connection, Role};
+pub use filter::{FilterError, FilterRules, RuleKind};
 pub use message::{
     Bytes, CloseCode, Direction, FileMeta, Have, Kind, Layout, MAX_PART_LOG2, MIN_PART_LOG2, Message, Status,
 };

@@ -28,9 +28,10 @@ use crate::sync::ProtoError;
 /// The magic that opens both hellos.
 pub const PROTO_MAGIC: [u8; 4] = *b"KSYN";
 
-/// The protocol version this build speaks (lowest and highest: only one so far). Version 4
-/// added the key id to the ClientHello.
-pub const PROTO_VERSION: u8 = 4;
+/// The protocol version this build speaks (lowest and highest: only one so far). Version 5
+/// added the filter rules and `delete_excluded` to `Open`; version 4 the key id to the
+/// ClientHello.
+pub const PROTO_VERSION: u8 = 5;
 
 /// Length of the part both hellos share (magic, versions, max_body, random).
 pub const HELLO_LEN: usize = 44;

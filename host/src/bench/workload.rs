@@ -330,6 +330,8 @@ impl Context<'_> {
                     local: src.to_path_buf(),
                     direction: Direction::Push,
                     delete: false,
+                    delete_excluded: false,
+                    filter: crate::sync::filter::Filter::default(),
                     checksum: false,
                     psk,
                     limit: RateLimiter::unlimited(),

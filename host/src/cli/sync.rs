@@ -1,13 +1,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{ArgMatches, Args};
 
 use super::ReportArgs;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::net::client::{RemoteSync, sync_remote};
 use crate::net::{RateLimiter, Remote};
+use crate::sync::filter::{Filter, Rule, read_exclude_from};
 use crate::sync::send::effort::SyncCodec;
 use crate::sync::tree::Tree;
 use crate::sync::verify::verify;
@@ -42,11 +43,35 @@ Examples:
   keepsync sync ~/photos /mnt/backup/photos --delete
   keepsync sync ~/photos ks://backup.lan/photos --psk-file sync.psk --limit-rate 10MiB
   keepsync sync ks://backup.lan/photos ~/restore --psk-file sync.psk --json
+  keepsync sync ~/code /mnt/backup/code --delete --exclude target/ --exclude '*.tmp'
 
 A source file that vanishes while the sync runs is reported and skipped; one that changes
 while it is read is read once more, then reported; the rest of the tree completes either way.
 A file is placed only as one complete version its sender had: if another writer places a
 different version at the same path meanwhile, the later one is not placed over it (reported).
+
+FILTERS (docs/FILTERS.md has the details and examples). --exclude PATTERN, --include PATTERN
+and --exclude-from FILE (one exclude pattern a line; `#` and `;` start comments, blank lines
+are skipped) make one list of rules, in the order given; for each entry the FIRST rule whose
+pattern matches decides (include or exclude), as rsync's filter rules do. An excluded
+directory is not looked into, so nothing under it can be included again. Patterns are
+rsync's, matched against the path relative to SRC:
+  name.txt   no `/` inside: matches a name at any depth (also `*.log`, `cache`)
+  a/b        a `/` inside: matches the end of the path (`a/b`, `x/a/b`), at a component
+  /a/b       a leading `/` anchors at SRC's root: only `a/b`
+  build/     a trailing `/` matches directories only
+  *  ?  [a-z]  match within one name;  **  matches anything, `/` included (`a/**/b` needs
+  a directory between a and b, `**/b` is a b at any depth);  dir/***  is dir and all in it
+With no rule matching, the .keepsyncignore files decide: a file of that name in any
+directory of SRC holds gitignore patterns for that directory and below (`!pattern`
+re-includes; a deeper file's patterns come first). The rules on the command line come before
+every .keepsyncignore. A .keepsyncignore is synced like any file.
+The sending side filters: locally and on a push this host, on a pull the server (its
+.keepsyncignore files, in the tree it serves). --delete never removes a DEST entry that the
+rules or DEST's own .keepsyncignore files exclude (rsync's default; the .keepsyncignore files
+reach DEST with the sync); --delete-excluded removes those too. Excluded entries do not
+appear in --dry-run's list; the --json summary counts them in `excluded` (null on a pull).
+Over ks:// the rules travel to the server: at most 256 rules, 8 KiB in all.
 
 Exit codes: 0 success, 23 some entries could not be synced (listed), 24 the only entries not
 synced vanished from the source before they could be read, 10 the network failed, 12 the
@@ -56,9 +81,26 @@ pub struct SyncArgs {
     src: PathBuf,
     /// Directory to mirror into (a local path, or ks://HOST[:PORT]/PATH).
     dest: PathBuf,
-    /// Remove entries in DEST that SRC does not have (and replace entries of another kind).
+    /// Remove entries in DEST that SRC does not have (and replace entries of another kind);
+    /// what the filter excludes is kept.
     #[arg(long)]
     delete: bool,
+    /// With --delete (implied), also remove DEST entries the filter excludes.
+    #[arg(long)]
+    delete_excluded: bool,
+    /// Leave out what PATTERN matches (repeatable; the first matching --include/--exclude
+    /// wins; see FILTERS below).
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Keep what PATTERN matches, whatever rules after it say (repeatable; see FILTERS).
+    #[arg(long, value_name = "PATTERN")]
+    include: Vec<String>,
+    /// Exclude each pattern of FILE, one a line, at this place among the rules (repeatable).
+    #[arg(long, value_name = "FILE")]
+    exclude_from: Vec<PathBuf>,
+    /// The filter flags in the order they were given (see [`SyncArgs::order_filters`]).
+    #[arg(skip)]
+    filter_flags: Vec<FilterFlag>,
     /// Show what would change, change nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
@@ -97,6 +139,60 @@ pub struct SyncArgs {
     limit_rate: Option<String>,
     #[command(flatten)]
     out: ReportArgs,
+}
+
+/// One filter flag, as given.
+#[derive(Debug, Clone)]
+enum FilterFlag {
+    Exclude(String),
+    Include(String),
+    ExcludeFrom(PathBuf),
+}
+
+impl SyncArgs {
+    /// Records the filter flags in the order they were given on the command line (`m`: the
+    /// `sync` subcommand's matches): the first rule that matches decides, so the order of
+    /// `--include` among `--exclude` is part of what they say.
+    pub(super) fn order_filters(&mut self, m: &ArgMatches) {
+        let mut flags: Vec<(usize, FilterFlag)> = Vec::new();
+        let mut take = |id: &str, make: &dyn Fn(&String) -> FilterFlag| {
+            if let (Some(at), Some(values)) = (m.indices_of(id), m.get_many::<String>(id)) {
+                flags.extend(at.zip(values.map(make)));
+            }
+        };
+        take("exclude", &|p| FilterFlag::Exclude(p.clone()));
+        take("include", &|p| FilterFlag::Include(p.clone()));
+        if let (Some(at), Some(files)) = (m.indices_of("exclude_from"), m.get_many::<PathBuf>("exclude_from"))
+        {
+            flags.extend(at.zip(files.map(|f| FilterFlag::ExcludeFrom(f.clone()))));
+        }
+        flags.sort_by_key(|&(at, _)| at);
+        self.filter_flags = flags.into_iter().map(|(_, f)| f).collect();
+    }
+
+    /// The filter the flags make, in their order.
+    fn filter(&self) -> Result<Filter> {
+        let given = self.exclude.len() + self.include.len() + self.exclude_from.len();
+        if self.filter_flags.len() != given {
+            return Err(Error::Internal("the filter flags were not put in order".into()));
+        }
+        let mut rules = Vec::new();
+        for flag in &self.filter_flags {
+            match flag {
+                FilterFlag::Exclude(p) => rules.push(Rule::exclude(p.as_str())),
+                FilterFlag::Include(p) => rules.push(Rule::include(p.as_str())),
+                FilterFlag::ExcludeFrom(file) => {
+                    rules.extend(read_exclude_from(file).map_err(Error::Filter)?)
+                }
+            }
+        }
+        Filter::new(rules).map_err(Error::Filter)
+    }
+
+    /// `--delete`, also implied by `--delete-excluded` (as rsync's is).
+    fn delete(&self) -> bool {
+        self.delete || self.delete_excluded
+    }
 }
 
 /// `Some` for a ks:// path; `None` for a local one; an error for what looks like a URL or an
@@ -161,7 +257,9 @@ fn run_remote(
         remote,
         local,
         direction,
-        delete: args.delete,
+        delete: args.delete(),
+        delete_excluded: args.delete_excluded,
+        filter: args.filter()?,
         checksum: args.checksum,
         psk,
         limit,
@@ -209,6 +307,9 @@ fn report(args: &SyncArgs, summary: Summary) -> Result<ExitCode> {
             summary.deleted,
             summary.seconds
         );
+        if let Some(n) = summary.excluded.filter(|&n| n > 0) {
+            line += &format!(", {n} excluded");
+        }
         if let Some(v) = summary.verified {
             line += &format!(
                 "; verified {} entries ({} read on each side), {} differ",
@@ -288,7 +389,9 @@ fn pass(args: &SyncArgs, config_psk: Option<&PathBuf>) -> Result<ExitCode> {
         ));
     }
     let opts = SyncOptions {
-        delete: args.delete,
+        delete: args.delete(),
+        delete_excluded: args.delete_excluded,
+        filter: args.filter()?,
         dry_run: args.dry_run,
         checksum: args.checksum,
         limit: limit_rate(args)?.map(std::sync::Arc::new),
@@ -301,8 +404,7 @@ fn pass(args: &SyncArgs, config_psk: Option<&PathBuf>) -> Result<ExitCode> {
         let started = std::time::Instant::now();
         let open = |p: &std::path::Path| Tree::open(p).map_err(|e| Error::io("open", p, e));
         let (src, dst) = (open(&args.src)?, open(&args.dest)?);
-        let verified =
-            verify(&src, &dst, args.delete, &mut summary).map_err(|e| Error::io("verify", &args.dest, e))?;
+        let verified = verify(&src, &dst, &opts.filter, args.delete(), &mut summary)?;
         summary.verified = Some(verified);
         summary.finish();
         summary.seconds += started.elapsed().as_secs_f64();

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::index::HashIndex;
 use crate::sync::NewRoot;
 use crate::sync::dest::{CHECKPOINT_EVERY, Dest, DestOptions, DirMeta, Store};
+use crate::sync::filter::Filter;
 use crate::sync::recv::RecvApp;
 use crate::sync::send::effort::SyncCodec;
 use crate::sync::send::{Job, SendApp, part_log2};
@@ -44,6 +45,11 @@ pub struct RemoteSync {
     pub direction: Direction,
     /// `--delete`.
     pub delete: bool,
+    /// `--delete-excluded`: with `--delete`, the receiving side removes excluded entries too.
+    pub delete_excluded: bool,
+    /// What is left out: a push's walk here applies it, a pull's server gets its rules in
+    /// `Open`; the receiving side's `--delete` keeps what it excludes.
+    pub filter: Filter,
     /// `--checksum`.
     pub checksum: bool,
     /// The pre-shared key.
@@ -63,6 +69,8 @@ pub struct RemoteSync {
 
 struct Shared {
     opts: RemoteSync,
+    /// The filter's rules as `Open` carries them.
+    rules: Vec<u8>,
     clock: SharedClock,
 }
 
@@ -109,6 +117,8 @@ async fn open(shared: &Shared, delete: bool, session: [u8; 16]) -> Result<Establ
         max_files: super::files_in_flight(),
         session,
         part_size: if session == [0; 16] { 0 } else { opts.part_size },
+        delete_excluded: opts.delete_excluded,
+        filters: shared.rules.clone(),
     };
     let mut app = OpenClient::new(request, Arc::clone(clock));
     drive(&mut link, &mut conn, &mut app, &opts.limit, clock.as_ref()).await?;
@@ -240,8 +250,10 @@ async fn pull_worker(
             append_only: false,
         };
         let dest = Dest::new(Arc::clone(&store), "", opts);
-        let mut app =
-            RecvApp::new(dest, shared.opts.checksum, Arc::clone(&shared.clock)).with_progress(bar.clone());
+        let keep = (!shared.opts.delete_excluded).then(|| shared.opts.filter.clone());
+        let mut app = RecvApp::new(dest, shared.opts.checksum, Arc::clone(&shared.clock))
+            .with_progress(bar.clone())
+            .keeping(keep);
         if defer_dirs {
             app = app.defer_dirs();
         }
@@ -344,7 +356,7 @@ fn push(
     // for --delete, or the directories again for their mtimes.
     let last = if opts.delete && !delete_inline {
         let mut problems = Vec::new();
-        Some(walk(&tree, &mut problems).map_err(|e| Error::io("read", tree.path(), e))?)
+        Some(walk(&tree, &opts.filter, &mut problems)?.entries)
     } else if n > 1 && !opts.dry_run && !dirs.is_empty() {
         Some(dirs)
     } else {
@@ -377,16 +389,19 @@ pub fn sync_remote(opts: RemoteSync, bar: &ProgressBar) -> Result<Summary> {
     super::raise_open_file_limit();
     let direction = opts.direction;
     let (local, dry_run, connections) = (opts.local.clone(), opts.dry_run, opts.connections.max(1));
-    let shared = Arc::new(Shared { opts, clock: monotonic() });
+    // Refused here, before anything connects, if the rules do not fit in `Open`.
+    let rules = opts.filter.to_wire().map_err(Error::Filter)?;
+    let shared = Arc::new(Shared { opts, rules, clock: monotonic() });
     let mut summary = Summary { dry_run, ..Summary::default() };
     match direction {
         Direction::Push => {
             summary.direction = "push";
             let tree = Arc::new(Tree::open(&local).map_err(|e| Error::io("open", &local, e))?);
             let mut problems = Vec::new();
-            let entries = walk(&tree, &mut problems).map_err(|e| Error::io("read", &local, e))?;
+            let listing = walk(&tree, &shared.opts.filter, &mut problems)?;
+            summary.excluded = Some(listing.excluded);
             problems.into_iter().for_each(|p: Problem| summary.problem(p));
-            push(Arc::clone(&shared), tree, entries, bar, &mut summary)?;
+            push(Arc::clone(&shared), tree, listing.entries, bar, &mut summary)?;
         }
         Direction::Pull => {
             summary.direction = "pull";

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
-use keepsync_core::sync::Direction;
 use keepsync_core::sync::open::{self, OpenError, OpenParams};
+use keepsync_core::sync::{Direction, FilterRules};
 
 use super::Conn;
 use super::app::{App, proto};
 use super::clock::SharedClock;
 use crate::error::{Error, Result};
+use crate::sync::filter::{Filter, FilterError};
 
 /// What a client asks for in `Open`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +33,18 @@ pub struct OpenRequest {
     pub session: [u8; 16],
     /// A pull in a session: files larger than this go as parts (0: whole).
     pub part_size: u64,
+    /// `--delete-excluded`: with `delete`, remove what the filter excludes too.
+    pub delete_excluded: bool,
+    /// The `--include` / `--exclude` rules, as `Open` encodes them
+    /// ([`Filter::to_wire`]; empty: none).
+    pub filters: Vec<u8>,
 }
 
 impl OpenRequest {
-    /// The request's fields besides the path, as the core sends them.
-    pub fn params(&self) -> OpenParams {
-        OpenParams {
+    /// The request's fields besides the path, as the core sends them; `Err` when the rules
+    /// exceed what `Open` carries.
+    pub fn params(&self) -> std::result::Result<OpenParams<'_>, FilterError> {
+        Ok(OpenParams {
             direction: self.direction,
             delete: self.delete,
             replace: self.replace,
@@ -46,7 +53,15 @@ impl OpenRequest {
             max_files: self.max_files,
             session: self.session,
             part_size: self.part_size,
-        }
+            delete_excluded: self.delete_excluded,
+            filters: FilterRules::parse(&self.filters).map_err(FilterError::TooBig)?,
+        })
+    }
+
+    /// The filter the rules make (the receiving or listing end's, with its own
+    /// `.keepsyncignore` files).
+    pub fn filter(&self) -> std::result::Result<Filter, FilterError> {
+        Filter::from_wire(&FilterRules::parse(&self.filters).map_err(FilterError::TooBig)?)
     }
 
     fn from_core(req: &open::OpenRequest<'_>) -> Self {
@@ -61,6 +76,8 @@ impl OpenRequest {
             max_files: p.max_files,
             session: p.session,
             part_size: p.part_size,
+            delete_excluded: p.delete_excluded,
+            filters: p.filters.as_bytes().to_vec(),
         }
     }
 }
@@ -88,8 +105,9 @@ impl OpenClient {
 impl App<Conn> for OpenClient {
     fn produce(&mut self, conn: &mut Conn, now: u64) -> Result<()> {
         let sent = self.core.sent();
+        let params = self.request.params().map_err(Error::Filter)?;
         self.core
-            .poll_send(conn, now, &self.request.path, &self.request.params())
+            .poll_send(conn, now, &self.request.path, &params)
             .map_err(|e| Error::Internal(format!("cannot send Open ({e})")))?;
         if !sent && self.core.sent() {
             self.sent_at = Some(self.clock.now());

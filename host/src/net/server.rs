@@ -24,7 +24,7 @@ use super::clients::{Client, Clients, Mode};
 use super::clock::{SharedClock, monotonic};
 use super::driver::{Link, drive, tcp_link};
 use super::open::{AwaitOpen, OpenRequest};
-use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_PATH_LEN};
+use keepsync_core::budget::{FRAME_HEADER_LEN, MAX_OPEN_LEN, MIN_FRAME_BODY, TAG_LEN};
 
 use super::{
     Conn, HostReceiver, HostSender, RX_BUFFER, RateLimiter, TX_BUFFER, files_in_flight, fresh_random,
@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::index::HashIndex;
 use crate::say::say;
 use crate::sync::dest::{Dest, DestOptions, Store};
+use crate::sync::filter::Filter;
 use crate::sync::recv::RecvApp;
 use crate::sync::send::effort::SyncCodec;
 use crate::sync::send::{Job, SendApp, part_log2};
@@ -122,10 +123,15 @@ pub struct Refusal {
     pub why: String,
 }
 
-/// Bytes each of a connection's two buffers holds until the client proved the PSK: enough
-/// for the handshake and an `Open` with the longest path. The full buffers (about 5 MiB)
-/// are lent only after the proof, so a connection that proves nothing costs a few KiB.
-pub const HANDSHAKE_BUFFER: usize = FRAME_HEADER_LEN + MAX_PATH_LEN + 512;
+/// Bytes a connection's receive buffer holds until its `Open` was accepted: one sealed frame
+/// with the longest `Open` (`MAX_OPEN_LEN`: the longest path and filter rule list), which
+/// also holds every handshake frame. The full buffers (about 5 MiB) are lent only after the
+/// proof and the `Open`, so a connection that proves nothing costs a few KiB.
+pub const HANDSHAKE_RX: usize = FRAME_HEADER_LEN + MAX_OPEN_LEN + TAG_LEN;
+
+/// Bytes a connection's send buffer holds until its `Open` was accepted: the ServerHello,
+/// and `Opened` or the refusal (the smallest buffer a connection takes).
+pub const HANDSHAKE_TX: usize = FRAME_HEADER_LEN + MIN_FRAME_BODY;
 
 /// Connections still in their handshake (or waiting for `Open`) held at once; beyond it
 /// the oldest is dropped. Each costs about 30 KiB and no thread, and may take at most
@@ -238,6 +244,9 @@ impl Served {
             }
             _ => {}
         }
+        // The client's rules: a pull's listing leaves out what they exclude, and a push's
+        // --delete keeps it.
+        let filter = req.filter().map_err(|e| e.to_string())?;
         let tree = self.store.tree();
         match req.direction {
             Direction::Push => {
@@ -262,14 +271,15 @@ impl Served {
                     append_only: client.mode == Mode::AppendOnly,
                 };
                 let dest = Dest::new(Arc::clone(&self.store), &base, opts);
-                let mut app = RecvApp::new(dest, req.checksum, Arc::clone(&self.clock));
+                let keep = (!req.delete_excluded).then_some(filter);
+                let mut app = RecvApp::new(dest, req.checksum, Arc::clone(&self.clock)).keeping(keep);
                 if self.log {
                     app = app.log_problems_as(peer.to_owned());
                 }
                 Ok(Session::Recv(Box::new(app)))
             }
             Direction::Pull => {
-                let job = self.pull_job(req, &base)?;
+                let job = self.pull_job(req, &base, &filter)?;
                 let mut app = SendApp::new(job, SyncCodec::Auto, req.dry_run);
                 app.peer_on_loopback(loopback);
                 Ok(Session::Send(Box::new(app)))
@@ -277,8 +287,14 @@ impl Served {
         }
     }
 
-    /// What a pull connection sends from: its own walk of the tree, or its session's.
-    fn pull_job(&self, req: &OpenRequest, base: &str) -> std::result::Result<Arc<Job>, String> {
+    /// What a pull connection sends from: its own walk of the tree (through `filter`), or its
+    /// session's.
+    fn pull_job(
+        &self,
+        req: &OpenRequest,
+        base: &str,
+        filter: &Filter,
+    ) -> std::result::Result<Arc<Job>, String> {
         let make = || -> std::result::Result<Arc<Job>, String> {
             let subtree = self
                 .store
@@ -287,8 +303,9 @@ impl Served {
                 .map_err(|e| format!("{}: no such directory ({e})", req.path))?;
             let subtree = Arc::new(subtree);
             let mut problems = Vec::new();
-            let entries =
-                walk(&subtree, &mut problems).map_err(|e| format!("{}: cannot read it ({e})", req.path))?;
+            let entries = walk(&subtree, filter, &mut problems)
+                .map_err(|e| format!("{}: cannot list it ({e})", req.path))?
+                .entries;
             for p in problems.iter().filter(|_| self.log) {
                 say(&format!("pull of {:?}: {p}", req.path));
             }
@@ -316,11 +333,11 @@ impl Served {
     }
 
     /// A new server-side connection, with the small buffers of the handshake (see
-    /// [`HANDSHAKE_BUFFER`]); [`Served::open`] lends it the full ones.
+    /// [`HANDSHAKE_RX`], [`HANDSHAKE_TX`]); [`Served::open`] lends it the full ones.
     pub fn connection(&self) -> Result<Conn> {
         let internal = |e: keepsync_core::UsageError| Error::Internal(e.to_string());
         let (random, now) = (fresh_random()?, self.clock.now_ms());
-        let (rx, tx) = (vec![0; HANDSHAKE_BUFFER], vec![0; HANDSHAKE_BUFFER]);
+        let (rx, tx) = (vec![0; HANDSHAKE_RX], vec![0; HANDSHAKE_TX]);
         let mut conn = match &self.keys {
             Keys::One(client) => Conn::server(RustCrypto, client.key.clone(), random, now, rx, tx),
             Keys::Clients { .. } => Conn::server_for_clients(RustCrypto, random, now, rx, tx),

@@ -20,10 +20,11 @@ use super::EmptyDir;
 use super::dest::{
     Dest, DestOptions, Destination, Ended, Fault, Offer, PartialFile, Placed, Store, There, VerifiedFile,
 };
+use super::filter::Filter;
 use super::plan::{Action, in_the_way, unchanged};
 use super::summary::{Cause, Problem, Summary};
 use super::tree::{EntryKind, Stat, Tree};
-use super::walk::{Entry, walk};
+use super::walk::{Entry, Listing, walk};
 use crate::error::{Error, Result};
 use crate::index::blake3_of;
 use crate::net::RateLimiter;
@@ -37,8 +38,12 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// Settings of one sync.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
-    /// Remove DEST entries that SRC does not have.
+    /// Remove DEST entries that SRC does not have (but those the filter excludes).
     pub delete: bool,
+    /// With `delete`, remove the DEST entries the filter excludes too.
+    pub delete_excluded: bool,
+    /// What is left out (`--include`, `--exclude`, `.keepsyncignore` files).
+    pub filter: Filter,
     /// Only report what would change.
     pub dry_run: bool,
     /// Compare file contents (BLAKE3) instead of size and modification time.
@@ -341,7 +346,7 @@ pub fn sync_listed(
     dst: &Path,
     opts: &SyncOptions,
     bar: &ProgressBar,
-    list: impl FnOnce(&Tree, &mut Vec<Problem>) -> std::io::Result<Vec<Entry>>,
+    list: impl FnOnce(&Tree, &Filter, &mut Vec<Problem>) -> Result<Listing>,
 ) -> Result<Summary> {
     let started = Instant::now();
     check_roots(src, dst)?;
@@ -349,7 +354,8 @@ pub fn sync_listed(
     let mut summary =
         Summary { direction: "local", dry_run: opts.dry_run, connections: 0, ..Summary::default() };
     let mut problems = Vec::new();
-    let entries = list(&src_tree, &mut problems).map_err(|e| Error::io("read", src, e))?;
+    let Listing { entries, excluded } = list(&src_tree, &opts.filter, &mut problems)?;
+    summary.excluded = Some(excluded);
     problems.into_iter().for_each(|p| summary.problem(p));
     // A dry run into a DEST that does not exist yet compares with an empty tree.
     let empty = (opts.dry_run && !dst.exists()).then(EmptyDir::new).transpose()?;
@@ -407,7 +413,8 @@ pub fn sync_listed(
     }
     run.commit();
     if opts.delete {
-        match run.dest.delete_unseen(&seen, opts.dry_run) {
+        let keep = (!opts.delete_excluded).then_some(&opts.filter);
+        match run.dest.delete_unseen(&seen, keep, opts.dry_run) {
             Ok(gone) => {
                 run.summary.deleted += gone.len() as u64;
                 if opts.dry_run {

@@ -2,7 +2,8 @@
 //!
 //! - [`tree`]: confinement: every filesystem operation relative to a root handle, never
 //!   through a symlink.
-//! - [`walk`]: the one walker of a source tree.
+//! - [`walk`]: the one walker of a source tree, which consults the [`filter`]
+//!   (`--include`/`--exclude` rules and `.keepsyncignore` files).
 //! - [`plan`]: the rules every direction applies (the typed plan, "unchanged", what stands in
 //!   the way).
 //! - [`dest`]: where files land: partials keyed by version, ordered writers, placement only
@@ -15,6 +16,7 @@
 //! - [`watch`]: `--watch`, a pass after every settled burst of changes in SRC.
 
 pub mod dest;
+pub mod filter;
 pub mod local;
 pub mod plan;
 pub mod recv;

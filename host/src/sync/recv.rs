@@ -18,6 +18,7 @@ use keepsync_core::sync::{
 use super::dest::{
     Dest, Destination, DirMeta, Ended, Fault, Offer, PartialFile, Placed, There, VerifiedFile,
 };
+use super::filter::Filter;
 use super::plan::{Action, in_the_way, unchanged};
 use super::summary::{Problem, Summary};
 use super::tree::{EntryKind, Stat, check_rel};
@@ -53,6 +54,8 @@ enum Reply {
 pub struct RecvApp<D: Destination = Dest> {
     dest: D,
     checksum: bool,
+    /// What `--delete` keeps: what this filter excludes (`None`: `--delete-excluded`).
+    keep: Option<Filter>,
     replies: VecDeque<Reply>,
     files: HashMap<u32, D::Partial>,
     verified: Vec<(u32, D::Verified)>,
@@ -85,6 +88,7 @@ impl<D: Destination> RecvApp<D> {
         Self {
             dest,
             checksum,
+            keep: Some(Filter::default()),
             replies: VecDeque::new(),
             files: HashMap::new(),
             verified: Vec::new(),
@@ -106,6 +110,14 @@ impl<D: Destination> RecvApp<D> {
             parts_received: 0,
             summary: Summary::default(),
         }
+    }
+
+    /// `--delete` keeps what `keep` excludes (its rules, and the `.keepsyncignore` files of
+    /// this tree); `None` (`--delete-excluded`): it keeps nothing for being excluded. By
+    /// default the tree's `.keepsyncignore` files alone decide.
+    pub fn keeping(mut self, keep: Option<Filter>) -> Self {
+        self.keep = keep;
+        self
     }
 
     /// Shows progress on `bar`: its length grows as files are announced.
@@ -427,7 +439,7 @@ impl<D: Destination> RecvApp<D> {
         self.commit();
         if self.dest.options().delete {
             let dry_run = self.dest.options().dry_run;
-            match self.dest.delete_unseen(&self.seen, dry_run) {
+            match self.dest.delete_unseen(&self.seen, self.keep.as_ref(), dry_run) {
                 Ok(gone) => {
                     for path in gone {
                         self.summary.deleted += 1;

@@ -80,6 +80,10 @@ pub struct Summary {
     pub symlinks: u64,
     /// Entries removed by `--delete` (in a dry run: that would be).
     pub deleted: u64,
+    /// Source entries the filter left out (`--exclude`, `.keepsyncignore`; an excluded
+    /// directory counts once, nothing under it is looked at). `null` on a pull: the server
+    /// filters, and does not say how much.
+    pub excluded: Option<u64>,
     /// Source entries that vanished before they could be read (skipped).
     pub vanished: u64,
     /// Entries that were not synced, with the reason (a reason shared by more than
@@ -151,6 +155,10 @@ impl Summary {
         self.dirs_created += other.dirs_created;
         self.symlinks += other.symlinks;
         self.deleted += other.deleted;
+        self.excluded = match (self.excluded, other.excluded) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
         self.vanished += other.vanished;
         self.problems.extend(other.problems);
         self.problem_count += other.problem_count;

@@ -1,7 +1,10 @@
 //! `sync --verify`: after a sync, SRC and DEST are read again, entry by entry, and compared:
 //! kind, size, modification time, permissions, symlink target, and for every regular file
 //! the BLAKE3 of both copies, read from the files themselves (never from the `--checksum`
-//! index, which is a cache). With `--delete`, DEST must hold nothing SRC lacks.
+//! index, which is a cache). Both sides are listed through the sync's filter, so what it
+//! excludes is not compared. With `--delete`, DEST must hold no file or link SRC lacks that
+//! the filter lets through, and no such directory unless the filter kept something in DEST
+//! (a directory holding an excluded entry stays, as `--delete` leaves it).
 //!
 //! A difference is reported as a problem of the run (exit 23), naming the entry and what
 //! differs. It catches what a sync cannot see by itself: a writer that changed DEST after the
@@ -9,9 +12,11 @@
 
 use std::collections::HashSet;
 
+use super::filter::Filter;
 use super::summary::{Problem, Summary};
 use super::tree::{EntryKind, Stat, Tree};
 use super::walk::{Entry, walk};
+use crate::error::{Error, Result};
 use crate::index::blake3_of;
 use crate::units::human_bytes;
 
@@ -26,10 +31,17 @@ pub struct Verified {
     pub differ: u64,
 }
 
-/// Compares `src` with `dst` (both already open) and records every difference in `summary`.
-pub fn verify(src: &Tree, dst: &Tree, delete: bool, summary: &mut Summary) -> std::io::Result<Verified> {
+/// Compares `src` with `dst` (both already open) through `filter` and records every
+/// difference in `summary`; `delete`: DEST must hold nothing more.
+pub fn verify(
+    src: &Tree,
+    dst: &Tree,
+    filter: &Filter,
+    delete: bool,
+    summary: &mut Summary,
+) -> Result<Verified> {
     let mut problems = Vec::new();
-    let entries = walk(src, &mut problems)?;
+    let entries = walk(src, filter, &mut problems)?.entries;
     let mut done = Verified::default();
     let mut differ = |summary: &mut Summary, rel: &str, why: String| {
         summary.problem(Problem::new(rel, format!("--verify: {why}")));
@@ -42,14 +54,18 @@ pub fn verify(src: &Tree, dst: &Tree, delete: bool, summary: &mut Summary) -> st
             Ok(Same::No(why)) => differ(summary, &e.rel, why),
             // Read again just now, so one that vanished from SRC is a change made after the
             // sync, not a difference it left.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound && src.lstat(&e.rel)?.is_none() => {}
+            Err(err)
+                if err.kind() == std::io::ErrorKind::NotFound
+                    && src.lstat(&e.rel).map_err(|e| Error::io("read", src.path(), e))?.is_none() => {}
             Err(err) => differ(summary, &e.rel, format!("cannot compare it: {err}")),
         }
     }
     if delete {
         let listed: HashSet<&str> = entries.iter().map(|e| e.rel.as_str()).collect();
-        for extra in walk(dst, &mut Vec::new())? {
-            if !listed.contains(extra.rel.as_str()) {
+        let there = walk(dst, filter, &mut Vec::new())?;
+        for extra in there.entries {
+            let kept_dir = extra.stat.kind == EntryKind::Dir && there.excluded > 0;
+            if !listed.contains(extra.rel.as_str()) && !kept_dir {
                 differ(summary, &extra.rel, "is in DEST but not in SRC (with --delete)".into());
             }
         }
@@ -139,7 +155,8 @@ mod tests {
         std::fs::File::options().write(true).open(b.join("d/f")).unwrap().set_modified(mtime).unwrap();
         change(&b);
         let mut summary = Summary::default();
-        let v = verify(&Tree::open(&a).unwrap(), &Tree::open(&b).unwrap(), delete, &mut summary).unwrap();
+        let (a, b) = (Tree::open(&a).unwrap(), Tree::open(&b).unwrap());
+        let v = verify(&a, &b, &Filter::default(), delete, &mut summary).unwrap();
         assert_eq!(v.differ as usize, summary.problems.len());
         summary.problems
     }

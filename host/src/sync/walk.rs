@@ -1,13 +1,16 @@
-//! The one tree walker: every entry of a source tree, parents before children, sorted by
-//! name, read through the tree's confined handle (see [`super::tree`]). A local sync, a push
-//! and a pull's server all send what this lists.
+//! The one tree walker: every entry of a source tree that the [`Filter`] lets through,
+//! parents before children, sorted by name, read through the tree's confined handle (see
+//! [`super::tree`]). An excluded directory is not looked into. A local sync, a push and a
+//! pull's server all send what this lists.
 
 use std::io;
 
 use keepsync_core::sync::Kind;
 
+use super::filter::{Filter, Scope};
 use super::summary::{Cause, Problem};
 use super::tree::{EntryKind, Stat, Tree, join};
+use crate::error::{Error, Result};
 
 /// One entry of a tree being sent.
 #[derive(Debug, Clone)]
@@ -93,24 +96,38 @@ impl Entry {
     }
 }
 
-/// Every entry under `tree`, parents before children, sorted by name. Entries that cannot be
-/// synced (names that are not UTF-8, special files, unreadable directories, entries that
-/// vanish while listed) are reported in `problems` and left out; only an unreadable root
-/// fails the walk.
-pub fn walk(tree: &Tree, problems: &mut Vec<Problem>) -> io::Result<Vec<Entry>> {
-    let mut out = Vec::new();
-    let top = tree.list("")?;
-    walk_dir(tree, "", top, &mut out, problems)?;
+/// What a walk lists.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The entries to sync, parents before children, sorted by name.
+    pub entries: Vec<Entry>,
+    /// Entries the filter left out (an excluded directory counts once: nothing under it is
+    /// looked at).
+    pub excluded: u64,
+}
+
+/// Every entry under `tree` that `filter` lets through, parents before children, sorted by
+/// name. Entries that cannot be synced (names that are not UTF-8, special files, unreadable
+/// directories, entries that vanish while listed) are reported in `problems` and left out;
+/// an unreadable root, or a `.keepsyncignore` that cannot be read or compiled, fails the walk
+/// (before anything is synced: a broken ignore file must not let through what it was meant
+/// to keep out).
+pub fn walk(tree: &Tree, filter: &Filter, problems: &mut Vec<Problem>) -> Result<Listing> {
+    let top = tree.list("").map_err(|e| Error::io("read", tree.path(), e))?;
+    let scope = filter.root(&top, tree, "").map_err(Error::Filter)?;
+    let mut out = Listing::default();
+    walk_dir(tree, &scope, "", top, &mut out, problems)?;
     Ok(out)
 }
 
 fn walk_dir(
     tree: &Tree,
+    scope: &Scope,
     rel: &str,
     listed: Vec<(std::ffi::OsString, Stat)>,
-    out: &mut Vec<Entry>,
+    out: &mut Listing,
     problems: &mut Vec<Problem>,
-) -> io::Result<()> {
+) -> Result<()> {
     for (name, stat) in listed {
         let Some(name) = name.to_str() else {
             let shown = join(rel, &name.to_string_lossy());
@@ -118,12 +135,19 @@ fn walk_dir(
             continue;
         };
         let child = join(rel, name);
-        match Entry::from_stat(tree, child.clone(), stat)? {
+        if scope.excludes(&child, stat.kind == EntryKind::Dir) {
+            out.excluded += 1;
+            continue;
+        }
+        let entry = Entry::from_stat(tree, child.clone(), stat)
+            .map_err(|e| Error::io("read", tree.display(&child), e))?;
+        match entry {
             Err(p) => problems.push(p),
             Ok(e) if e.kind == Kind::Dir => match tree.list(&child) {
                 Ok(listed) => {
-                    out.push(e);
-                    walk_dir(tree, &child, listed, out, problems)?;
+                    let inner = scope.enter(&child, &listed, tree, &child).map_err(Error::Filter)?;
+                    out.entries.push(e);
+                    walk_dir(tree, &inner, &child, listed, out, problems)?;
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     problems.push(Problem { path: child, cause: Cause::Vanished });
@@ -132,7 +156,7 @@ fn walk_dir(
                     problems.push(Problem::new(child, format!("cannot read the directory: {err}; skipped")))
                 }
             },
-            Ok(e) => out.push(e),
+            Ok(e) => out.entries.push(e),
         }
     }
     Ok(())
@@ -161,7 +185,7 @@ mod tests {
         .unwrap();
         let tree = Tree::open(r).unwrap();
         let mut problems = Vec::new();
-        let entries = walk(&tree, &mut problems).unwrap();
+        let entries = walk(&tree, &Filter::default(), &mut problems).unwrap().entries;
         let rels: Vec<_> = entries.iter().map(|e| (e.rel.as_str(), e.kind)).collect();
         assert_eq!(
             rels,

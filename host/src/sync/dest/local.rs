@@ -27,6 +27,7 @@ use keepsync_core::sync::Layout;
 use rustix::fs::{AtFlags, Mode};
 use rustix::io::Errno;
 
+use super::super::filter::{Filter, Scope};
 use super::super::plan::{in_the_way, replaceable, unchanged};
 use super::super::tree::{EntryKind, Stat, Tree, TreeLock, join, remove_in, set_meta, split};
 use super::{DestOptions, Destination, DirMeta, Fault, Offer, Placed, There, merge_parts, range_hasher};
@@ -53,6 +54,13 @@ pub struct Dest {
     /// the old one, and the placement, which resolves its directory afresh under the tree's
     /// lock, then finds the destination changed and places nothing.
     looked_in: std::cell::RefCell<Option<(String, OwnedFd)>>,
+}
+
+/// What a `--delete` sweep keeps: what the sender listed, and what the filter excludes
+/// (`None`: `--delete-excluded`).
+struct Sweep<'a> {
+    seen: &'a HashSet<String>,
+    keep: Option<&'a Filter>,
 }
 
 impl Dest {
@@ -429,41 +437,23 @@ impl Dest {
     }
 
     /// Removes every entry under the subtree the sender did not list (`seen` holds what it
-    /// listed), deepest entries last; with `dry_run`, only lists them. Returns what was (or
-    /// would be) removed.
-    pub fn delete_unseen(&mut self, seen: &HashSet<String>, dry_run: bool) -> Result<Vec<String>, Fault> {
+    /// listed), but those `keep` excludes (with everything under them: an excluded directory
+    /// is not looked into); with `dry_run`, only lists them. Returns what was (or would be)
+    /// removed. A `.keepsyncignore` here that cannot be read stops it before anything is
+    /// removed.
+    pub fn delete_unseen(
+        &mut self,
+        seen: &HashSet<String>,
+        keep: Option<&Filter>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, Fault> {
         if self.opts.append_only {
             return Err(Fault::Refused("--delete: this client may only add entries (append-only)".into()));
         }
         let mut gone = Vec::new();
         let mut leftovers = Vec::new();
-        let mut todo = vec![String::new()];
-        while let Some(rel) = todo.pop() {
-            let full = self.full(&rel);
-            if let Ok(names) = super::super::tree::leftovers(&self.store.tree, &full) {
-                leftovers
-                    .extend(names.into_iter().filter_map(|n| n.into_string().ok()).map(|n| join(&full, &n)));
-            }
-            let listed = match self.store.tree.list(&full) {
-                Ok(l) => l,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(Fault::io(
-                        format!("{}: cannot list it", self.store.tree.display(&full).display()),
-                        &e,
-                    ));
-                }
-            };
-            for (name, stat) in listed {
-                let Some(name) = name.to_str() else { continue };
-                let child = join(&rel, name);
-                if !seen.contains(&child) {
-                    gone.push(child);
-                } else if stat.kind == EntryKind::Dir {
-                    todo.push(child);
-                }
-            }
-        }
+        let sweep = Sweep { seen, keep };
+        self.sweep(&sweep, "", None, &mut gone, &mut leftovers)?;
         gone.sort();
         if !dry_run && (!gone.is_empty() || !leftovers.is_empty()) {
             let _lock = self.lock()?;
@@ -484,6 +474,68 @@ impl Dest {
             }
         }
         Ok(gone)
+    }
+
+    /// Looks through the directory `rel` (in the filter `parent` leaves, with its own
+    /// `.keepsyncignore`) for what `--delete` removes: the entries the sender did not list and
+    /// the filter does not exclude. An unlisted directory goes whole, unless something under
+    /// it is kept: then it stays, and what is not kept under it goes (rsync keeps such a
+    /// directory the same way). Returns whether anything under `rel` stays.
+    fn sweep(
+        &self,
+        sweep: &Sweep<'_>,
+        rel: &str,
+        parent: Option<&Scope>,
+        gone: &mut Vec<String>,
+        leftovers: &mut Vec<String>,
+    ) -> Result<bool, Fault> {
+        let tree = &self.store.tree;
+        let full = self.full(rel);
+        if let Ok(names) = super::super::tree::leftovers(tree, &full) {
+            leftovers.extend(names.into_iter().filter_map(|n| n.into_string().ok()).map(|n| join(&full, &n)));
+        }
+        let listed = match tree.list(&full) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => {
+                return Err(Fault::io(format!("{}: cannot list it", tree.display(&full).display()), &e));
+            }
+        };
+        let scope = match (sweep.keep, parent) {
+            (None, _) => None,
+            (Some(filter), None) => Some(filter.root(&listed, tree, &full)),
+            (Some(_), Some(parent)) => Some(parent.enter(rel, &listed, tree, &full)),
+        }
+        .transpose()
+        .map_err(|e| Fault::Refused(format!("{e}; nothing was deleted")))?;
+        let mut stays = false;
+        for (name, stat) in &listed {
+            // A name that is not UTF-8 cannot be listed or named; it goes only with its
+            // directory.
+            let Some(name) = name.to_str() else { continue };
+            let child = join(rel, name);
+            let is_dir = stat.kind == EntryKind::Dir;
+            if scope.as_ref().is_some_and(|s| s.excludes(&child, is_dir)) {
+                // Excluded: kept, with everything under it.
+                stays = true;
+            } else if sweep.seen.contains(&child) {
+                stays = true;
+                if is_dir {
+                    self.sweep(sweep, &child, scope.as_ref(), gone, leftovers)?;
+                }
+            } else if is_dir && scope.is_some() {
+                let mut under = Vec::new();
+                if self.sweep(sweep, &child, scope.as_ref(), &mut under, leftovers)? {
+                    stays = true;
+                    gone.append(&mut under);
+                } else {
+                    gone.push(child);
+                }
+            } else {
+                gone.push(child);
+            }
+        }
+        Ok(stays)
     }
 
     /// Makes this sync's renames durable (one filesystem flush), and removes the partial
@@ -571,8 +623,13 @@ impl Destination for Dest {
         Dest::commit(self, batch)
     }
 
-    fn delete_unseen(&mut self, seen: &HashSet<String>, dry_run: bool) -> Result<Vec<String>, Fault> {
-        Dest::delete_unseen(self, seen, dry_run)
+    fn delete_unseen(
+        &mut self,
+        seen: &HashSet<String>,
+        keep: Option<&Filter>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, Fault> {
+        Dest::delete_unseen(self, seen, keep, dry_run)
     }
 
     fn finish(&mut self) -> Result<(), Fault> {

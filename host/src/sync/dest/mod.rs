@@ -20,6 +20,7 @@ use blake3::hazmat::{
 use keepsync_core::sync::{Layout, Status};
 use rustix::io::Errno;
 
+use super::filter::Filter;
 use super::tree::{EntryKind, Stat};
 use crate::index::SharedIndex;
 
@@ -266,8 +267,15 @@ pub trait Destination {
     ) -> Result<Self::Verified, Fault>;
     /// Places `batch` (durable first), each only over what its writer saw.
     fn commit(&mut self, batch: Vec<Self::Verified>) -> Vec<(Self::Verified, Result<Placed, Fault>)>;
-    /// Removes (with `dry_run`, lists) every entry the sender did not list (`seen`).
-    fn delete_unseen(&mut self, seen: &HashSet<String>, dry_run: bool) -> Result<Vec<String>, Fault>;
+    /// Removes (with `dry_run`, lists) every entry the sender did not list (`seen`), but
+    /// those `keep` excludes, with everything under them: its rules and this tree's
+    /// `.keepsyncignore` files (`None`, for `--delete-excluded`: those go too).
+    fn delete_unseen(
+        &mut self,
+        seen: &HashSet<String>,
+        keep: Option<&Filter>,
+        dry_run: bool,
+    ) -> Result<Vec<String>, Fault>;
     /// Makes this sync's changes durable and leaves nothing of its own behind.
     fn finish(&mut self) -> Result<(), Fault>;
 }
