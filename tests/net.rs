@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use keepsync_core::crypto::session::key_id;
 use keepsync_core::crypto::{RustCrypto, SecretKey};
 use keepsync_core::sync::{
-    Connection, Direction, FileMeta, Have, Kind, Message, Sender, SenderEvent, Status,
+    Connection, Direction, FileMeta, Have, Kind, Message, ProtoError, Sender, SenderEvent, Status,
 };
 use support::*;
 
@@ -530,6 +531,43 @@ fn each_client_has_its_own_key_subtree_and_mode() {
     // Nothing landed outside each client's subtree.
     let names = listing(&d.join("srv"));
     assert!(names.iter().all(|n| ["alice", "bob", ".keepsync-partial"].contains(&n.as_str())), "{names:?}");
+}
+
+#[test]
+fn a_hello_naming_another_clients_key_id_opens_nothing() {
+    let dir = setup();
+    let d = dir.path();
+    clients_file(d, &[("alice", "alice", "read-write")]);
+    ks(d, &["keygen", "-o", "eve.key"]).ok();
+    let srv = serve_clients(d);
+    let alice = keepsync::keys::read_key_file(&d.join("alice.key")).unwrap();
+    let eve = keepsync::keys::read_key_file(&d.join("eve.key")).unwrap();
+    // Eve's hello, with alice's key id in place of her own: the server looks up alice's key.
+    let mut raw = Raw::connect(&srv.addr, &eve);
+    let (eve_id, alice_id) = (key_id(&eve), key_id(&alice));
+    let mut hello = raw.ep.pending_transmit().to_vec();
+    raw.ep.consume_transmit(hello.len());
+    let at = hello.windows(eve_id.len()).position(|w| w == eve_id).expect("the hello carries the key id");
+    hello[at..at + alice_id.len()].copy_from_slice(&alice_id);
+    raw.stream.write_all(&hello).unwrap();
+    // The server proves alice's key, which eve cannot check; and eve cannot prove it either.
+    let mut buf = [0u8; 4096];
+    let refused = loop {
+        let n = raw.stream.read(&mut buf).expect("the server answers the hello");
+        assert!(n > 0, "the server hung up before its hello");
+        match raw.ep.handle_input(0, &buf[..n]) {
+            Err(e) => break e,
+            Ok(_) => assert!(raw.ep.poll_message(0).is_none(), "a session opened on a forged key id"),
+        }
+    };
+    assert_eq!(refused, ProtoError::PeerNotAuthenticated);
+    drop(raw);
+    let log = srv.log_with("hung up without proving the pre-shared key", 1);
+    assert!(!log.contains("unknown key id"), "the forged id was alice's, known: {log}");
+    assert!(!log.contains("client \"alice\""), "{log}");
+    // Alice herself is unaffected.
+    ks(d, &["sync", "src", &srv.url("t"), "--psk-file", "alice.key"]).ok();
+    assert_eq!(snapshot(&d.join("src")), snapshot(&d.join("srv/alice/t")));
 }
 
 fn hangup(srv: &Server) {
