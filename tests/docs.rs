@@ -70,22 +70,7 @@ fn protocol_message_table_matches_the_encoding() {
         layout: keepsync_core::sync::Layout::Whole,
     };
     let samples: [(&str, Message<'_>); 13] = [
-        (
-            "Open",
-            Message::Open {
-                path: "p",
-                direction: Direction::Push,
-                delete: false,
-                replace: false,
-                checksum: false,
-                dry_run: false,
-                max_files: 32,
-                session: [0; 16],
-                part_size: 0,
-                delete_excluded: false,
-                filters: keepsync_core::sync::FilterRules::EMPTY,
-            },
-        ),
+        ("Open", keepsync_core::sync::open::OpenParams::new(Direction::Push, 32).message("p")),
         ("Opened", Message::Opened { max_files: 32 }),
         ("File", Message::File(meta)),
         ("Have", Message::Have { id: 1, have: Have::Skip }),

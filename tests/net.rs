@@ -759,19 +759,11 @@ impl Raw {
             }
             self.flush();
         }
-        let open = Message::Open {
-            path,
-            direction,
-            delete: false,
+        let open = keepsync_core::sync::open::OpenParams {
             replace,
-            checksum: false,
-            dry_run: false,
-            max_files: 32,
-            session: [0; 16],
-            part_size: 0,
-            delete_excluded: false,
-            filters: keepsync_core::sync::FilterRules::EMPTY,
-        };
+            ..keepsync_core::sync::open::OpenParams::new(direction, 32)
+        }
+        .message(path);
         self.ep.send(0, &open).unwrap();
         self.flush();
     }

@@ -205,20 +205,9 @@ pub fn seal_as_client(
 /// The postcard bytes of an `Open` for `path` (a push, nothing else asked) whose rule list is
 /// `rules` as they stand, checked or not.
 pub fn open_with_raw_rules(path: &str, rules: &[u8]) -> Vec<u8> {
-    use keepsync_core::sync::{Direction, FilterRules, Message};
-    let open = Message::Open {
-        path,
-        direction: Direction::Push,
-        delete: false,
-        replace: false,
-        checksum: false,
-        dry_run: false,
-        max_files: 32,
-        session: [0; 16],
-        part_size: 0,
-        delete_excluded: false,
-        filters: FilterRules::EMPTY,
-    };
+    use keepsync_core::sync::Direction;
+    use keepsync_core::sync::open::OpenParams;
+    let open = OpenParams::new(Direction::Push, 32).message(path);
     let mut buf = vec![0u8; 512 + path.len()];
     let n = postcard::to_slice(&open, &mut buf).unwrap().len();
     // The rule list is the last field: its (empty) length byte goes, the rules come instead.

@@ -54,7 +54,8 @@ impl<'a> OpenParams<'a> {
         }
     }
 
-    fn message<'p>(&self, path: &'p str) -> Message<'p>
+    /// The `Open` message asking for the tree `path` with these parameters.
+    pub fn message<'p>(&self, path: &'p str) -> Message<'p>
     where
         'a: 'p,
     {
