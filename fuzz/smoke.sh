@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke-fuzz every keepsync-core target for a short time each.
+# Smoke-fuzz every target (the core's, and the host's path handling) for a short time each.
 #
 # Usage: fuzz/smoke.sh [SECONDS_PER_TARGET]   (default 20)
 # Exits non-zero if any target fails to build or finds a crash; crashing inputs are left in
@@ -14,7 +14,7 @@ fi
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-TARGETS=(header unpacker checkpoint frame sender)
+TARGETS=(header unpacker checkpoint frame sender paths)
 failed=()
 
 for target in "${TARGETS[@]}"; do
