@@ -63,6 +63,24 @@ pub fn check_rel(rel: &str) -> Result<(), String> {
     }
 }
 
+/// Refuses, before any system call, a `rel` that could name something outside the tree:
+/// absolute, holding a NUL, or with an empty, `.` or `..` component (`""` alone is the
+/// root). Every operation checks its path so, whoever calls it: the kernel's `RESOLVE_BENEATH`
+/// guards only the directories on the way, and `unlinkat(dir, "..")` or `mkdirat(dir, "..")`
+/// would act on the parent of the root (found by the `paths` fuzz target).
+fn confined(rel: &str) -> io::Result<()> {
+    let bad = rel.starts_with('/')
+        || rel.contains('\0')
+        || (!rel.is_empty() && rel.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
+    if bad {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{rel:?} is not a path under the root"),
+        ));
+    }
+    Ok(())
+}
+
 /// `base/rel` (either may be empty).
 pub fn join(base: &str, rel: &str) -> String {
     match (base.is_empty(), rel.is_empty()) {
@@ -184,6 +202,7 @@ impl Tree {
 
     /// Opens `rel` under the root with `flags`, never through a symlink (`""` is the root).
     fn open_beneath(&self, rel: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        confined(rel)?;
         let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         if rel.is_empty() {
             return rustix::fs::openat(&self.root, ".", flags & !OFlags::NOFOLLOW, mode).map_err(to_io);
@@ -245,6 +264,7 @@ impl Tree {
     /// on the way to it, does not exist. A symlink or file where a directory on the way should
     /// be is an error (`ELOOP`/`ENOTDIR`): something else is in the way.
     pub fn lstat(&self, rel: &str) -> io::Result<Option<Stat>> {
+        confined(rel)?;
         if rel.is_empty() {
             return Stat::of(&self.root).map(Some);
         }
@@ -259,6 +279,10 @@ impl Tree {
 
     /// The metadata of `name` in the open directory `dir`, not following a symlink.
     pub fn stat_in(dir: &OwnedFd, name: &str) -> io::Result<Option<Stat>> {
+        if name.is_empty() || name.contains('/') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name:?} is not one name")));
+        }
+        confined(name)?;
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(raw) => Ok(Some(Stat::from_raw(&raw))),
             Err(Errno::NOENT) => Ok(None),
@@ -269,6 +293,7 @@ impl Tree {
     /// Creates the directories of `rel_dir` that are missing (mode 0755) and opens the last;
     /// fails where a component is not a real directory.
     pub fn make_dirs(&self, rel_dir: &str) -> io::Result<OwnedFd> {
+        confined(rel_dir)?;
         let mut at = self.dir("")?;
         if rel_dir.is_empty() {
             return Ok(at);
@@ -299,6 +324,7 @@ impl Tree {
 
     /// Reads the target of the symlink `rel`.
     pub fn read_link(&self, rel: &str) -> io::Result<OsString> {
+        confined(rel)?;
         let (dir, name) = split(rel);
         let dir = self.dir(dir)?;
         let target = rustix::fs::readlinkat(&dir, name, Vec::new()).map_err(to_io)?;
@@ -314,6 +340,10 @@ impl Tree {
 
     /// Removes `rel`, a directory with everything under it (never following a symlink).
     pub fn remove_all(&self, rel: &str) -> io::Result<()> {
+        confined(rel)?;
+        if rel.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "the root itself is never removed"));
+        }
         let (dir, name) = split(rel);
         let dir = self.dir(dir)?;
         remove_in(&dir, name)
@@ -498,6 +528,34 @@ pub fn errno(e: &io::Error) -> Option<i32> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// Found by the `paths` fuzz target: `remove_all("..")` emptied the root's parent, and
+    /// `make_dirs("../x")` created beside the root.
+    #[test]
+    fn dot_dot_empty_and_absolute_names_are_refused_by_every_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(dir.path().join("beside"), b"x").unwrap();
+        let t = Tree::open(&root).unwrap();
+        for rel in ["..", "../beside", "d/..", "d/../..", ".", "d//e", "/etc", "d/", "a\0b"] {
+            let refused = |r: io::Result<()>| r.is_err_and(|e| e.kind() == io::ErrorKind::InvalidInput);
+            assert!(refused(t.remove_all(rel)), "remove_all({rel:?})");
+            assert!(refused(t.make_dirs(rel).map(drop)), "make_dirs({rel:?})");
+            assert!(refused(t.lstat(rel).map(drop)), "lstat({rel:?})");
+            assert!(refused(t.read_link(rel).map(drop)), "read_link({rel:?})");
+            assert!(refused(t.dir(rel).map(drop)), "dir({rel:?})");
+            assert!(refused(t.set_dir_meta(rel, 0o700, (0, 0))), "set_dir_meta({rel:?})");
+        }
+        assert!(t.remove_all("").is_err(), "the root itself");
+        let dir_fd = t.dir("").unwrap();
+        assert!(Tree::stat_in(&dir_fd, "..").is_err() && Tree::stat_in(&dir_fd, "d/x").is_err());
+        let mut beside: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        beside.sort();
+        assert_eq!(beside, ["beside", "root"]);
+        assert!(root.join("d").is_dir());
+    }
 
     fn tree() -> (tempfile::TempDir, Tree, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
