@@ -57,10 +57,15 @@ pub fn check_rel(rel: &str) -> Result<(), String> {
     if rel.is_empty() || rel.len() > MAX_PATH_LEN || rel.starts_with('/') || rel.contains('\0') {
         return Err(format!("{rel:?}: not a relative path"));
     }
-    match rel.split('/').find(|p| p.is_empty() || *p == "." || *p == ".." || is_ours(OsStr::new(p))) {
+    match rel.split('/').find(|p| strays(p) || is_ours(OsStr::new(p))) {
         Some(p) => Err(format!("{rel:?}: component {p:?} is not allowed")),
         None => Ok(()),
     }
+}
+
+/// A path component that does not name an entry below its directory: empty, `.` or `..`.
+fn strays(component: &str) -> bool {
+    component.is_empty() || component == "." || component == ".."
 }
 
 /// Refuses, before any system call, a `rel` that could name something outside the tree:
@@ -69,9 +74,7 @@ pub fn check_rel(rel: &str) -> Result<(), String> {
 /// guards only the directories on the way, and `unlinkat(dir, "..")` or `mkdirat(dir, "..")`
 /// would act on the parent of the root (found by the `paths` fuzz target).
 fn confined(rel: &str) -> io::Result<()> {
-    let bad = rel.starts_with('/')
-        || rel.contains('\0')
-        || (!rel.is_empty() && rel.split('/').any(|c| c.is_empty() || c == "." || c == ".."));
+    let bad = rel.starts_with('/') || rel.contains('\0') || (!rel.is_empty() && rel.split('/').any(strays));
     if bad {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
